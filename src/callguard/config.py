@@ -1,0 +1,113 @@
+"""Configuration: environment variables, overridden by matching CLI flags.
+
+Bad configuration stops the program at start with one line that names the
+setting and what is wrong, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from callguard.numbers import is_known_region
+
+
+class ConfigError(Exception):
+    """A setting with a bad value; the message is one line for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: Kafka bootstrap servers, ``kafka://host:port[;host:port…]``.
+    broker: str = "kafka://127.0.0.1:9092"
+    #: ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL of the cache.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Port of the worker's web server (``/health``).
+    web_port: int = 6066
+    #: DPR 26/2022 practice: a register result is valid 15 days.
+    register_max_age_days: int = 15
+    #: Region for numbers written without a country code.
+    default_region: str = "IT"
+    #: Seconds a Redis round trip may take before the batch is denied ``lookup_unavailable``.
+    redis_timeout: float = 1.0
+    #: Most intents decided together (one Redis round trip each batch).
+    batch_size: int = 500
+    #: Seconds to wait for a batch to fill before deciding what has arrived.
+    batch_wait: float = 0.01
+    #: Partitions given to topics the worker creates.
+    topic_partitions: int = 6
+    #: Kafka consumer group (Faust app id) of the workers.
+    app_id: str = "callguard"
+    #: ``text`` or ``json`` (one JSON object per log line).
+    log_format: str = "text"
+    log_level: str = "info"
+
+
+#: Setting name -> environment variable.
+ENV_VARS: dict[str, str] = {f.name: "CALLGUARD_" + f.name.upper() for f in fields(Settings)}
+ENV_VARS["broker"] = "CALLGUARD_BROKER"
+
+
+def _convert(name: str, raw: Any) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    if kind == "int":
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{ENV_VARS[name]}: expected a whole number, got {raw!r}") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{ENV_VARS[name]}: expected a number, got {raw!r}") from None
+    return str(raw)
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, then ``CALLGUARD_*`` variables, then non-``None`` overrides (CLI flags)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, var in ENV_VARS.items():
+        if env.get(var, "") != "":
+            values[name] = _convert(name, env[var])
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _convert(name, value)
+    settings = replace(Settings(), **values)
+    validate(settings)
+    return settings
+
+
+def broker_hosts(broker: str) -> list[str]:
+    """``kafka://a:9092;b:9092`` -> ``["a:9092", "b:9092"]`` (for aiokafka)."""
+    return [part.split("://", 1)[-1] for part in broker.replace(",", ";").split(";") if part]
+
+
+def validate(s: Settings) -> None:
+    for host in broker_hosts(s.broker) or [""]:
+        if not s.broker.startswith("kafka://") or ":" not in host or not host.rsplit(":", 1)[1].isdigit():
+            raise ConfigError(f"CALLGUARD_BROKER: expected kafka://HOST:PORT[;HOST:PORT…], got {s.broker!r}")
+    scheme = urlsplit(s.redis_url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"CALLGUARD_REDIS_URL: expected redis://, rediss:// or unix:// URL, got scheme {scheme!r}")
+    if not 0 <= s.web_port <= 65535:
+        raise ConfigError(f"CALLGUARD_WEB_PORT: expected a port 0-65535, got {s.web_port}")
+    if not 0 <= s.register_max_age_days <= 366:
+        raise ConfigError(f"CALLGUARD_REGISTER_MAX_AGE_DAYS: expected 0-366 days, got {s.register_max_age_days}")
+    if not is_known_region(s.default_region):
+        raise ConfigError(f"CALLGUARD_DEFAULT_REGION: {s.default_region!r} is not an ISO 3166 region libphonenumber knows")
+    if not 0 < s.redis_timeout <= 60:
+        raise ConfigError(f"CALLGUARD_REDIS_TIMEOUT: expected 0-60 seconds, got {s.redis_timeout}")
+    if not 1 <= s.batch_size <= 10_000:
+        raise ConfigError(f"CALLGUARD_BATCH_SIZE: expected 1-10000, got {s.batch_size}")
+    if not 0 <= s.batch_wait <= 5:
+        raise ConfigError(f"CALLGUARD_BATCH_WAIT: expected 0-5 seconds, got {s.batch_wait}")
+    if not 1 <= s.topic_partitions <= 1000:
+        raise ConfigError(f"CALLGUARD_TOPIC_PARTITIONS: expected 1-1000, got {s.topic_partitions}")
+    if s.log_format not in ("text", "json"):
+        raise ConfigError(f"CALLGUARD_LOG_FORMAT: expected text or json, got {s.log_format!r}")
+    if s.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"CALLGUARD_LOG_LEVEL: expected debug, info, warning or error, got {s.log_level!r}")

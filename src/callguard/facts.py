@@ -1,0 +1,134 @@
+"""Looked-up facts: what the stores know about one callee, operator and client.
+
+These are plain values handed from the stores (the imperative shell) to the
+policy (the functional core). A point in time is either a ``date`` (the source
+only gave a day) or an aware ``datetime``; :func:`proven_after` compares the
+two kinds without claiming more precision than the source gave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, tzinfo
+from typing import Any, Literal, Union
+
+When = Union[date, datetime]
+"""A day, or an aware instant. ``datetime`` is a subclass of ``date``: test for it first."""
+
+OperatorStatus = Literal["active", "suspended", "revoked"]
+Basis = Literal["consent", "contract"]
+
+
+def local_day(when: When, tz: tzinfo) -> date:
+    """The calendar day of ``when`` in ``tz`` (a plain date is already a day)."""
+    if isinstance(when, datetime):
+        return when.astimezone(tz).date()
+    return when
+
+
+def proven_after(later: When, earlier: When, tz: tzinfo) -> bool:
+    """True only when ``later`` is provably after ``earlier``.
+
+    Two instants compare exactly. When either side is only a day, the event
+    could have happened at any time that day, so only a strictly later day
+    proves the order: a consent dated the same day as a registration does not
+    provably come after it (the caller bears the burden of proof).
+    """
+    if isinstance(later, datetime) and isinstance(earlier, datetime):
+        return later > earlier
+    return local_day(later, tz) > local_day(earlier, tz)
+
+
+def when_to_json(when: When | None) -> str | None:
+    if when is None:
+        return None
+    if isinstance(when, datetime):
+        return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return when.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterResult:
+    """One opposition-register consultation result for one number.
+
+    ``client_id`` is ``*`` when the result applies to every client, or the one
+    client whose list was submitted (a citizen may withdraw the opposition for
+    chosen companies only, so results can differ per client).
+    """
+
+    opposed: bool
+    as_of: date
+    registered_at: date | None
+    client_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": "opposed" if self.opposed else "clear",
+            "as_of": self.as_of.isoformat(),
+            "registered_at": when_to_json(self.registered_at),
+            "client_id": self.client_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """A call-centre operator from the certification list."""
+
+    operator_id: str
+    status: OperatorStatus
+    valid_from: date
+    valid_until: date
+    caller_ids: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operator_id": self.operator_id,
+            "status": self.status,
+            "valid_from": self.valid_from.isoformat(),
+            "valid_until": self.valid_until.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """A consent or a contract between the callee and one client."""
+
+    client_id: str
+    basis: Basis
+    granted_at: When
+    ends_at: When | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "basis": self.basis,
+            "granted_at": when_to_json(self.granted_at),
+            "ends_at": when_to_json(self.ends_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut:
+    """An entry of the internal do-not-call list (``client_id`` may be ``*``)."""
+
+    client_id: str
+    at: When
+
+    def to_json(self) -> dict[str, Any]:
+        return {"client_id": self.client_id, "at": when_to_json(self.at)}
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything the stores returned for one intent.
+
+    ``register`` and ``optouts`` hold every result that applies to the intent's
+    client (its own and the ``*`` ones); the policy chooses among them, so that
+    choice is tested with the rules.
+    """
+
+    operator: Operator | None
+    register: tuple[RegisterResult, ...] = ()
+    consents: tuple[Consent, ...] = ()
+    optouts: tuple[OptOut, ...] = ()
+    versions: dict[str, str | None] = field(default_factory=dict)

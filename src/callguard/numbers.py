@@ -1,0 +1,57 @@
+"""Callee numbers: normalisation to E.164 and masking for logs.
+
+Every rule keys on the E.164 form, so the same person is found whatever way the
+dialer wrote the number (``+39 347 …``, ``0039…``, ``(06) …``, ``347-…``).
+Phone numbers are personal data (GDPR art. 4(1)): they appear in the audit
+trail, which is the evidence, but anything meant for a log goes through
+:func:`mask` first.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import phonenumbers
+
+#: Longest input we hand to libphonenumber; real numbers are far shorter and
+#: the library itself refuses inputs over 250 characters.
+MAX_INPUT_LENGTH = 64
+
+
+@lru_cache(maxsize=65_536)
+def normalise(raw: str, default_region: str) -> str | None:
+    """Return the E.164 form of ``raw``, or ``None`` when it is not a valid number.
+
+    ``default_region`` (ISO 3166 alpha-2) applies to numbers written without a
+    country code. "Valid" is libphonenumber's ``is_valid_number``: a number
+    that cannot be assigned cannot be checked against a register, and a guard
+    fails closed on what it cannot check.
+    """
+    if not raw or len(raw) > MAX_INPUT_LENGTH:
+        return None
+    try:
+        parsed = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def is_known_region(region: str) -> bool:
+    """True when libphonenumber knows ``region`` (used to validate configuration)."""
+    return region in phonenumbers.SUPPORTED_REGIONS
+
+
+def mask(number: str | None) -> str:
+    """Mask a phone number for logs: keep the country code and first digits
+    needed to tell mobile from fixed, and the last two digits.
+
+    ``+393475555555`` becomes ``+39347*****55``. Anything too short to mask
+    safely is replaced entirely.
+    """
+    if not number:
+        return "<none>"
+    if len(number) < 9:
+        return "*" * len(number)
+    return number[:6] + "*" * (len(number) - 8) + number[-2:]

@@ -1,0 +1,170 @@
+"""The public contract: topic names, message fields and reason codes.
+
+Dialers and downstream systems build against these names, so they only ever
+change additively (new optional fields, new reason codes). The README's
+"Contract" section documents every name here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+# --- topics -----------------------------------------------------------------
+
+INTENTS_TOPIC = "callguard.intents"
+DECISIONS_TOPIC = "callguard.decisions"
+AUDIT_TOPIC = "callguard.audit"
+DEADLETTER_TOPIC = "callguard.deadletter"
+OPTOUTS_TOPIC = "callguard.optouts"
+
+#: Largest message the guard accepts; larger ones are malformed by contract.
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_ID_LENGTH = 128
+
+#: ``client_id`` value that means "every client" in opt-outs and register loads.
+ALL_CLIENTS = "*"
+
+
+class Reason(StrEnum):
+    """Machine-readable reasons carried by every decision (exact strings)."""
+
+    # deny
+    INVALID_NUMBER = "invalid_number"
+    NOT_CHECKED = "not_checked"
+    REGISTER_STALE = "register_stale"
+    OPPOSITION_REGISTER = "opposition_register"
+    INTERNAL_DNC = "internal_dnc"
+    OPERATOR_UNKNOWN = "operator_unknown"
+    OPERATOR_INACTIVE = "operator_inactive"
+    OPERATOR_EXPIRED = "operator_expired"
+    LOOKUP_UNAVAILABLE = "lookup_unavailable"
+    MALFORMED_INTENT = "malformed_intent"
+    # allow on an exception
+    CONSENT = "consent"
+    CONTRACT = "contract"
+
+
+class Purpose(StrEnum):
+    MARKETING = "marketing"
+    SURVEY = "survey"
+    SERVICE = "service"
+
+
+class MalformedIntent(ValueError):
+    """An intent that breaks the contract; ``intent_id`` is set when readable."""
+
+    def __init__(self, error: str, intent_id: str | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.intent_id = intent_id
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A dialer's request to place one call, as validated from the wire."""
+
+    intent_id: str
+    callee: str
+    operator_id: str
+    client_id: str
+    purpose: Purpose = Purpose.MARKETING
+    caller_id: str | None = None
+    campaign_id: str | None = None
+    requested_at: datetime | None = None
+
+
+def _required_id(obj: dict[str, Any], name: str, intent_id: str | None) -> str:
+    value = obj.get(name)
+    if value is None:
+        raise MalformedIntent(f"missing field {name!r}", intent_id)
+    if not isinstance(value, str):
+        raise MalformedIntent(f"field {name!r} must be a string", intent_id)
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise MalformedIntent(f"field {name!r} must be 1-{MAX_ID_LENGTH} characters", intent_id)
+    return value
+
+
+def _optional_str(obj: dict[str, Any], name: str, intent_id: str) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
+        raise MalformedIntent(f"field {name!r} must be a string of at most {MAX_ID_LENGTH} characters", intent_id)
+    return value
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp (offset required) into an aware UTC datetime."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp has no UTC offset")
+    return parsed.astimezone(UTC)
+
+
+def parse_intent(value: bytes | None) -> Intent:
+    """Validate one raw message from ``callguard.intents``.
+
+    Raises :class:`MalformedIntent` with a one-line error; its ``intent_id`` is
+    set whenever the id itself could be read, so the dialer still gets a deny.
+    """
+    if value is None:
+        raise MalformedIntent("empty message")
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise MalformedIntent(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedIntent(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MalformedIntent("not a JSON object")
+    raw_id = obj.get("intent_id")
+    readable_id = raw_id if isinstance(raw_id, str) and 1 <= len(raw_id) <= MAX_ID_LENGTH else None
+    intent_id = _required_id(obj, "intent_id", None)
+    callee = obj.get("callee")
+    if not isinstance(callee, str):
+        raise MalformedIntent(
+            "field 'callee' must be a string" if callee is not None else "missing field 'callee'", readable_id
+        )
+    operator_id = _required_id(obj, "operator_id", intent_id)
+    client_id = _required_id(obj, "client_id", intent_id)
+    if client_id == ALL_CLIENTS:
+        raise MalformedIntent("client_id '*' is reserved for opt-outs and register loads", intent_id)
+    purpose_raw = obj.get("purpose", Purpose.MARKETING.value)
+    try:
+        purpose = Purpose(purpose_raw)
+    except (ValueError, TypeError):
+        raise MalformedIntent("field 'purpose' must be one of marketing, survey, service", intent_id) from None
+    requested_raw = obj.get("requested_at")
+    requested_at = None
+    if requested_raw is not None:
+        if not isinstance(requested_raw, str):
+            raise MalformedIntent("field 'requested_at' must be an RFC 3339 string", intent_id)
+        try:
+            requested_at = parse_rfc3339(requested_raw)
+        except ValueError:
+            raise MalformedIntent("field 'requested_at' is not an RFC 3339 timestamp", intent_id) from None
+    return Intent(
+        intent_id=intent_id,
+        callee=callee,
+        operator_id=operator_id,
+        client_id=client_id,
+        purpose=purpose,
+        caller_id=_optional_str(obj, "caller_id", intent_id),
+        campaign_id=_optional_str(obj, "campaign_id", intent_id),
+        requested_at=requested_at,
+    )
+
+
+def rfc3339(moment: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC with millisecond precision."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dumps(obj: Any) -> bytes:
+    """The one JSON encoder for everything callguard writes to Kafka."""
+    return orjson.dumps(obj)

@@ -1,0 +1,302 @@
+"""Redis-backed stores: the register cache, operators, consents and opt-outs.
+
+Layout (every key under the ``cg:`` prefix)::
+
+    cg:reg:{e164 minus last 2 digits}   hash  "{last 2}"           -> "{as_of}|{o|c}|{registered_at}"  (all clients)
+                                              "{last 2}:{client}"  -> same, for one client only
+    cg:callee:{e164}                    hash  "consent:{client}"   -> "{granted_at}|{ends_at}"
+                                              "contract:{client}"  -> "{granted_at}|{ends_at}"
+                                              "optout:{client|*}"  -> "{at}"
+    cg:operators                        hash  "{operator_id}"      -> "{status}|{valid_from}|{valid_until}|{caller_ids;…}"
+    cg:meta                             hash  "operators_version", "register_loads", …
+    cg:register:loads                   list  one JSON line per register load (newest first)
+
+Register results are bucketed by number (100 numbers a hash) so that Redis
+keeps them in its compact listpack encoding; the performance issue measures
+and refines this. One intent costs two ``HMGET`` s and a batch one more for its
+operators, all in one pipelined round trip (:meth:`Stores.lookup`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from functools import lru_cache
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from callguard.facts import Consent, Facts, Operator, OptOut, RegisterResult, When
+from callguard.schema import ALL_CLIENTS
+
+PREFIX = "cg:"
+OPERATORS_KEY = PREFIX + "operators"
+META_KEY = PREFIX + "meta"
+REGISTER_LOADS_KEY = PREFIX + "register:loads"
+
+# Writes a field only when the new value is not older than the stored one.
+# ARGV[1] is how many leading characters hold the sortable timestamp
+# (0 = the whole value); then field/value pairs, one per key in KEYS.
+_WRITE_IF_NOT_OLDER = """
+local width = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local field = ARGV[2 * i]
+  local value = ARGV[2 * i + 1]
+  local old = redis.call('HGET', key, field)
+  local a, b = value, old
+  if old and width > 0 then
+    a = string.sub(value, 1, width)
+    b = string.sub(old, 1, width)
+  end
+  if (not old) or a >= b then
+    redis.call('HSET', key, field, value)
+    written = written + 1
+  end
+end
+return written
+"""
+
+
+class LookupUnavailable(Exception):
+    """Redis did not answer (down, timed out, or returned an error)."""
+
+
+def register_key(e164: str) -> tuple[str, str]:
+    """The bucket key and field prefix of one number's register results."""
+    return PREFIX + "reg:" + e164[:-2], e164[-2:]
+
+
+def callee_key(e164: str) -> str:
+    return PREFIX + "callee:" + e164
+
+
+@lru_cache(maxsize=16_384)
+def parse_when(text: str) -> When:
+    """Parse a stored point in time: ``YYYY-MM-DD`` or an ISO datetime with offset."""
+    if len(text) == 10:
+        return date.fromisoformat(text)
+    return datetime.fromisoformat(text)
+
+
+def format_when(when: When) -> str:
+    """Store datetimes in UTC so that stored strings sort in time order."""
+    if isinstance(when, datetime):
+        return when.astimezone(timezone.utc).isoformat()
+    return when.isoformat()
+
+
+@lru_cache(maxsize=4_096)
+def _register_result(value: str, client_id: str) -> RegisterResult:
+    as_of, status, registered_at = value.split("|")
+    return RegisterResult(
+        opposed=status == "o",
+        as_of=date.fromisoformat(as_of),
+        registered_at=date.fromisoformat(registered_at) if registered_at else None,
+        client_id=client_id,
+    )
+
+
+def register_value(opposed: bool, as_of: date, registered_at: date | None) -> str:
+    return f"{as_of.isoformat()}|{'o' if opposed else 'c'}|{'' if registered_at is None else registered_at.isoformat()}"
+
+
+@lru_cache(maxsize=4_096)
+def _operator(operator_id: str, value: str) -> Operator:
+    status, valid_from, valid_until, caller_ids = value.split("|")
+    return Operator(
+        operator_id=operator_id,
+        status=cast(Any, status),
+        valid_from=date.fromisoformat(valid_from),
+        valid_until=date.fromisoformat(valid_until),
+        caller_ids=tuple(c for c in caller_ids.split(";") if c),
+    )
+
+
+def operator_value(operator: Operator) -> str:
+    return "|".join(
+        (operator.status, operator.valid_from.isoformat(), operator.valid_until.isoformat(), ";".join(operator.caller_ids))
+    )
+
+
+def consent_value(consent: Consent) -> str:
+    return format_when(consent.granted_at) + "|" + ("" if consent.ends_at is None else format_when(consent.ends_at))
+
+
+def _consent(client_id: str, basis: str, value: str) -> Consent:
+    granted_at, ends_at = value.split("|")
+    return Consent(client_id, cast(Any, basis), parse_when(granted_at), parse_when(ends_at) if ends_at else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What one intent needs looked up."""
+
+    callee: str | None  # E.164, or None when invalid (only the operator is looked up)
+    client_id: str
+    operator_id: str
+
+
+class Stores:
+    """All Redis access of callguard, reads batched into one round trip."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._write_if_not_older = client.register_script(_WRITE_IF_NOT_OLDER)
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 1.0) -> Stores:
+        """Connect lazily; ``timeout`` bounds every socket operation so that a
+        slow or dead Redis turns into ``lookup_unavailable``, not a stalled stream."""
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True, health_check_interval=0
+        )
+        return cls(client)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    # --- reads ---------------------------------------------------------------
+
+    async def lookup(self, queries: Sequence[Query]) -> list[Facts]:
+        """Look up the facts of a whole batch in one pipelined round trip.
+
+        Raises :class:`LookupUnavailable` on any Redis error or timeout: the
+        caller then denies the whole batch with ``lookup_unavailable``.
+        """
+        operator_ids = list(dict.fromkeys(q.operator_id for q in queries))
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(OPERATORS_KEY, operator_ids)
+                pipe.hget(META_KEY, "operators_version")
+                for q in queries:
+                    if q.callee is None:
+                        continue
+                    bucket, suffix = register_key(q.callee)
+                    pipe.hmget(bucket, [suffix, f"{suffix}:{q.client_id}"])
+                    client = q.client_id
+                    pipe.hmget(
+                        callee_key(q.callee),
+                        [f"consent:{client}", f"contract:{client}", f"optout:{client}", "optout:" + ALL_CLIENTS],
+                    )
+                replies = await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise LookupUnavailable(type(exc).__name__) from exc
+        operators = {
+            op_id: None if value is None else _operator(op_id, value)
+            for op_id, value in zip(operator_ids, replies[0], strict=True)
+        }
+        versions: dict[str, str | None] = {"operators": replies[1]}
+        facts: list[Facts] = []
+        position = 2
+        for q in queries:
+            operator = operators[q.operator_id]
+            if q.callee is None:
+                facts.append(Facts(operator=operator, versions=versions))
+                continue
+            reg_all, reg_client = replies[position]
+            consent, contract, optout_client, optout_all = replies[position + 1]
+            position += 2
+            register: list[RegisterResult] = []
+            if reg_all is not None:
+                register.append(_register_result(reg_all, ALL_CLIENTS))
+            if reg_client is not None:
+                register.append(_register_result(reg_client, q.client_id))
+            consents: list[Consent] = []
+            if consent is not None:
+                consents.append(_consent(q.client_id, "consent", consent))
+            if contract is not None:
+                consents.append(_consent(q.client_id, "contract", contract))
+            optouts: list[OptOut] = []
+            if optout_client is not None:
+                optouts.append(OptOut(q.client_id, parse_when(optout_client)))
+            if optout_all is not None:
+                optouts.append(OptOut(ALL_CLIENTS, parse_when(optout_all)))
+            facts.append(Facts(operator, tuple(register), tuple(consents), tuple(optouts), versions))
+        return facts
+
+    async def counts(self) -> dict[str, Any]:
+        """A summary for people (``callguard status`` and the demo)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hlen(OPERATORS_KEY)
+            pipe.hgetall(META_KEY)
+            pipe.lrange(REGISTER_LOADS_KEY, 0, 9)
+            operators, meta, loads = await pipe.execute()
+        return {"operators": operators, "meta": meta, "register_loads": [orjson.loads(x) for x in loads]}
+
+    # --- writes ----------------------------------------------------------------
+
+    async def write_if_not_older(self, triples: Iterable[tuple[str, str, str]], width: int, chunk: int = 1000) -> int:
+        """Write (key, field, value) triples, each only when not older than what
+        is stored (loads accumulate: the most recent result wins)."""
+        written = 0
+        keys: list[str] = []
+        args: list[str] = [str(width)]
+        for key, field, value in triples:
+            keys.append(key)
+            args += (field, value)
+            if len(keys) >= chunk:
+                written += int(await self._write_if_not_older(keys=keys, args=args))
+                keys, args = [], [str(width)]
+        if keys:
+            written += int(await self._write_if_not_older(keys=keys, args=args))
+        return written
+
+    async def add_register_results(
+        self, rows: Iterable[tuple[str, bool, date | None]], as_of: date, client_id: str
+    ) -> int:
+        """Add one consultation's results; ``rows`` are (E.164, opposed, registered_at)."""
+
+        def triples() -> Iterable[tuple[str, str, str]]:
+            for e164, opposed, registered_at in rows:
+                bucket, suffix = register_key(e164)
+                field = suffix if client_id == ALL_CLIENTS else f"{suffix}:{client_id}"
+                yield bucket, field, register_value(opposed, as_of, registered_at)
+
+        return await self.write_if_not_older(triples(), width=10)
+
+    async def record_register_load(self, entry: dict[str, Any]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(REGISTER_LOADS_KEY, orjson.dumps(entry))
+            pipe.ltrim(REGISTER_LOADS_KEY, 0, 999)
+            pipe.hset(META_KEY, "register_last_load", orjson.dumps(entry))
+            await pipe.execute()
+
+    async def replace_operators(self, operators: Sequence[Operator], version: str) -> None:
+        """Swap the whole certification list at once: readers see the old
+        list or the new one, never a mix."""
+        staging = OPERATORS_KEY + ":staging"
+        await self.redis.delete(staging)
+        for start in range(0, len(operators), 5000):
+            chunk = operators[start : start + 5000]
+            await self.redis.hset(staging, mapping={op.operator_id: operator_value(op) for op in chunk})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if operators:
+                pipe.rename(staging, OPERATORS_KEY)
+            else:
+                pipe.delete(OPERATORS_KEY)
+            pipe.hset(META_KEY, "operators_version", version)
+            await pipe.execute()
+
+    async def upsert_consents(self, rows: Sequence[tuple[str, Consent]], chunk: int = 5000) -> None:
+        """Upsert (E.164, consent) rows; the last row for a callee, client and basis wins."""
+        for start in range(0, len(rows), chunk):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for e164, consent in rows[start : start + chunk]:
+                    pipe.hset(callee_key(e164), f"{consent.basis}:{consent.client_id}", consent_value(consent))
+                await pipe.execute()
+
+    async def add_optouts(self, rows: Iterable[tuple[str, OptOut]]) -> int:
+        """Add opt-outs; for one callee and client the latest ``at`` is kept."""
+        return await self.write_if_not_older(
+            ((callee_key(e164), f"optout:{o.client_id}", format_when(o.at)) for e164, o in rows), width=0
+        )
