@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,7 +14,7 @@ from callguard.schema import Intent, Purpose, Reason
 ROME = ZoneInfo("Europe/Rome")
 SETTINGS = PolicySettings()
 # Friday 2026-11-27 15:00 in Rome
-NOW = datetime(2026, 11, 27, 15, 0, tzinfo=ROME).astimezone(timezone.utc)
+NOW = datetime(2026, 11, 27, 15, 0, tzinfo=ROME).astimezone(UTC)
 TODAY = date(2026, 11, 27)
 CALLEE = "+393475555555"
 CLIENT = "acme"
@@ -90,7 +90,10 @@ def test_invalid_number_denies_and_still_checks_the_operator():
         (Operator("op1", "revoked", date(2026, 1, 1), date(2027, 1, 1)), (Reason.OPERATOR_INACTIVE,)),
         (Operator("op1", "active", date(2026, 1, 1), TODAY - timedelta(days=1)), (Reason.OPERATOR_EXPIRED,)),
         (Operator("op1", "active", TODAY + timedelta(days=1), date(2027, 1, 1)), (Reason.OPERATOR_EXPIRED,)),
-        (Operator("op1", "revoked", date(2020, 1, 1), date(2021, 1, 1)), (Reason.OPERATOR_INACTIVE, Reason.OPERATOR_EXPIRED)),
+        (
+            Operator("op1", "revoked", date(2020, 1, 1), date(2021, 1, 1)),
+            (Reason.OPERATOR_INACTIVE, Reason.OPERATOR_EXPIRED),
+        ),
         (Operator("op1", "active", TODAY, TODAY), ()),  # both ends inclusive
     ],
 )
@@ -102,7 +105,7 @@ def test_operator_certification(operator, expected):
 
 def test_operator_validity_uses_the_italian_day():
     # 23:30 UTC on 27 Nov is already 28 Nov in Rome: an operator valid until the 27th has expired
-    late = datetime(2026, 11, 27, 23, 30, tzinfo=timezone.utc)
+    late = datetime(2026, 11, 27, 23, 30, tzinfo=UTC)
     op = Operator("op1", "active", date(2026, 1, 1), TODAY)
     assert run(facts((clear(TODAY),), operator=op), now=late).reasons == (Reason.OPERATOR_EXPIRED,)
 
@@ -117,7 +120,9 @@ def test_register_max_age_boundary(age, stale):
 
 
 def test_max_age_is_configurable():
-    d = decide(intent(), CALLEE, facts((clear(TODAY - timedelta(days=3)),)), NOW, PolicySettings(register_max_age_days=2))
+    d = decide(
+        intent(), CALLEE, facts((clear(TODAY - timedelta(days=3)),)), NOW, PolicySettings(register_max_age_days=2)
+    )
     assert d.reasons == (Reason.REGISTER_STALE,)
 
 
@@ -157,7 +162,7 @@ def test_opposed_without_exception_denies():
         (date(2024, 1, 10), False),  # same day: not provably after
         (date(2024, 1, 11), True),
         (datetime(2024, 1, 10, 23, 30, tzinfo=ROME), False),  # same Italian day
-        (datetime(2024, 1, 10, 23, 30, tzinfo=timezone.utc), True),  # 00:30 on the 11th in Rome
+        (datetime(2024, 1, 10, 23, 30, tzinfo=UTC), True),  # 00:30 on the 11th in Rome
     ],
 )
 def test_consent_must_come_after_registration(granted, counts):
@@ -245,9 +250,9 @@ def test_optout_for_another_client_does_not_apply():
 
 
 def test_later_consent_overrides_optout_but_a_contract_does_not():
-    out = OptOut(CLIENT, datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc))
-    later = Consent(CLIENT, "consent", datetime(2026, 3, 1, 10, 5, tzinfo=timezone.utc))
-    earlier = Consent(CLIENT, "consent", datetime(2026, 3, 1, 9, 55, tzinfo=timezone.utc))
+    out = OptOut(CLIENT, datetime(2026, 3, 1, 10, 0, tzinfo=UTC))
+    later = Consent(CLIENT, "consent", datetime(2026, 3, 1, 10, 5, tzinfo=UTC))
+    earlier = Consent(CLIENT, "consent", datetime(2026, 3, 1, 9, 55, tzinfo=UTC))
     contract = Consent(CLIENT, "contract", date(2026, 6, 1))
     assert run(facts((clear(),), (later,), (out,))).reasons == (Reason.CONSENT,)
     assert run(facts((clear(),), (earlier,), (out,))).reasons == (Reason.INTERNAL_DNC,)

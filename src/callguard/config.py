@@ -39,6 +39,10 @@ class Settings:
     batch_wait: float = 0.01
     #: Partitions given to topics the worker creates.
     topic_partitions: int = 6
+    #: Replication factor of topics the worker creates (3 on a production cluster).
+    topic_replicas: int = 1
+    #: Seconds without heartbeat before the group gives a dead worker's partitions away.
+    session_timeout: float = 10.0
     #: Kafka consumer group (Faust app id) of the workers.
     app_id: str = "callguard"
     #: ``text`` or ``json`` (one JSON object per log line).
@@ -98,7 +102,9 @@ def validate(s: Settings) -> None:
     if not 0 <= s.register_max_age_days <= 366:
         raise ConfigError(f"CALLGUARD_REGISTER_MAX_AGE_DAYS: expected 0-366 days, got {s.register_max_age_days}")
     if not is_known_region(s.default_region):
-        raise ConfigError(f"CALLGUARD_DEFAULT_REGION: {s.default_region!r} is not an ISO 3166 region libphonenumber knows")
+        raise ConfigError(
+            f"CALLGUARD_DEFAULT_REGION: {s.default_region!r} is not an ISO 3166 region libphonenumber knows"
+        )
     if not 0 < s.redis_timeout <= 60:
         raise ConfigError(f"CALLGUARD_REDIS_TIMEOUT: expected 0-60 seconds, got {s.redis_timeout}")
     if not 1 <= s.batch_size <= 10_000:
@@ -107,6 +113,12 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"CALLGUARD_BATCH_WAIT: expected 0-5 seconds, got {s.batch_wait}")
     if not 1 <= s.topic_partitions <= 1000:
         raise ConfigError(f"CALLGUARD_TOPIC_PARTITIONS: expected 1-1000, got {s.topic_partitions}")
+    if not 1 <= s.topic_replicas <= 10:
+        raise ConfigError(f"CALLGUARD_TOPIC_REPLICAS: expected 1-10, got {s.topic_replicas}")
+    if not 3 <= s.session_timeout <= 300:
+        raise ConfigError(f"CALLGUARD_SESSION_TIMEOUT: expected 3-300 seconds, got {s.session_timeout}")
+    if not s.app_id or any(c.isspace() for c in s.app_id):
+        raise ConfigError(f"CALLGUARD_APP_ID: expected a name without spaces, got {s.app_id!r}")
     if s.log_format not in ("text", "json"):
         raise ConfigError(f"CALLGUARD_LOG_FORMAT: expected text or json, got {s.log_format!r}")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):

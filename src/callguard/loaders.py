@@ -138,7 +138,11 @@ def _number(row: dict[str, str], name: str, region: str) -> str:
 
 
 def _parse_file(
-    path: Path, required: tuple[str, ...], optional: tuple[str, ...], parse_row: Callable[[dict[str, str]], Any], label: str
+    path: Path,
+    required: tuple[str, ...],
+    optional: tuple[str, ...],
+    parse_row: Callable[[dict[str, str]], Any],
+    label: str,
 ) -> Parsed:
     if not path.is_file():
         raise LoadError(str(path), [f"{path}: no such file"])
@@ -200,7 +204,9 @@ def parse_operators(path: Path) -> Parsed:
             raise ValueError("caller_ids must not contain '|'")
         return Operator(operator_id, status, valid_from, valid_until, caller_ids)  # type: ignore[arg-type]
 
-    return _parse_file(path, ("operator_id", "status", "valid_from", "valid_until"), ("caller_ids",), row_parser, "operators")
+    return _parse_file(
+        path, ("operator_id", "status", "valid_from", "valid_until"), ("caller_ids",), row_parser, "operators"
+    )
 
 
 def parse_consents(path: Path, region: str, tz: tzinfo) -> Parsed:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, cast
 
@@ -85,7 +85,7 @@ def parse_when(text: str) -> When:
 def format_when(when: When) -> str:
     """Store datetimes in UTC so that stored strings sort in time order."""
     if isinstance(when, datetime):
-        return when.astimezone(timezone.utc).isoformat()
+        return when.astimezone(UTC).isoformat()
     return when.isoformat()
 
 
@@ -118,7 +118,12 @@ def _operator(operator_id: str, value: str) -> Operator:
 
 def operator_value(operator: Operator) -> str:
     return "|".join(
-        (operator.status, operator.valid_from.isoformat(), operator.valid_until.isoformat(), ";".join(operator.caller_ids))
+        (
+            operator.status,
+            operator.valid_from.isoformat(),
+            operator.valid_until.isoformat(),
+            ";".join(operator.caller_ids),
+        )
     )
 
 

@@ -1,0 +1,207 @@
+"""``callguard`` command line: the worker, the data loaders, status and the demo.
+
+Exit codes: 0 success, 1 the work failed (bad lines, Redis unreachable),
+2 bad usage or configuration. Errors are one line each, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
+
+from redis.exceptions import RedisError
+
+from callguard import __version__
+from callguard.config import ENV_VARS, ConfigError, Settings, load_settings
+from callguard.loaders import LoadError, parse_consents, parse_date, parse_operators, parse_optouts, parse_register
+from callguard.policy import PolicySettings
+from callguard.schema import ALL_CLIENTS, MAX_ID_LENGTH
+from callguard.stores import Stores
+
+ROME = ZoneInfo("Europe/Rome")
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for messages: any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("configuration (each also read from its environment variable)")
+    group.add_argument("--broker", help=f"Kafka bootstrap, kafka://HOST:PORT [{ENV_VARS['broker']}]")
+    group.add_argument("--redis-url", help=f"Redis URL [{ENV_VARS['redis_url']}]")
+    group.add_argument("--web-port", help=f"worker web port for /health [{ENV_VARS['web_port']}]")
+    group.add_argument(
+        "--register-max-age-days", help=f"days a register result stays valid [{ENV_VARS['register_max_age_days']}]"
+    )
+    group.add_argument(
+        "--default-region", help=f"region of numbers without country code [{ENV_VARS['default_region']}]"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callguard", description="Real-time guard for outbound calls.")
+    parser.add_argument("--version", action="version", version=f"callguard {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    worker = commands.add_parser("worker", help="run the Faust worker that decides intents")
+    _config_flags(worker)
+
+    demo = commands.add_parser("demo", help="run callguard on an embedded broker and Redis with sample data")
+    demo.add_argument("--intents", type=int, default=2000, help="how many sample intents to publish (default 2000)")
+    demo.add_argument("--show", type=int, default=25, help="how many decisions to print as they arrive (default 25)")
+
+    status = commands.add_parser("status", help="what data the guard holds: operators, register loads")
+    _config_flags(status)
+
+    for kind, text in (
+        ("register", "opposition-register check results"),
+        ("operators", "the certification list of call-centre operators (replaced whole)"),
+        ("consents", "consents and contracts (upsert)"),
+        ("optouts", "internal do-not-call entries (added)"),
+    ):
+        group = commands.add_parser(kind, help=f"load {text}")
+        sub = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+        load = sub.add_parser("load", help=f"load {text} from a CSV file")
+        load.add_argument("file", type=Path, help="CSV file with a header line")
+        if kind == "register":
+            load.add_argument("--as-of", required=True, help="day of the consultation, YYYY-MM-DD")
+            load.add_argument(
+                "--client", default=ALL_CLIENTS, help="client the result applies to (default: every client)"
+            )
+        _config_flags(load)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name, None)
+        for name in ("broker", "redis_url", "web_port", "register_max_age_days", "default_region")
+    }
+    return load_settings(overrides)
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"callguard: {message}", file=sys.stderr)
+    return code
+
+
+async def _load(args: argparse.Namespace, settings: Settings) -> int:
+    tz = PolicySettings().timezone
+    now = datetime.now(UTC)
+    kind = args.command
+    if kind == "register":
+        as_of = parse_date(args.as_of)
+        if as_of > now.astimezone(tz).date():
+            raise ConfigError(f"--as-of {as_of} is in the future")
+        if not 1 <= len(args.client) <= MAX_ID_LENGTH or "|" in args.client:
+            raise ConfigError(f"--client must be 1-{MAX_ID_LENGTH} characters without '|'")
+        parsed = parse_register(args.file, settings.default_region)
+    elif kind == "operators":
+        parsed = parse_operators(args.file)
+    elif kind == "consents":
+        parsed = parse_consents(args.file, settings.default_region, tz)
+    else:
+        parsed = parse_optouts(args.file, settings.default_region, tz)
+
+    stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 10.0))
+    try:
+        if kind == "register":
+            written = await stores.add_register_results(parsed.rows, as_of, args.client)
+            opposed = sum(1 for _, is_opposed, _ in parsed.rows if is_opposed)
+            entry: dict[str, Any] = {
+                "as_of": as_of.isoformat(),
+                "client_id": args.client,
+                "rows": len(parsed.rows),
+                "opposed": opposed,
+                "applied": written,
+                "file": args.file.name,
+                "sha256": parsed.sha256,
+                "loaded_at": now.isoformat(),
+            }
+            await stores.record_register_load(entry)
+            scope = "every client" if args.client == ALL_CLIENTS else f"client {args.client}"
+            print(
+                f"register: loaded {len(parsed.rows):,} results as of {as_of} for {scope} "
+                f"({opposed:,} opposed; {written:,} newer than what was stored)"
+            )
+        elif kind == "operators":
+            version = f"{now:%Y%m%dT%H%M%SZ}-{parsed.sha256[:12]}"
+            await stores.replace_operators(parsed.rows, version)
+            print(f"operators: replaced the certification list with {len(parsed.rows):,} operators (version {version})")
+        elif kind == "consents":
+            await stores.upsert_consents(parsed.rows)
+            print(f"consents: upserted {len(parsed.rows):,} consents and contracts")
+        else:
+            added = await stores.add_optouts(parsed.rows)
+            print(f"optouts: added {added:,} opt-outs ({len(parsed.rows) - added:,} older than what was stored)")
+    except (RedisError, OSError) as exc:
+        return _fail(f"cannot write to Redis at {safe_url(settings.redis_url)}: {exc}")
+    finally:
+        await stores.close()
+    return 0
+
+
+async def _status(settings: Settings) -> int:
+    stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
+    try:
+        counts = await stores.counts()
+    except (RedisError, OSError) as exc:
+        return _fail(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}")
+    finally:
+        await stores.close()
+    meta = counts["meta"]
+    print(f"operators: {counts['operators']:,} (version {meta.get('operators_version', 'none loaded')})")
+    loads = counts["register_loads"]
+    if not loads:
+        print("register: no results loaded: every marketing or survey intent is denied not_checked")
+    today = datetime.now(ROME).date()
+    for entry in loads:
+        age = (today - date.fromisoformat(entry["as_of"])).days
+        print(
+            f"register load: as of {entry['as_of']} ({age} days old), client {entry['client_id']}, "
+            f"{entry['rows']:,} results, {entry['opposed']:,} opposed, file {entry['file']}"
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from callguard.demo import run_demo
+
+            return run_demo(intents=args.intents, show=args.show)
+        settings = _settings(args)
+        if args.command == "worker":
+            from callguard.app import run_worker
+
+            return run_worker(settings)
+        if args.command == "status":
+            return asyncio.run(_status(settings))
+        return asyncio.run(_load(args, settings))
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    except LoadError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    except ValueError as exc:  # e.g. a bad --as-of date
+        return _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

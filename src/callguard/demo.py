@@ -1,0 +1,195 @@
+"""``callguard demo``: the whole guard on a laptop, in one command.
+
+Starts a Kafka-protocol broker and a Redis on free loopback ports, loads the
+sample register, operators, consents and opt-outs through the same CLI a user
+runs, starts a worker process, publishes sample intents as a dialer would,
+prints decisions as they arrive (numbers masked), shows a real-time opt-out
+taking effect, then prints a summary and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import suppress
+from datetime import datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from callguard.embedded import Embedded, free_port
+from callguard.numbers import mask
+from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
+
+SAMPLE = resources.files("callguard") / "sample"
+CLIENTS = ("acme", "acme", "acme", "beta")
+OPERATORS = ("op-roma",) * 6 + ("op-milano",) * 3 + ("op-napoli", "op-torino", "op-unknown")
+#: The same numbers written the ways dialers write them.
+WRITTEN_FORMS = ("+39 347 000 {:04d}", "0039 347 000{:04d}", "347-000{:04d}", "(347) 000{:04d}", "+39347000{:04d}")
+
+
+def sample_path(name: str) -> Path:
+    return Path(str(SAMPLE / name))
+
+
+def sample_intents(count: int, seed: int = 7) -> list[dict[str, Any]]:
+    """A realistic mix: most numbers clear, some opposed (with and without
+    consent), some never checked, a few invalid, a few malformed."""
+    rng = random.Random(seed)
+    intents: list[dict[str, Any]] = []
+    for n in range(count):
+        index = rng.randrange(200)
+        callee = rng.choice(WRITTEN_FORMS).format(index)
+        intent = {
+            "intent_id": f"demo-{n:05d}",
+            "callee": callee,
+            "operator_id": rng.choice(OPERATORS),
+            "client_id": rng.choice(CLIENTS),
+            "campaign_id": "autumn-offers",
+            "purpose": rng.choices(("marketing", "survey", "service"), (8, 1, 1))[0],
+        }
+        if n % 97 == 13:
+            intent["callee"] = "12"  # invalid_number
+        intents.append(intent)
+    return intents
+
+
+def _cli(argv: list[str], env: dict[str, str]) -> None:
+    print("$ callguard " + " ".join(argv), flush=True)
+    result = subprocess.run([sys.executable, "-m", "callguard", *argv], env=env, capture_output=True, text=True)
+    output = (result.stdout + result.stderr).strip()
+    if output:
+        print("  " + output.replace("\n", "\n  "), flush=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"callguard {argv[0]} failed with exit code {result.returncode}")
+
+
+def _wait_healthy(port: int, worker: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {worker.returncode}")
+        with suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the worker was not healthy within {timeout:.0f}s")
+
+
+async def _exchange(
+    broker: str, intents: Sequence[dict[str, Any]], show: int, optout_callee: str
+) -> tuple[dict[str, dict[str, Any]], float]:
+    bootstrap = broker.split("://", 1)[1]
+    consumer = AIOKafkaConsumer(DECISIONS_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    decisions: dict[str, dict[str, Any]] = {}
+    try:
+        started = time.monotonic()
+        for intent in intents:
+            await producer.send(INTENTS_TOPIC, orjson.dumps(intent), key=intent["callee"].encode())
+        # two malformed messages: one without a readable id, one with
+        await producer.send(INTENTS_TOPIC, b"{not json", key=b"x")
+        await producer.send(INTENTS_TOPIC, orjson.dumps({"intent_id": "demo-malformed", "callee": 3}), key=b"y")
+        await producer.flush()
+        expected = len(intents) + 1
+        print(f"\npublished {len(intents):,} intents (+2 malformed); decisions as they arrive:\n")
+        printed = 0
+        async for record in consumer:
+            decision = orjson.loads(record.value)
+            decisions[decision["intent_id"]] = decision
+            if printed < show:
+                printed += 1
+                verdict = "ALLOW" if decision["decision"] == "allow" else "DENY "
+                reasons = ",".join(decision["reasons"]) or "-"
+                print(f"  {verdict} {decision['intent_id']:<15} {mask(decision['callee']):<16} {reasons}")
+            if len(decisions) >= expected:
+                break
+        elapsed = time.monotonic() - started
+
+        # the real-time opt-out: the same number, allowed, then opted out, then denied
+        print("\nreal-time opt-out:")
+        probe = {"callee": optout_callee, "operator_id": "op-roma", "client_id": "acme", "purpose": "marketing"}
+        for step, message in (("before", None), ("after", {"callee": optout_callee, "client_id": "acme"})):
+            if message is not None:
+                await producer.send_and_wait(OPTOUTS_TOPIC, orjson.dumps(message), key=optout_callee.encode())
+                print(f"  opt-out published on {OPTOUTS_TOPIC} for {mask('+393470000007')}")
+                await asyncio.sleep(1.0)
+            intent_id = f"demo-optout-{step}"
+            await producer.send_and_wait(INTENTS_TOPIC, orjson.dumps({"intent_id": intent_id, **probe}))
+            async for record in consumer:
+                decision = orjson.loads(record.value)
+                if decision["intent_id"] == intent_id:
+                    print(f"  {step:<6} the opt-out: {decision['decision']} {decision['reasons']}")
+                    break
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return decisions, elapsed
+
+
+def _summary(decisions: dict[str, dict[str, Any]], elapsed: float) -> None:
+    verdicts = Counter(d["decision"] for d in decisions.values())
+    reasons = Counter(r for d in decisions.values() for r in d["reasons"])
+    print(f"\nsummary: {len(decisions):,} decisions in {elapsed:.1f}s ({len(decisions) / elapsed:,.0f}/s end to end)")
+    print(f"  allow {verdicts['allow']:,}   deny {verdicts['deny']:,}")
+    for reason, count in reasons.most_common():
+        print(f"  {reason:<22} {count:,}")
+
+
+def run_demo(intents: int = 2000, show: int = 25) -> int:
+    today = datetime.now(ZoneInfo("Europe/Rome")).date()
+    print("starting an embedded Kafka-protocol broker (Tansu) and Redis on free loopback ports…", flush=True)
+    with Embedded() as embedded:
+        web_port = free_port()
+        env = {
+            **os.environ,
+            "CALLGUARD_BROKER": embedded.broker_url,
+            "CALLGUARD_REDIS_URL": embedded.redis_url,
+            "CALLGUARD_WEB_PORT": str(web_port),
+        }
+        print(f"  broker {embedded.broker_url}   redis {embedded.redis_url}   worker web port {web_port}\n")
+        _cli(["operators", "load", str(sample_path("operators.csv"))], env)
+        _cli(["register", "load", str(sample_path("register.csv")), "--as-of", str(today - timedelta(days=2))], env)
+        _cli(
+            ["register", "load", str(sample_path("register_beta.csv")), "--as-of", str(today), "--client", "beta"],
+            env,
+        )
+        _cli(
+            ["register", "load", str(sample_path("register_old.csv")), "--as-of", str(today - timedelta(days=40))], env
+        )
+        _cli(["consents", "load", str(sample_path("consents.csv"))], env)
+        _cli(["optouts", "load", str(sample_path("optouts.csv"))], env)
+
+        log_path = embedded.workdir / "worker.log"
+        print(f"\n$ callguard worker   (log: {log_path})", flush=True)
+        with log_path.open("wb") as log:
+            worker = subprocess.Popen([sys.executable, "-m", "callguard", "worker"], env=env, stdout=log, stderr=log)
+        try:
+            _wait_healthy(web_port, worker, timeout=90)
+            print("  worker healthy: consuming callguard.intents, Redis answering", flush=True)
+            decisions, elapsed = asyncio.run(
+                _exchange(embedded.broker_url, sample_intents(intents), show, "+393470000007")
+            )
+            _summary(decisions, elapsed)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    print("\nstopped the worker, the broker and Redis.")
+    return 0

@@ -1,0 +1,224 @@
+"""The guard's shell around the policy: decode a batch, look it up, decide, publish.
+
+Nothing here knows Faust: the worker (``callguard.app``) feeds it batches of
+raw messages and a ``send`` function, so the same code serves the worker, the
+benchmarks and the tests. Per batch there is one pipelined Redis round trip
+and one wait for all sends; per event only decoding and the pure policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from callguard.facts import Facts, OptOut
+from callguard.loaders import parse_when
+from callguard.metrics import Stats
+from callguard.numbers import mask, normalise
+from callguard.policy import Decision, PolicySettings, decide, malformed
+from callguard.schema import (
+    AUDIT_TOPIC,
+    DEADLETTER_TOPIC,
+    DECISIONS_TOPIC,
+    MAX_ID_LENGTH,
+    MAX_MESSAGE_BYTES,
+    Intent,
+    MalformedIntent,
+    dumps,
+    parse_intent,
+    rfc3339,
+)
+from callguard.stores import LookupUnavailable, Query, Stores
+
+log = logging.getLogger("callguard.guard")
+
+#: ``send(topic, key, value)`` enqueues one message and returns an awaitable
+#: that completes when the broker acknowledged it (aiokafka's contract).
+Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """One message as it came off a topic."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float | None = None
+
+    def source(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+
+def deadletter_record(raw: Raw, error: str, intent_id: str | None, now: datetime) -> bytes:
+    """What ``callguard.deadletter`` carries: the raw bytes (base64, and as
+    text when they are UTF-8), the error, and where the message came from."""
+    value = raw.value or b""
+    try:
+        text: str | None = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return dumps(
+        {
+            "error": error,
+            "intent_id": intent_id,
+            "source": raw.source(),
+            "raw": text,
+            "raw_base64": base64.b64encode(value).decode("ascii"),
+            "at": rfc3339(now),
+        }
+    )
+
+
+class Guard:
+    """Decides batches of intents and applies batches of opt-outs."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        send: Send,
+        policy: PolicySettings,
+        default_region: str,
+        stats: Stats | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.stores = stores
+        self.send = send
+        self.policy = policy
+        self.region = default_region
+        self.stats = stats if stats is not None else Stats()
+        self.clock = clock
+
+    async def handle_intents(self, batch: Sequence[Raw]) -> list[Decision]:
+        """Decide every intent of the batch and publish decisions, audit
+        records and dead letters; returns only once the broker has
+        acknowledged them all, so the caller may then commit offsets."""
+        now = self.clock()
+        valid: list[tuple[Raw, Intent, str | None]] = []
+        out: list[tuple[str, bytes | None, bytes]] = []
+        decisions: list[Decision] = []
+        for raw in batch:
+            try:
+                intent = parse_intent(raw.value)
+            except MalformedIntent as exc:
+                self.stats.deadletters += 1
+                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, exc.error, exc.intent_id, now)))
+                if exc.intent_id is not None:
+                    decision = malformed(exc.intent_id, exc.error, now, self.policy)
+                    decisions.append(decision)
+                    out += _decision_messages(decision, None, raw)
+                log.info("malformed intent at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc.error)
+                continue
+            valid.append((raw, intent, normalise(intent.callee, self.region)))
+        if valid:
+            facts = await self._lookup(
+                [Query(callee, intent.client_id, intent.operator_id) for _, intent, callee in valid]
+            )
+            for (raw, intent, callee), fact in zip(valid, facts, strict=True):
+                decision = decide(intent, callee, fact, now, self.policy)
+                decisions.append(decision)
+                out += _decision_messages(decision, intent, raw)
+        for decision in decisions:
+            self.stats.count(decision)
+        await self._publish(out)
+        self.stats.batches += 1
+        return decisions
+
+    async def _lookup(self, queries: list[Query]) -> list[Facts | None]:
+        try:
+            return list(await self.stores.lookup(queries))
+        except LookupUnavailable as exc:
+            self.stats.lookup_errors += 1
+            log.warning("redis lookup failed (%s): denying %d intents with lookup_unavailable", exc, len(queries))
+            return [None] * len(queries)
+
+    async def handle_optouts(self, batch: Sequence[Raw]) -> int:
+        """Apply opt-outs from ``callguard.optouts``; bad ones go to the dead
+        letters. Retries Redis until it answers: an opt-out is never dropped."""
+        now = self.clock()
+        rows: list[tuple[str, OptOut]] = []
+        out: list[tuple[str, bytes | None, bytes]] = []
+        for raw in batch:
+            try:
+                rows.append(self._parse_optout(raw, now))
+            except ValueError as exc:
+                self.stats.deadletters += 1
+                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now)))
+                log.info("malformed opt-out at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc)
+        delay = 0.1
+        while rows:
+            try:
+                await self.stores.add_optouts(rows)
+                break
+            except Exception as exc:  # any Redis failure: retry, never drop an opt-out
+                log.warning("redis unavailable applying %d opt-outs (%s); retrying in %.1fs", len(rows), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        await self._publish(out)
+        self.stats.optouts += len(rows)
+        return len(rows)
+
+    def _parse_optout(self, raw: Raw, now: datetime) -> tuple[str, OptOut]:
+        if raw.value is None or len(raw.value) > MAX_MESSAGE_BYTES:
+            raise ValueError("empty or oversized message")
+        try:
+            obj = orjson.loads(raw.value)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        callee, client_id, at = obj.get("callee"), obj.get("client_id"), obj.get("at")
+        if not isinstance(callee, str):
+            raise ValueError("field 'callee' must be a string")
+        e164 = normalise(callee, self.region)
+        if e164 is None:
+            raise ValueError("field 'callee' is not a valid phone number")
+        if not isinstance(client_id, str) or not 1 <= len(client_id) <= MAX_ID_LENGTH or "|" in client_id:
+            raise ValueError(f"field 'client_id' must be a string of 1-{MAX_ID_LENGTH} characters (or '*')")
+        if at is None:
+            when = now if raw.timestamp is None else datetime.fromtimestamp(raw.timestamp, UTC)
+            return e164, OptOut(client_id, when)
+        if not isinstance(at, str):
+            raise ValueError("field 'at' must be an ISO date or RFC 3339 string")
+        return e164, OptOut(client_id, parse_when(at, self.policy.timezone))
+
+    async def _publish(self, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+        """Send all messages and wait for every acknowledgement; on a broker
+        error, send the whole batch again (at-least-once: a duplicate carries
+        the same decision, a loss would leave a dialer waiting)."""
+        delay = 0.1
+        while messages:
+            try:
+                futures = [await self.send(topic, key, value) for topic, key, value in messages]
+                await asyncio.gather(*futures)
+                return
+            except Exception as exc:  # any producer failure: retry the whole batch
+                log.warning("publishing %d messages failed (%s); retrying in %.1fs", len(messages), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def _decision_messages(decision: Decision, intent: Intent | None, raw: Raw) -> list[tuple[str, bytes | None, bytes]]:
+    key = decision.intent_id.encode()
+    return [
+        (DECISIONS_TOPIC, key, dumps(decision.to_message())),
+        (AUDIT_TOPIC, key, dumps(decision.to_audit(intent, raw.source()))),
+    ]
+
+
+def log_decision(decision: Decision) -> str:
+    """A one-line, masked description of a decision, for logs and the demo."""
+    verdict = "ALLOW" if decision.allow else "DENY "
+    return f"{verdict} {decision.intent_id:<14} {mask(decision.callee):<16} {','.join(decision.reasons) or '-'}"
