@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 import faust
-from aiohttp.web import Response
+from faust.web import Request, Response, View
 
 from callguard.config import Settings
 from callguard.guard import Guard, Raw
@@ -81,24 +81,24 @@ def create_app(settings: Settings) -> faust.App:
 
     topics = {name: topic(name) for name in ALL_TOPICS}
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def declare_topics() -> None:
         """Create any missing topic, so dialers and consumers find them all."""
         for name in (DECISIONS_TOPIC, AUDIT_TOPIC, DEADLETTER_TOPIC):
             await topics[name].maybe_declare()
 
     @app.agent(topics[INTENTS_TOPIC], name="callguard.decide")
-    async def decide(stream: faust.StreamT[bytes]) -> None:
+    async def decide(stream: Any) -> None:  # faust.StreamT lacks take_events in its stubs
         async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
             await guard.handle_intents([_raw(event) for event in events])
 
     @app.agent(topics[OPTOUTS_TOPIC], name="callguard.optouts")
-    async def optouts(stream: faust.StreamT[bytes]) -> None:
+    async def optouts(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
             await guard.handle_optouts([_raw(event) for event in events])
 
     @app.page("/health")
-    async def health(web: Any, request: Any) -> Response:
+    async def health(web: View, request: Request) -> Response:
         """200 only when the intents agent is consuming and Redis answers."""
         redis_ok = await stores.ping()
         assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == INTENTS_TOPIC)
@@ -111,9 +111,10 @@ def create_app(settings: Settings) -> faust.App:
             "decisions": stats.allowed + stats.denied,
             "lookup_errors": stats.lookup_errors,
         }
-        return web.json(body, status=200 if body["status"] == "ok" else 503)
+        response: Response = web.json(body, status=200 if body["status"] == "ok" else 503)
+        return response
 
-    @app.timer(interval=60.0)
+    @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def report() -> None:
         log.info(
             "decided %d (allow %d, deny %d), dead letters %d, opt-outs %d, lookup errors %d",

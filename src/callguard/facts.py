@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeAlias
 
-When = Union[date, datetime]
+When: TypeAlias = date | datetime
 """A day, or an aware instant. ``datetime`` is a subclass of ``date``: test for it first."""
 
 OperatorStatus = Literal["active", "suspended", "revoked"]

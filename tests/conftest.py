@@ -1,0 +1,157 @@
+"""Shared fixtures: one broker and one Redis for the session, worker processes on demand.
+
+Everything runs on loopback ports picked at random; nothing here touches a
+broker or Redis the tests did not start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from callguard.embedded import Embedded, free_port
+
+ROME = ZoneInfo("Europe/Rome")
+
+
+def today() -> str:
+    return datetime.now(ROME).date().isoformat()
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
+    with Embedded(workdir=tmp_path_factory.mktemp("embedded")) as servers:
+        yield servers
+
+
+def env_for(broker_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGUARD_")}
+    env.update({"CALLGUARD_BROKER": broker_url, "CALLGUARD_REDIS_URL": redis_url, **extra})
+    return env
+
+
+@pytest.fixture(scope="session")
+def env(embedded: Embedded) -> dict[str, str]:
+    return env_for(embedded.broker_url, embedded.redis_url)
+
+
+def cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the real ``callguard`` command as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "callguard", *argv], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text(header + "\n" + "".join(row + "\n" for row in rows))
+    return path
+
+
+@dataclass
+class Worker:
+    """A ``callguard worker`` process."""
+
+    env: dict[str, str]
+    log_path: Path
+    web_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> Worker:
+        env = {**self.env, "CALLGUARD_WEB_PORT": str(self.web_port)}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "callguard", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        if wait:
+            self.wait_healthy()
+        return self
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=2) as response:
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read())
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log_tail()
+            try:
+                if self.health()[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not healthy within {timeout}s\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def worker(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """The session's worker, consuming from the shared broker with the shared Redis."""
+    running = Worker(env, tmp_path_factory.mktemp("worker") / "worker.log").start()
+    yield running
+    running.stop()
+
+
+def bootstrap(broker_url: str) -> str:
+    return broker_url.split("://", 1)[1]
+
+
+async def produce(broker_url: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(broker_url), linger_ms=5)
+    await producer.start()
+    try:
+        for index, value in enumerate(values):
+            await producer.send(topic, value, key=None if keys is None else keys[index])
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def collect(
+    broker_url: str, topic: str, want: set[str], key: str = "intent_id", timeout: float = 60
+) -> dict[str, list[dict[str, Any]]]:
+    """Read ``topic`` from the start until every id in ``want`` was seen (or time out)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap(broker_url), auto_offset_reset="earliest")
+    await consumer.start()
+    found: dict[str, list[dict[str, Any]]] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while not want <= found.keys() and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    message = orjson.loads(record.value)
+                    if message.get(key) in want:
+                        found.setdefault(message[key], []).append(message)
+    finally:
+        await consumer.stop()
+    return found

@@ -1,0 +1,127 @@
+"""The intent contract and number handling, without any I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callguard.numbers import mask, normalise
+from callguard.schema import MalformedIntent, Purpose, parse_intent
+
+BASE = {"intent_id": "i-1", "callee": "+39 347 555 5555", "operator_id": "op", "client_id": "acme"}
+
+
+def test_minimal_intent_gets_defaults() -> None:
+    intent = parse_intent(orjson.dumps(BASE))
+    assert intent.purpose is Purpose.MARKETING and intent.caller_id is None and intent.requested_at is None
+
+
+def test_optional_fields() -> None:
+    raw = {
+        **BASE,
+        "purpose": "survey",
+        "caller_id": "+390844000001",
+        "campaign_id": "c",
+        "requested_at": "2026-01-02T03:04:05Z",
+    }
+    intent = parse_intent(orjson.dumps(raw))
+    assert intent.purpose is Purpose.SURVEY
+    assert intent.requested_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    assert parse_intent(orjson.dumps({**BASE, "future_field": 1})).intent_id == "i-1"
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "readable_id"),
+    [
+        ({"intent_id": ""}, "field 'intent_id' must be 1-128 characters", None),
+        ({"intent_id": "x" * 129}, "field 'intent_id' must be 1-128 characters", None),
+        ({"intent_id": 5}, "field 'intent_id' must be a string", None),
+        ({"callee": None}, "missing field 'callee'", "i-1"),
+        ({"callee": 393475555555}, "field 'callee' must be a string", "i-1"),
+        ({"operator_id": ""}, "field 'operator_id' must be 1-128 characters", "i-1"),
+        ({"client_id": "*"}, "client_id '*' is reserved", "i-1"),
+        ({"purpose": "sales"}, "field 'purpose' must be one of", "i-1"),
+        ({"requested_at": "yesterday"}, "not an RFC 3339 timestamp", "i-1"),
+        ({"requested_at": "2026-01-02T03:04:05"}, "not an RFC 3339 timestamp", "i-1"),
+        ({"caller_id": 5}, "field 'caller_id' must be a string", "i-1"),
+    ],
+)
+def test_contract_violations(change, error, readable_id) -> None:
+    with pytest.raises(MalformedIntent) as info:
+        parse_intent(orjson.dumps({**BASE, **change}))
+    assert error in info.value.error
+    assert info.value.intent_id == readable_id
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (None, "empty message"),
+        (b"", "not JSON"),
+        (b"{", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b"\xff", "not JSON"),
+    ],
+)
+def test_not_an_object(value, error) -> None:
+    with pytest.raises(MalformedIntent, match=error):
+        parse_intent(value)
+
+
+def test_oversized_message() -> None:
+    with pytest.raises(MalformedIntent, match="larger than 65536 bytes"):
+        parse_intent(orjson.dumps({**BASE, "pad": "x" * 70_000}))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        json_values.map(orjson.dumps),
+        st.dictionaries(st.sampled_from([*BASE, "purpose", "requested_at", "caller_id"]), json_values).map(
+            orjson.dumps
+        ),
+    )
+)
+def test_any_input_is_an_intent_or_a_malformed_intent(value: bytes) -> None:
+    try:
+        parse_intent(value)
+    except MalformedIntent as exc:
+        assert exc.error and "\n" not in exc.error
+
+
+@pytest.mark.parametrize(
+    "written", ["+39 347 555 5555", "0039 347 555 5555", "347-5555555", "(347) 5555555", "+393475555555", "3475555555"]
+)
+def test_written_forms_normalise_to_one_e164(written) -> None:
+    assert normalise(written, "IT") == "+393475555555"
+
+
+def test_fixed_line_and_foreign_numbers() -> None:
+    assert normalise("(06) 2222 3333", "IT") == "+390622223333"
+    assert normalise("+1 202 555 0143", "IT") == "+12025550143"
+
+
+@pytest.mark.parametrize("bad", ["", "12", "abc", "+39 000", "+" + "3" * 70, "+39 347 555 55555 5555"])
+def test_invalid_numbers(bad) -> None:
+    assert normalise(bad, "IT") is None
+
+
+def test_mask_keeps_no_more_than_the_prefix_and_two_digits() -> None:
+    assert mask("+393475555555") == "+39347*****55"
+    assert mask(None) == "<none>"
+    assert mask("12345") == "*****"
