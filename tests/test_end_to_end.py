@@ -190,6 +190,9 @@ async def test_worker_creates_every_topic(worker: Worker, embedded) -> None:
         while not set(ALL_TOPICS) <= set(await admin.list_topics()) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         assert set(ALL_TOPICS) <= set(await admin.list_topics())
+        described = await admin.describe_topics(list(ALL_TOPICS))
+        # created by the worker with CALLGUARD_TOPIC_PARTITIONS (6), not by broker auto-creation
+        assert {t["topic"]: len(t["partitions"]) for t in described} == dict.fromkeys(ALL_TOPICS, 6)
     finally:
         await admin.close()
 

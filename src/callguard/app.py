@@ -10,13 +10,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from typing import Any
 
 import faust
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faust.web import Request, Response, View
 
-from callguard.config import Settings
+from callguard.config import Settings, broker_hosts
 from callguard.guard import Guard, Raw
 from callguard.metrics import Stats
 from callguard.policy import PolicySettings
@@ -81,12 +86,6 @@ def create_app(settings: Settings) -> faust.App:
 
     topics = {name: topic(name) for name in ALL_TOPICS}
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def declare_topics() -> None:
-        """Create any missing topic, so dialers and consumers find them all."""
-        for name in (DECISIONS_TOPIC, AUDIT_TOPIC, DEADLETTER_TOPIC):
-            await topics[name].maybe_declare()
-
     @app.agent(topics[INTENTS_TOPIC], name="callguard.decide")
     async def decide(stream: Any) -> None:  # faust.StreamT lacks take_events in its stubs
         async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
@@ -129,8 +128,46 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+class BrokerUnavailable(Exception):
+    """The broker did not answer at start."""
+
+
+async def ensure_topics(settings: Settings, wait: float = 60.0) -> list[str]:
+    """Create every missing callguard topic with the configured partitions and
+    replicas, before any consumer subscribes (a subscription could otherwise
+    make the broker auto-create an input topic with its own defaults).
+    Returns the topics created; waits up to ``wait`` seconds for the broker."""
+    deadline = time.monotonic() + wait
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker_hosts(settings.broker), request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            missing = [name for name in ALL_TOPICS if name not in set(await admin.list_topics())]
+            if missing:
+                await admin.create_topics(
+                    [NewTopic(name, settings.topic_partitions, settings.topic_replicas) for name in missing]
+                )
+            return missing
+        except TopicAlreadyExistsError:  # another worker created it meanwhile
+            return []
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(f"cannot reach the broker at {settings.broker}: {exc}") from None
+            log.warning("broker not answering (%s); retrying", exc)
+            await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+
 def run_worker(settings: Settings) -> int:
-    """Run the worker until SIGTERM/SIGINT; returns the exit code."""
+    """Create missing topics, then run the worker until SIGTERM/SIGINT."""
+    logging.basicConfig(
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", level=settings.log_level.upper()
+    )
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        log.info("created topics %s", ", ".join(created))
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
     try:

@@ -186,9 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(intents=args.intents, show=args.show)
         settings = _settings(args)
         if args.command == "worker":
-            from callguard.app import run_worker
+            from callguard.app import BrokerUnavailable, run_worker
 
-            return run_worker(settings)
+            try:
+                return run_worker(settings)
+            except BrokerUnavailable as exc:
+                return _fail(str(exc))
         if args.command == "status":
             return asyncio.run(_status(settings))
         return asyncio.run(_load(args, settings))

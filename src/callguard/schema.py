@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -160,8 +161,10 @@ def parse_intent(value: bytes | None) -> Intent:
     )
 
 
+@lru_cache(maxsize=64)
 def rfc3339(moment: datetime) -> str:
-    """Format an aware datetime as RFC 3339 UTC with millisecond precision."""
+    """Format an aware datetime as RFC 3339 UTC with millisecond precision
+    (cached: a whole batch shares one decision time)."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
