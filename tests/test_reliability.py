@@ -1,0 +1,127 @@
+"""Reliability under faults: nothing lost when a worker dies mid-stream.
+
+Each test starts its own broker and Redis: it kills or restarts workers and
+consumer groups, which must not disturb the session's shared stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from callguard.embedded import Server, start_broker, start_redis
+from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from tests.conftest import Worker, bootstrap, cli, env_for, today, write_csv
+
+pytestmark = pytest.mark.e2e
+
+TOTAL = 50_000
+NUMBERS = 2_000
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
+    broker: Server = start_broker(tmp_path)
+    redis_server: Server = start_redis(tmp_path)
+    env = env_for(f"kafka://127.0.0.1:{broker.port}", f"redis://127.0.0.1:{redis_server.port}/0",
+                  CALLGUARD_APP_ID="callguard-reliability", CALLGUARD_SESSION_TIMEOUT="6")  # fmt: skip
+    ops = write_csv(
+        tmp_path / "ops.csv", "operator_id,status,valid_from,valid_until", ["r-op,active,2024-01-01,2030-01-01"]
+    )
+    reg = write_csv(
+        tmp_path / "reg.csv",
+        "number,status",
+        [f"+39349{n:07d},{'opposed' if n % 5 == 0 else 'clear'}" for n in range(NUMBERS)],
+    )
+    for argv in (("operators", "load", str(ops)), ("register", "load", str(reg), "--as-of", today())):
+        result = cli(env, *argv)
+        assert result.returncode == 0, result.stderr
+    try:
+        yield env
+    finally:
+        redis_server.stop()
+        broker.stop()
+
+
+async def publish_intents(broker_url: str, total: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(broker_url), linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        futures = []
+        for n in range(total):
+            callee = f"+39349{n % (NUMBERS + 100):07d}"  # 100 numbers never checked
+            value = {"intent_id": f"r-{n}", "callee": callee, "operator_id": "r-op", "client_id": "acme"}
+            futures.append(await producer.send(INTENTS_TOPIC, orjson.dumps(value), key=callee.encode()))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+class DecisionCounter:
+    """Reads every decision from the start; counts distinct intents and duplicates."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            DECISIONS_TOPIC, bootstrap_servers=bootstrap(broker_url), auto_offset_reset="earliest"
+        )
+        self.first: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.duplicates = 0
+        self.conflicts: list[str] = []
+
+    async def poll(self) -> None:
+        for records in (await self.consumer.getmany(timeout_ms=300, max_records=10_000)).values():
+            for record in records:
+                d = orjson.loads(record.value)
+                seen = (d["decision"], tuple(d["reasons"]))
+                previous = self.first.setdefault(d["intent_id"], seen)
+                if previous is not seen:
+                    self.duplicates += 1
+                    if previous != seen:
+                        self.conflicts.append(d["intent_id"])
+
+    async def until(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.first) < count and time.monotonic() < deadline:
+            await self.poll()
+
+
+async def test_kill_9_mid_stream_loses_no_intent(stack: dict[str, str], tmp_path: Path) -> None:
+    broker_url = stack["CALLGUARD_BROKER"]
+    worker = Worker(stack, tmp_path / "worker.log").start()
+    counter = DecisionCounter(broker_url)
+    await counter.consumer.start()
+    try:
+        await publish_intents(broker_url, TOTAL)
+        await counter.until(TOTAL // 4, timeout=120)
+        assert len(counter.first) < TOTAL, "the worker finished before it could be killed"
+        assert worker.process is not None
+        worker.process.send_signal(signal.SIGKILL)
+        worker.process.wait(10)
+        decided_at_kill = len(counter.first)
+
+        restarted = Worker(stack, tmp_path / "worker.log").start()
+        try:
+            await counter.until(TOTAL, timeout=180)
+            await asyncio.sleep(1.0)
+            await counter.poll()
+        finally:
+            restarted.stop()
+    finally:
+        await counter.consumer.stop()
+        worker.stop()
+    missing = TOTAL - len(counter.first)
+    print(
+        f"\nkill -9 after {decided_at_kill:,} of {TOTAL:,} decisions: missing {missing}, "
+        f"duplicates {counter.duplicates:,}, conflicting duplicates {len(counter.conflicts)}"
+    )
+    assert missing == 0
+    assert counter.conflicts == []
+    denied = sum(1 for verdict, _ in counter.first.values() if verdict == "deny")
+    assert denied > TOTAL * 0.2  # opposed and never-checked numbers really were denied
