@@ -20,7 +20,15 @@ from redis.exceptions import RedisError
 
 from callguard import __version__
 from callguard.config import ENV_VARS, ConfigError, Settings, load_settings
-from callguard.loaders import LoadError, parse_consents, parse_date, parse_operators, parse_optouts, parse_register
+from callguard.loaders import (
+    LoadError,
+    Progress,
+    parse_consents,
+    parse_date,
+    parse_operators,
+    parse_optouts,
+    parse_register,
+)
 from callguard.policy import PolicySettings
 from callguard.schema import ALL_CLIENTS, MAX_ID_LENGTH
 from callguard.stores import Stores
@@ -119,7 +127,9 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
     stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 10.0))
     try:
         if kind == "register":
-            written = await stores.add_register_results(parsed.rows, as_of, args.client)
+            written = await stores.add_register_results(
+                parsed.rows, as_of, args.client, progress=Progress("register: written").tick
+            )
             opposed = sum(1 for _, is_opposed, _ in parsed.rows if is_opposed)
             entry: dict[str, Any] = {
                 "as_of": as_of.isoformat(),

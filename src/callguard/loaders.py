@@ -59,7 +59,7 @@ class Progress:
         if now - self.last >= self.every:
             self.last = now
             rate = count / max(now - self.started, 1e-9)
-            print(f"{self.label}: {count:,} rows read ({rate:,.0f}/s)", file=self.stream, flush=True)
+            print(f"{self.label}: {count:,} rows ({rate:,.0f}/s)", file=self.stream, flush=True)
 
 
 @dataclass
@@ -149,7 +149,7 @@ def _parse_file(
     parsed = Parsed(sha256=_sha256(path))
     errors: list[str] = []
     error_count = 0
-    progress = Progress(label)
+    progress = Progress(f"{label}: read")
     for line, row in _reader(path, required, optional):
         parsed.lines += 1
         progress.tick(parsed.lines)

@@ -19,7 +19,7 @@ operators, all in one pipelined round trip (:meth:`Stores.lookup`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -240,10 +240,17 @@ class Stores:
 
     # --- writes ----------------------------------------------------------------
 
-    async def write_if_not_older(self, triples: Iterable[tuple[str, str, str]], width: int, chunk: int = 1000) -> int:
+    async def write_if_not_older(
+        self,
+        triples: Iterable[tuple[str, str, str]],
+        width: int,
+        chunk: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Write (key, field, value) triples, each only when not older than what
-        is stored (loads accumulate: the most recent result wins)."""
-        written = 0
+        is stored (loads accumulate: the most recent result wins). Each chunk
+        is one atomic script call; ``progress`` gets the rows sent so far."""
+        written = sent = 0
         keys: list[str] = []
         args: list[str] = [str(width)]
         for key, field, value in triples:
@@ -251,13 +258,20 @@ class Stores:
             args += (field, value)
             if len(keys) >= chunk:
                 written += int(await self._write_if_not_older(keys=keys, args=args))
+                sent += len(keys)
                 keys, args = [], [str(width)]
+                if progress is not None:
+                    progress(sent)
         if keys:
             written += int(await self._write_if_not_older(keys=keys, args=args))
         return written
 
     async def add_register_results(
-        self, rows: Iterable[tuple[str, bool, date | None]], as_of: date, client_id: str
+        self,
+        rows: Iterable[tuple[str, bool, date | None]],
+        as_of: date,
+        client_id: str,
+        progress: Callable[[int], None] | None = None,
     ) -> int:
         """Add one consultation's results; ``rows`` are (E.164, opposed, registered_at)."""
 
@@ -267,7 +281,7 @@ class Stores:
                 field = suffix if client_id == ALL_CLIENTS else f"{suffix}:{client_id}"
                 yield bucket, field, register_value(opposed, as_of, registered_at)
 
-        return await self.write_if_not_older(triples(), width=10)
+        return await self.write_if_not_older(triples(), width=10, progress=progress)
 
     async def record_register_load(self, entry: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
