@@ -130,6 +130,7 @@ async def callguard_run(embedded: Embedded, count: int, run: int, workdir: Path)
         "CALLGUARD_APP_ID": f"bench-callguard-{run}",
         "PATH": "/usr/bin:/bin",
     }
+    launched_ms = int(time.time() * 1000)
     with (workdir / f"worker-{run}.log").open("wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "callguard", "worker"], env=env, stdout=log, stderr=log)
     seen: set[str] = set()
@@ -138,9 +139,11 @@ async def callguard_run(embedded: Embedded, count: int, run: int, workdir: Path)
         while len(seen) < count:
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for records in batches.values():
-                if not started:
+                # only this run's decisions (end offsets can lag on some brokers)
+                fresh = [r for r in records if r.timestamp >= launched_ms]
+                if fresh and not started:
                     started = time.perf_counter()
-                seen.update(orjson.loads(r.value)["intent_id"] for r in records)
+                seen.update(orjson.loads(r.value)["intent_id"] for r in fresh)
             if worker.poll() is not None:
                 raise RuntimeError(f"worker exited with {worker.returncode}; see {workdir}/worker-{run}.log")
         return count / (time.perf_counter() - started)

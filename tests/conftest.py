@@ -41,7 +41,10 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
 
 def env_for(broker_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGUARD_")}
-    env.update({"CALLGUARD_BROKER": broker_url, "CALLGUARD_REDIS_URL": redis_url, **extra})
+    # short group timeouts: joins and takeovers in seconds, not a minute (the broker
+    # holds a JoinGroup reply for about half the session timeout)
+    env.update({"CALLGUARD_BROKER": broker_url, "CALLGUARD_REDIS_URL": redis_url, "CALLGUARD_SESSION_TIMEOUT": "3"})
+    env.update(extra)
     return env
 
 

@@ -31,7 +31,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     broker: Server = start_broker(tmp_path)
     redis_server: Server = start_redis(tmp_path)
     env = env_for(f"kafka://127.0.0.1:{broker.port}", f"redis://127.0.0.1:{redis_server.port}/0",
-                  CALLGUARD_APP_ID="callguard-reliability", CALLGUARD_SESSION_TIMEOUT="6")  # fmt: skip
+                  CALLGUARD_APP_ID="callguard-reliability")  # fmt: skip
     ops = write_csv(
         tmp_path / "ops.csv", "operator_id,status,valid_from,valid_until", ["r-op,active,2024-01-01,2030-01-01"]
     )

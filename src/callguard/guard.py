@@ -139,9 +139,10 @@ class Guard:
     async def _lookup(self, queries: list[Query]) -> list[Facts | None]:
         try:
             return list(await self.stores.lookup(queries))
-        except LookupUnavailable as exc:
+        except Exception as exc:  # Redis down, slow, or a stored value that does not parse: fail closed
             self.stats.lookup_errors += 1
-            log.warning("redis lookup failed (%s): denying %d intents with lookup_unavailable", exc, len(queries))
+            error = str(exc) if isinstance(exc, LookupUnavailable) else type(exc).__name__
+            log.warning("redis lookup failed (%s): denying %d intents with lookup_unavailable", error, len(queries))
             return [None] * len(queries)
 
     async def handle_optouts(self, batch: Sequence[Raw]) -> int:
