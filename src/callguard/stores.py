@@ -14,7 +14,8 @@ Layout (every key under the ``cg:`` prefix)::
 Register results are bucketed by number (100 numbers a hash) so that Redis
 keeps them in its compact listpack encoding; the performance issue measures
 and refines this. One intent costs two ``HMGET`` s and a batch one more for its
-operators, all in one pipelined round trip (:meth:`Stores.lookup`).
+operators, all inside one server-side script: one round trip and one reply
+per batch (:meth:`Stores.lookup`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,30 @@ for i, key in ipairs(KEYS) do
   end
 end
 return written
+"""
+
+
+# Everything a batch of intents needs, in one command (one round trip, one
+# reply to parse). KEYS: the operators and meta hashes, then per intent with a
+# valid callee its register bucket and callee hash. ARGV: the number of
+# operator ids, the ids, then per intent the bucket field and the client id.
+_LOOKUP = """
+local n = tonumber(ARGV[1])
+local operators = {}
+for j = 1, n do
+  operators[j] = redis.call('HGET', KEYS[1], ARGV[j + 1])
+end
+local out = {operators}
+out[2] = redis.call('HGET', KEYS[2], 'operators_version')
+local a = n + 2
+for i = 3, #KEYS, 2 do
+  local suffix, client = ARGV[a], ARGV[a + 1]
+  a = a + 2
+  out[#out + 1] = redis.call('HMGET', KEYS[i], suffix, suffix .. ':' .. client)
+  out[#out + 1] = redis.call('HMGET', KEYS[i + 1], 'consent:' .. client, 'contract:' .. client,
+                             'optout:' .. client, 'optout:*')
+end
+return out
 """
 
 
@@ -151,6 +176,7 @@ class Stores:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self._write_if_not_older = client.register_script(_WRITE_IF_NOT_OLDER)
+        self._lookup_script = client.register_script(_LOOKUP)
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 1.0) -> Stores:
@@ -179,21 +205,15 @@ class Stores:
         caller then denies the whole batch with ``lookup_unavailable``.
         """
         operator_ids = list(dict.fromkeys(q.operator_id for q in queries))
+        keys = [OPERATORS_KEY, META_KEY]
+        args: list[str] = [str(len(operator_ids)), *operator_ids]
+        for q in queries:
+            if q.callee is not None:
+                bucket, suffix = register_key(q.callee)
+                keys += (bucket, callee_key(q.callee))
+                args += (suffix, q.client_id)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(OPERATORS_KEY, operator_ids)
-                pipe.hget(META_KEY, "operators_version")
-                for q in queries:
-                    if q.callee is None:
-                        continue
-                    bucket, suffix = register_key(q.callee)
-                    pipe.hmget(bucket, [suffix, f"{suffix}:{q.client_id}"])
-                    client = q.client_id
-                    pipe.hmget(
-                        callee_key(q.callee),
-                        [f"consent:{client}", f"contract:{client}", f"optout:{client}", "optout:" + ALL_CLIENTS],
-                    )
-                replies = await pipe.execute()
+            replies = await self._lookup_script(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise LookupUnavailable(type(exc).__name__) from exc
         operators = {
