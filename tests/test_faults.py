@@ -7,16 +7,21 @@ down answers every intent on the broker it consumes, with a deny.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 import pytest
+import redis.asyncio
+from aiokafka import AIOKafkaProducer
 
 from callguard.embedded import Server, start_broker, start_redis
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
-from tests.conftest import Worker, cli, collect, env_for, produce, today, write_csv
+from tests.conftest import Worker, bootstrap, cli, collect, env_for, produce, today, write_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -88,3 +93,95 @@ async def test_redis_down_denies_lookup_unavailable_and_recovers(isolated, tmp_p
     log = (tmp_path / "worker.log").read_text()
     assert "lookup_unavailable" in log
     assert NUMBER not in log and NUMBER[1:] not in log
+
+
+async def steady_load(broker_url: str, prefix: str, seconds: float, rate: int) -> list[tuple[str, float]]:
+    """Publish intents at about ``rate``/s for ``seconds``; returns (intent_id, sent_at)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(broker_url), linger_ms=2)
+    await producer.start()
+    sent: list[tuple[str, float]] = []
+    try:
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < seconds:
+            for _ in range(max(1, int(rate * elapsed) - len(sent))):
+                intent_id = f"{prefix}-{len(sent)}"
+                await producer.send(INTENTS_TOPIC, intent(intent_id))
+                sent.append((intent_id, time.time()))
+            await asyncio.sleep(0.01)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def test_redis_frozen_under_load_gives_no_allow_and_drops_nothing(isolated, tmp_path: Path) -> None:
+    """Redis frozen (SIGSTOP) for 10 s while 200 intents/s arrive: every intent
+    decided while it is frozen is a retryable lookup_unavailable deny, nothing
+    is dropped, and allows resume within seconds of its return."""
+    _, redis_server, env = isolated
+    broker_url = env["CALLGUARD_BROKER"]
+    load_data(env, tmp_path)
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        load = asyncio.create_task(steady_load(broker_url, "frz", seconds=18, rate=200))
+        await asyncio.sleep(4)
+        frozen_at = time.time()
+        redis_server.process.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(10)
+        redis_server.process.send_signal(signal.SIGCONT)
+        thawed_at = time.time()
+        sent = await load
+        found = await collect(broker_url, DECISIONS_TOPIC, {i for i, _ in sent}, timeout=60)
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+        worker.stop()
+    decisions = {k: v[0] for k, v in found.items()}
+    missing = len(sent) - len(decisions)
+
+    def decided(d: dict) -> float:
+        return datetime.fromisoformat(d["decided_at"].replace("Z", "+00:00")).timestamp()
+
+    # decided_at is when a batch's decision began; a batch that began less than one
+    # Redis timeout (0.5 s) before the thaw may rightly have read Redis after it
+    during = [d for d in decisions.values() if frozen_at + 0.1 < decided(d) < thawed_at - 0.6]
+    allowed_during = [d for d in during if d["decision"] == "allow"]
+    first_allow_after = min(
+        decided(d) for d in decisions.values() if decided(d) > thawed_at and d["decision"] == "allow"
+    )
+    print(
+        f"\nRedis frozen 10 s under {len(sent) / 18:.0f} intents/s: {len(sent)} sent, {missing} missing, "
+        f"{len(during)} decided while frozen ({len(allowed_during)} allowed), "
+        f"first allow {first_allow_after - thawed_at:.1f}s after the thaw"
+    )
+    assert missing == 0
+    assert during, "no intent was decided while Redis was frozen: the stream stalled"
+    assert allowed_during == []
+    assert all(d["reasons"] == ["lookup_unavailable"] and d["retryable"] for d in during)
+    assert first_allow_after - thawed_at < 5
+
+
+async def test_slow_redis_turns_into_denies_not_a_stalled_stream(isolated, tmp_path: Path) -> None:
+    """A Redis busy for 3 s (a long script) answers nothing: lookups time out
+    after CALLGUARD_REDIS_TIMEOUT (0.5 s) and intents are denied at once."""
+    _, redis_server, env = isolated
+    broker_url = env["CALLGUARD_BROKER"]
+    load_data(env, tmp_path)
+    worker = Worker(env, tmp_path / "worker.log").start()
+    blocker = redis.asyncio.Redis(port=redis_server.port)
+    busy_loop = (
+        "local t = redis.call('TIME') local s = t[1] + 3 while tonumber(redis.call('TIME')[1]) < s do end return 1"
+    )
+    try:
+        assert (await decide(broker_url, "slow-before"))["slow-before"]["decision"] == "allow"
+        busy = asyncio.create_task(blocker.eval(busy_loop, 0))
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        slow = (await decide(broker_url, "slow-during"))["slow-during"]
+        elapsed = time.monotonic() - started
+        await busy
+        assert slow["reasons"] == ["lookup_unavailable"] and slow["retryable"] is True
+        assert elapsed < 2.5, f"the decision waited {elapsed:.1f}s for a busy Redis"
+        assert (await decide(broker_url, "slow-after"))["slow-after"]["decision"] == "allow"
+    finally:
+        await blocker.aclose()
+        worker.stop()
