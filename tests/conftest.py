@@ -140,16 +140,27 @@ async def produce(broker_url: str, topic: str, values: list[bytes], keys: list[b
 
 
 async def collect(
-    broker_url: str, topic: str, want: set[str], key: str = "intent_id", timeout: float = 60
+    broker_url: str,
+    topic: str,
+    want: set[str],
+    key: str = "intent_id",
+    timeout: float = 60,
+    idle: float | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Read ``topic`` from the start until every id in ``want`` was seen (or time out)."""
+    """Read ``topic`` from the start until every id in ``want`` was seen, or
+    ``timeout`` passed, or (with ``idle``) nothing new came for that long."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap(broker_url), auto_offset_reset="earliest")
     await consumer.start()
     found: dict[str, list[dict[str, Any]]] = {}
     deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
     try:
         while not want <= found.keys() and time.monotonic() < deadline:
+            if idle is not None and time.monotonic() - last_new > idle:
+                break
             batches = await consumer.getmany(timeout_ms=500)
+            if batches:
+                last_new = time.monotonic()
             for records in batches.values():
                 for record in records:
                     message = orjson.loads(record.value)

@@ -75,9 +75,13 @@ def test_not_an_object(value, error) -> None:
         parse_intent(value)
 
 
-def test_oversized_message() -> None:
-    with pytest.raises(MalformedIntent, match="larger than 65536 bytes"):
+def test_oversized_message_keeps_its_id_so_the_dialer_gets_an_answer() -> None:
+    with pytest.raises(MalformedIntent, match="larger than 65536 bytes") as info:
         parse_intent(orjson.dumps({**BASE, "pad": "x" * 70_000}))
+    assert info.value.intent_id == "i-1"
+    with pytest.raises(MalformedIntent, match="larger than 65536 bytes") as info:
+        parse_intent(b"[" + b"1," * 40_000 + b"1]")
+    assert info.value.intent_id is None
 
 
 json_values = st.recursive(

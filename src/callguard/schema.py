@@ -107,6 +107,17 @@ def parse_rfc3339(value: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def _readable_id(value: bytes) -> str | None:
+    """The intent_id of an oversized message, so its dialer still gets a deny
+    (the broker already bounds how large a message can be)."""
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    raw_id = obj.get("intent_id") if isinstance(obj, dict) else None
+    return raw_id if isinstance(raw_id, str) and 1 <= len(raw_id) <= MAX_ID_LENGTH else None
+
+
 def parse_intent(value: bytes | None) -> Intent:
     """Validate one raw message from ``callguard.intents``.
 
@@ -116,7 +127,7 @@ def parse_intent(value: bytes | None) -> Intent:
     if value is None:
         raise MalformedIntent("empty message")
     if len(value) > MAX_MESSAGE_BYTES:
-        raise MalformedIntent(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+        raise MalformedIntent(f"message larger than {MAX_MESSAGE_BYTES} bytes", _readable_id(value))
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
