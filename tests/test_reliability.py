@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from callguard.embedded import Server, start_broker, start_redis
-from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.schema import AUDIT_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
 from tests.conftest import Worker, bootstrap, cli, env_for, today, write_csv
 
 pytestmark = pytest.mark.e2e
@@ -125,3 +125,64 @@ async def test_kill_9_mid_stream_loses_no_intent(stack: dict[str, str], tmp_path
     assert counter.conflicts == []
     denied = sum(1 for verdict, _ in counter.first.values() if verdict == "deny")
     assert denied > TOTAL * 0.2  # opposed and never-checked numbers really were denied
+
+
+async def test_a_killed_workers_partitions_are_taken_over_quickly(stack: dict[str, str], tmp_path: Path) -> None:
+    """Two workers share the partitions; one is killed -9 under load. With the
+    product's default group timeouts the survivor must decide for the dead
+    worker's partitions again within 15 s."""
+    env = {k: v for k, v in stack.items() if k != "CALLGUARD_SESSION_TIMEOUT"}  # the product default
+    broker_url = env["CALLGUARD_BROKER"]
+    first = Worker(env, tmp_path / "w1.log").start()
+    second = Worker(env, tmp_path / "w2.log").start(wait=False)
+    audit = AIOKafkaConsumer(AUDIT_TOPIC, bootstrap_servers=bootstrap(broker_url), auto_offset_reset="latest")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # both members own partitions
+            try:
+                if second.health()[0] == 200 and first.health()[0] == 200:
+                    break
+            except OSError:
+                pass
+            await asyncio.sleep(0.3)
+        victim = set(first.health()[1]["assigned_partitions"])
+        assert victim and set(second.health()[1]["assigned_partitions"]), "the group never shared the partitions"
+        await audit.start()
+        load = asyncio.create_task(steady_intents(broker_url, seconds=40, rate=300))
+        await asyncio.sleep(3)
+        assert first.process is not None
+        first.process.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        takeover = None
+        while takeover is None and time.time() - killed_at < 40:
+            for records in (await audit.getmany(timeout_ms=300)).values():
+                for record in records:
+                    entry = orjson.loads(record.value)
+                    if entry["source"]["partition"] in victim and record.timestamp / 1000 > killed_at:
+                        takeover = record.timestamp / 1000 - killed_at
+                        break
+        load.cancel()
+    finally:
+        await audit.stop()
+        first.stop()
+        second.stop()
+    print(
+        f"\ntakeover of partitions {sorted(victim)} after kill -9: {takeover if takeover is None else round(takeover, 1)} s"
+    )
+    assert takeover is not None and takeover < 15
+
+
+async def steady_intents(broker_url: str, seconds: float, rate: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(broker_url), linger_ms=5)
+    await producer.start()
+    try:
+        started, n = time.monotonic(), 0
+        while time.monotonic() - started < seconds:
+            for _ in range(rate // 20):
+                callee = f"+39349{n % NUMBERS:07d}"
+                value = {"intent_id": f"t-{n}", "callee": callee, "operator_id": "r-op", "client_id": "acme"}
+                await producer.send(INTENTS_TOPIC, orjson.dumps(value), key=str(n).encode())
+                n += 1
+            await asyncio.sleep(0.05)
+    finally:
+        await producer.stop()

@@ -42,7 +42,7 @@ class Settings:
     #: Replication factor of topics the worker creates (3 on a production cluster).
     topic_replicas: int = 1
     #: Seconds without heartbeat before the group gives a dead worker's partitions away.
-    session_timeout: float = 10.0
+    session_timeout: float = 6.0
     #: Kafka consumer group (Faust app id) of the workers.
     app_id: str = "callguard"
     #: ``text`` or ``json`` (one JSON object per log line).
