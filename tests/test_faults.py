@@ -185,3 +185,27 @@ async def test_slow_redis_turns_into_denies_not_a_stalled_stream(isolated, tmp_p
     finally:
         await blocker.aclose()
         worker.stop()
+
+
+async def test_worker_against_a_redis_that_requires_a_password(tmp_path: Path) -> None:
+    """Credentials travel in CALLGUARD_REDIS_URL (environment, not the command
+    line) and never appear in logs or error messages."""
+    broker = start_broker(tmp_path)
+    secret = "s3cret-Pa55word"
+    redis_server = start_redis(tmp_path, password=secret)
+    env = env_for(f"kafka://127.0.0.1:{broker.port}", f"redis://:{secret}@127.0.0.1:{redis_server.port}/0",
+                  CALLGUARD_APP_ID="callguard-auth")  # fmt: skip
+    worker = None
+    try:
+        load_data(env, tmp_path)
+        denied = cli({**env, "CALLGUARD_REDIS_URL": f"redis://:wrong@127.0.0.1:{redis_server.port}/0"}, "status")
+        assert denied.returncode == 1 and "redis://:***@" in denied.stderr and "wrong" not in denied.stderr
+        worker = Worker(env, tmp_path / "worker.log").start()
+        decision = (await decide(env["CALLGUARD_BROKER"], "auth-1"))["auth-1"]
+        assert decision["decision"] == "allow"
+    finally:
+        if worker is not None:
+            worker.stop()
+        redis_server.stop()
+        broker.stop()
+    assert secret not in (tmp_path / "worker.log").read_text()
