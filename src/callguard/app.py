@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger=0.005,
         producer_max_batch_size=256 * 1024,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=settings.instance_id or None,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=max(settings.session_timeout / 10, 0.5),
         broker_rebalance_timeout=settings.session_timeout,

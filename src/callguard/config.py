@@ -43,6 +43,9 @@ class Settings:
     topic_replicas: int = 1
     #: Seconds without heartbeat before the group gives a dead worker's partitions away.
     session_timeout: float = 6.0
+    #: Static group membership (Kafka group.instance.id), e.g. the pod name of a
+    #: StatefulSet: a restarted worker gets its partitions back without a rebalance.
+    instance_id: str = ""
     #: Kafka consumer group (Faust app id) of the workers.
     app_id: str = "callguard"
     #: ``text`` or ``json`` (one JSON object per log line).
