@@ -126,7 +126,7 @@ async def _exchange(
         for step, message in (("before", None), ("after", {"callee": optout_callee, "client_id": "acme"})):
             if message is not None:
                 await producer.send_and_wait(OPTOUTS_TOPIC, orjson.dumps(message), key=optout_callee.encode())
-                print(f"  opt-out published on {OPTOUTS_TOPIC} for {mask('+393470000007')}")
+                print(f"  opt-out published on {OPTOUTS_TOPIC} for {mask(optout_callee)}")
                 await asyncio.sleep(1.0)
             intent_id = f"demo-optout-{step}"
             await producer.send_and_wait(INTENTS_TOPIC, orjson.dumps({"intent_id": intent_id, **probe}))
