@@ -1,0 +1,76 @@
+"""The audit hash chain: every edit, drop and reorder is found, with its position."""
+
+from __future__ import annotations
+
+import orjson
+
+from callguard.audit import GENESIS, Stored, digest, link, verify
+
+
+def chain(partition: int, count: int, start: int = 0, prev: str = GENESIS) -> list[Stored]:
+    out = []
+    for n in range(count):
+        value, prev = link({"intent_id": f"i-{partition}-{n}", "decision": "allow"}, prev)
+        out.append(Stored(partition, start + n, value))
+    return out
+
+
+def test_an_intact_chain_verifies() -> None:
+    records = chain(0, 5) + chain(1, 3)
+    report = verify(records, {0: (4, digest(records[4].value))})
+    assert report.ok and report.records == {0: 5, 1: 3}
+
+
+def test_an_edited_record_breaks_the_next_link() -> None:
+    records = chain(0, 5)
+    edited = orjson.loads(records[2].value)
+    edited["decision"] = "deny"
+    records[2] = Stored(0, 2, orjson.dumps(edited))
+    report = verify(records)
+    assert [(p.offset, p.kind) for p in report.problems] == [(3, "broken_link")]
+
+
+def test_a_dropped_record_is_found() -> None:
+    records = chain(0, 5)
+    del records[1]
+    assert [(p.offset, p.kind) for p in verify(records).problems] == [(2, "broken_link")]
+
+
+def test_reordered_records_are_found() -> None:
+    records = chain(0, 5)
+    records[1], records[2] = Stored(0, 1, records[2].value), Stored(0, 2, records[1].value)
+    assert [p.offset for p in verify(records).problems] == [1, 2, 3]
+
+
+def test_an_edited_newest_record_is_caught_by_the_checkpoint() -> None:
+    records = chain(0, 3)
+    head = (2, digest(records[2].value))
+    records[2] = Stored(0, 2, records[2].value.replace(b"allow", b"deny!"))
+    assert verify(records).ok  # nothing points at the newest record...
+    report = verify(records, {0: head})  # ...but the worker's checkpoint does
+    assert [(p.offset, p.kind) for p in report.problems] == [(2, "checkpoint_mismatch")]
+
+
+def test_records_dropped_from_the_end_are_caught_by_the_checkpoint() -> None:
+    records = chain(0, 4)
+    head = (3, digest(records[3].value))
+    report = verify(records[:2], {0: head})
+    assert [(p.offset, p.kind) for p in report.problems] == [(3, "checkpoint_missing")]
+
+
+def test_a_chain_whose_start_expired_is_checked_from_its_first_record() -> None:
+    records = chain(0, 6)[2:]
+    report = verify(records)
+    assert report.ok and report.first_offset == {0: 2}
+
+
+def test_a_forged_first_record_is_found() -> None:
+    records = chain(0, 3)
+    value, _ = link({"intent_id": "forged"}, "f" * 64)
+    records[0] = Stored(0, 0, value)
+    assert [(p.offset, p.kind) for p in verify(records).problems] == [(0, "broken_link"), (1, "broken_link")]
+
+
+def test_unchained_records_are_reported() -> None:
+    records = [Stored(0, 0, b'{"intent_id": "old"}'), *chain(0, 2, start=1, prev=digest(b'{"intent_id": "old"}'))]
+    assert [(p.offset, p.kind) for p in verify(records).problems] == [(0, "unchained")]
