@@ -145,7 +145,13 @@ class LagProbe:
             offset = meta.offset if meta is not None and meta.offset >= 0 else None
             rows[tp] = (offset, ends[tp], starts[tp])
         lagging = {tp: (c if c is not None else s) for tp, (c, e, s) in rows.items() if (c if c is not None else s) < e}
-        stamps = await self._oldest_timestamps(lagging)
+        stamps, highwaters = await self._oldest_timestamps(lagging)
+        # The fetch's high watermark is the end offset too; some brokers (the
+        # embedded Tansu) answer ListOffsets with the last batch's first offset + 1,
+        # so take the larger of the two.
+        for tp, highwater in highwaters.items():
+            offset, end, start = rows[tp]
+            rows[tp] = (offset, max(end, highwater), start)
         state, members = await self._describe() if describe else ("unknown", None)
         out = []
         for tp, (offset, end, start) in rows.items():
@@ -158,14 +164,16 @@ class LagProbe:
 
     async def _oldest_timestamps(
         self, positions: dict[TopicPartition, int], timeout: float = 2.0
-    ) -> dict[TopicPartition, float]:
-        """Timestamp (seconds) of the record at each position, read with one fetch."""
+    ) -> tuple[dict[TopicPartition, float], dict[TopicPartition, int]]:
+        """Timestamp (seconds) of the record at each position, read with one
+        fetch, and the high watermarks the fetch reported."""
         if not positions:
-            return {}
+            return {}, {}
         self.consumer.assign(list(positions))
         for tp, offset in positions.items():
             self.consumer.seek(tp, offset)
         found: dict[TopicPartition, float] = {}
+        highwaters: dict[TopicPartition, int] = {}
         deadline = time.monotonic() + timeout
         while len(found) < len(positions) and time.monotonic() < deadline:
             pending = [tp for tp in positions if tp not in found]
@@ -173,10 +181,13 @@ class LagProbe:
             for tp, records in batches.items():
                 if records and tp not in found:
                     found[tp] = records[0].timestamp / 1000.0
+                    highwater = self.consumer.highwater(tp)
+                    if highwater is not None:
+                        highwaters[tp] = int(highwater)
                     self.consumer.pause(tp)
         self.consumer.resume(*positions)
         self.consumer.unsubscribe()
-        return found
+        return found, highwaters
 
     async def _describe(self) -> tuple[str, int | None]:
         try:

@@ -25,8 +25,8 @@ import orjson
 from callguard.numbers import mask
 
 #: Something a person would read as a phone number: optional ``+``, then
-#: 9-15 digits, possibly grouped by single spaces, dots, dashes or brackets.
-_NUMBER = re.compile(r"(?<![\w+])\+?\(?\d(?:[ .\-()]?\d){8,14}(?!\w)")
+#: 9-15 digits, possibly grouped by spaces, dots, dashes or brackets.
+_NUMBER = re.compile(r"(?<![\w+])\+?\(?\d(?:[ .\-()]{0,2}\d){8,14}(?!\w)")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 #: Attributes every LogRecord has; anything else came in through ``extra``.
