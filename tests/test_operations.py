@@ -309,6 +309,13 @@ def test_logs_are_json_lines_without_a_clear_number(stack: Stack) -> None:
     assert {"worker_starting", "partitions_assigned", "ready"} <= events
 
 
+def test_lag_with_no_broker_is_one_line(stack: Stack) -> None:
+    result = cli({**stack.env, "CALLGUARD_BROKER": "kafka://127.0.0.1:1"}, "lag", "--samples", "1")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"callguard: cannot read the lag of group {GROUP}"), result.stderr
+
+
 def test_ready_says_what_is_wrong_when_redis_is_gone(stack: Stack) -> None:
     """Last in the module: it stops this module's Redis."""
     stack.redis.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -43,6 +44,11 @@ def add_parsers(commands: Any, config_flags: Callable[[argparse.ArgumentParser],
     config_flags(lag)
 
 
+def _quiet_kafka() -> None:
+    """The CLI reports a broker problem in one line of its own; aiokafka would add its own."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
 def _fail(message: str) -> int:
     print(f"callguard: {message}", file=sys.stderr)
     return 1
@@ -53,6 +59,7 @@ async def run_lag(args: argparse.Namespace, settings: Settings) -> int:
     if args.interval <= 0 or args.window < 1 or (args.samples is not None and args.samples < 1):
         print("callguard: --interval must be > 0, --window and --samples at least 1", file=sys.stderr)
         return 2
+    _quiet_kafka()
     samples = None if args.watch else (args.samples or args.window)
     probe = LagProbe(broker_hosts(settings.broker), group, INTENTS_TOPIC)
     last: tuple[Any, list[dict[str, Any]]] | None = None
@@ -103,6 +110,7 @@ async def _lag_summary(settings: Settings) -> str:
 
 async def run_status(settings: Settings, safe_url: Callable[[str], str], lag: bool = True) -> int:
     """Print what the guard holds and whether it could decide well right now."""
+    _quiet_kafka()
     stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
     try:
         data = await read_data(stores)
