@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+import jsonschema
+import pytest
 import yaml
 
 from callguard.config import ENV_VARS
@@ -27,3 +34,125 @@ def test_compose_file_runs_kafka_redis_and_two_workers() -> None:
 def test_dockerfile_runs_the_worker_with_a_health_check() -> None:
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     assert 'CMD ["worker"]' in text and "/health" in text and "USER callguard" in text
+
+
+# --- operations (issue 5): the monitoring stack and Kubernetes manifests -------------
+
+DEPLOY = ROOT / "deploy"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool not installed (Debian: apt-get install prometheus); rules checked structurally only",
+)
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    # the compose-spec schema as vendored by check-jsonschema (read as a file: importing
+    # check_jsonschema would import its CLI, which needs a newer click than Faust allows)
+    vendored = "check_jsonschema/builtin_schemas/vendor/compose-spec.json"
+    schema = json.loads(Path(str(metadata.distribution("check-jsonschema").locate_file(vendored))).read_text())
+    jsonschema.validators.validator_for(schema)(schema).validate(compose())
+
+
+def test_compose_runs_prometheus_and_grafana_on_the_deploy_files() -> None:
+    services = compose()["services"]
+    assert services["prometheus"]["image"].startswith("prom/prometheus:")
+    assert services["grafana"]["image"].startswith("grafana/grafana:")
+    for name in ("prometheus", "grafana"):
+        for volume in services[name]["volumes"]:
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), volume
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
+    port = services["worker-1"]["environment"]["CALLGUARD_WEB_PORT"]
+    assert sorted(targets) == [f"worker-1:{port}", f"worker-2:{port}"]
+    assert prometheus["scrape_configs"][0]["metrics_path"] == "/metrics"
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    return [rule for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_every_alert_is_complete_and_documented() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    names = {rule["alert"] for rule in alert_rules()}
+    assert {"CallguardLagGrowing", "CallguardRegisterNearExpiry", "CallguardLookupUnavailable",
+            "CallguardDeadLetters", "CallguardNoDecisions"} <= names  # fmt: skip
+    for rule in alert_rules():
+        assert rule["expr"] and rule["for"] and rule["labels"]["severity"] in ("page", "warning"), rule["alert"]
+        assert rule["annotations"]["summary"] and "deploy/README.md#" in rule["annotations"]["description"]
+        anchor = rule["annotations"]["description"].split("#", 1)[1].rstrip(".")
+        assert f"### {anchor.lower()}" in readme.lower(), (
+            f"{rule['alert']}: no section '### {anchor}' in deploy/README.md"
+        )
+
+
+@needs_promtool
+def test_promtool_accepts_the_rules_and_their_unit_tests() -> None:
+    assert PROMTOOL is not None
+    for argv in (
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+        ["check", "config", "--syntax-only", "prometheus.yml"],
+    ):
+        result = subprocess.run([PROMTOOL, *argv], cwd=DEPLOY / "prometheus", capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_grafana_dashboard_is_provisioned_from_prometheus() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "callguard.json").read_text())
+    datasources = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    uid = datasources["datasources"][0]["uid"]
+    assert dashboard["uid"] == "callguard" and len(dashboard["panels"]) >= 10
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == uid and panel["targets"], panel["title"]
+    provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "callguard.yml").read_text())
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in compose()["services"]["grafana"]["volumes"]}
+    assert mounted[provider["providers"][0]["options"]["path"]] == "./deploy/grafana/dashboards"
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    docs = {}
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            docs[doc["kind"]] = doc
+    return docs
+
+
+def test_kubernetes_manifests_fit_together() -> None:
+    docs = manifests()
+    assert {"ConfigMap", "Deployment", "Service", "ServiceMonitor", "Kustomization"} <= set(docs)
+    kustomization = docs["Kustomization"]
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in (DEPLOY / "k8s").glob("*.yaml") if p.name != "kustomization.yaml"
+    )
+    config = docs["ConfigMap"]
+    assert set(config["data"]) <= set(ENV_VARS.values())
+    assert all(isinstance(v, str) for v in config["data"].values())
+    deployment = docs["Deployment"]
+    pod = deployment["spec"]["template"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    container = pod["spec"]["containers"][0]
+    assert container["envFrom"][0]["configMapRef"]["name"] == config["metadata"]["name"]
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
+    assert str(port) == config["data"]["CALLGUARD_WEB_PORT"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    service = docs["Service"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    monitor = docs["ServiceMonitor"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0] == {
+        "port": service["spec"]["ports"][0]["name"],
+        "path": "/metrics",
+        "interval": "15s",
+    }

@@ -6,6 +6,10 @@
   the batch was acknowledged by the broker (at-least-once).
 - ``optouts`` consumes ``callguard.optouts`` and writes them to Redis, so an
   opt-out takes effect for the next intent within about a second.
+
+Pages: ``/health`` (liveness), ``/ready`` (readiness, says what is wrong) and
+``/metrics`` (Prometheus); a timer samples the group's lag and the register's
+age every ``CALLGUARD_METRICS_INTERVAL`` seconds (operations, issue 5).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import logging.config
 import os
 import time
 from collections.abc import Awaitable
@@ -25,7 +30,10 @@ from faust.web import Request, Response, View
 
 from callguard.config import Settings, broker_hosts
 from callguard.guard import Guard, Raw
-from callguard.metrics import Stats
+from callguard.health import DAY, data_checks, safe_read_data, utcnow
+from callguard.lag import LagProbe
+from callguard.logs import logging_config
+from callguard.metrics import CONTENT_TYPE, Metrics
 from callguard.policy import PolicySettings
 from callguard.schema import AUDIT_TOPIC, DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
 from callguard.stores import Stores
@@ -108,15 +116,17 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=True,
         logging_config=None,
     )
-    stats = Stats()
+    metrics = Metrics()
+    stats = metrics.totals
     stores = Stores.from_url(settings.redis_url, timeout=settings.redis_timeout)
     policy = PolicySettings(register_max_age_days=settings.register_max_age_days)
 
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
         return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
-    guard = Guard(stores, send, policy, settings.default_region, stats)
+    guard = Guard(stores, send, policy, settings.default_region, metrics)
     app.callguard_guard = guard  # type: ignore[attr-defined]
+    app.callguard_metrics = metrics  # type: ignore[attr-defined]
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(
@@ -163,6 +173,117 @@ def create_app(settings: Settings) -> faust.App:
         response: Response = web.json(body, status=200 if body["status"] == "ok" else 503)
         return response
 
+    # --- operations (issue 5): readiness, metrics, lag and register sampling ---
+
+    metrics.register_max_age.set(settings.register_max_age_days * DAY)
+
+    def assigned_partitions() -> list[int]:
+        return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == INTENTS_TOPIC)
+
+    async def readiness() -> tuple[bool, dict[str, Any]]:
+        """Ready = partitions assigned and agents running, Redis answering,
+        register not stale, policy (operators) loaded; the body says what is wrong."""
+        now = utcnow()
+        assigned = assigned_partitions()
+        agents_ok = bool(app.agents) and not any(agent.crashed for agent in app.agents.values())
+        redis_ok = await stores.ping()
+        data = await safe_read_data(stores) if redis_ok else None
+        checks, problems = data_checks(data, settings.register_max_age_days, now)
+        consuming = {"ok": agents_ok and bool(assigned), "assigned_partitions": assigned, "agents_running": agents_ok}
+        if not assigned:
+            problems.insert(
+                0, f"consuming: no partition of {INTENTS_TOPIC} assigned (rebalancing, or more workers than partitions)"
+            )
+        if not agents_ok:
+            problems.insert(0, "consuming: an agent crashed or none runs")
+        if not redis_ok:
+            problems.insert(0, "redis: not answering (intents are denied lookup_unavailable)")
+        checks = {"consuming": consuming, "redis": {"ok": redis_ok}, **checks}
+        ok = all(check["ok"] for check in checks.values())
+        checks["policy"]["version"] = policy.version
+        checks["policy"]["register_max_age_days"] = settings.register_max_age_days
+        metrics.ready.set(1 if ok else 0)
+        metrics.assigned.set(len(assigned))
+        return ok, {"status": "ready" if ok else "not_ready", "problems": problems, "checks": checks}
+
+    @app.page("/ready")
+    async def ready(web: View, request: Request) -> Response:
+        """200 when the worker can decide well; 503 with the reasons otherwise."""
+        ok, body = await readiness()
+        response: Response = web.json(body, status=200 if ok else 503)
+        return response
+
+    @app.page("/metrics")
+    async def metrics_page(web: View, request: Request) -> Response:
+        """Prometheus text format."""
+        response: Response = web.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+        return response
+
+    probe = LagProbe(broker_hosts(settings.broker), settings.app_id, INTENTS_TOPIC)
+    known_scopes: set[str] = set()
+    was_ready: list[bool | None] = [None]
+
+    async def sample_once() -> None:
+        assigned = assigned_partitions()
+        try:
+            lag = await probe.sample(only=assigned, describe=False) if assigned else None
+            metrics.set_lag(
+                (p.topic, p.partition, p.end, p.committed, p.lag, p.lag_seconds)
+                for p in (lag.partitions if lag else ())
+            )
+        except Exception as exc:  # the broker may be between leaders; try again next time
+            log.debug("lag sample failed: %s", exc)
+            await probe.close()  # reconnect next time
+        data = await safe_read_data(stores)
+        if data is not None:
+            now = utcnow()
+            scopes = {s.scope for s in data.scopes}
+            for scope_state in data.scopes:
+                oldest, newest = scope_state.ages(now)
+                metrics.register_age.labels(scope_state.scope).set(oldest)
+                metrics.register_newest_age.labels(scope_state.scope).set(newest)
+                metrics.register_numbers.labels(scope_state.scope).set(scope_state.numbers)
+            for gone in known_scopes - scopes:
+                for gauge in (metrics.register_age, metrics.register_newest_age, metrics.register_numbers):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(gone)
+            known_scopes.clear()
+            known_scopes.update(scopes)
+        ok, body = await readiness()
+        if ok != was_ready[0]:
+            log.log(
+                logging.INFO if ok else logging.WARNING,
+                "worker %s%s",
+                "ready" if ok else "not ready: ",
+                "" if ok else "; ".join(body["problems"]),
+                extra={"event": "ready" if ok else "not_ready"},
+            )
+            was_ready[0] = ok
+
+    @app.timer(interval=settings.metrics_interval)  # type: ignore[untyped-decorator]
+    async def sample() -> None:
+        """Lag of this worker's partitions, register ages, readiness: cheap
+        requests every few seconds, never on the hot path."""
+        try:
+            await sample_once()
+        except Exception:  # a timer that raises would stop the whole worker: never let it
+            log.exception("sampling lag and register failed", extra={"event": "sample_failed"})
+
+    @app.on_before_shutdown.connect
+    async def close_probe(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await probe.close()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", ())
+        partitions = sorted(tp.partition for tp in assigned if tp.topic == INTENTS_TOPIC)
+        log.info(
+            "partitions of %s assigned: %s",
+            INTENTS_TOPIC,
+            partitions,
+            extra={"event": "partitions_assigned", "partitions": partitions},
+        )
+
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def report() -> None:
         log.info(
@@ -173,6 +294,7 @@ def create_app(settings: Settings) -> faust.App:
             stats.deadletters,
             stats.optouts,
             stats.lookup_errors,
+            extra={"event": "summary", "decisions": stats.decisions, "deadletters": stats.deadletters},
         )
 
     return app
@@ -212,14 +334,25 @@ async def ensure_topics(settings: Settings, wait: float = 60.0) -> list[str]:
 
 def run_worker(settings: Settings) -> int:
     """Create missing topics, then run the worker until SIGTERM/SIGINT."""
-    logging.basicConfig(
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", level=settings.log_level.upper()
+    from callguard.cli import safe_url
+
+    config = logging_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(config)
+    log.info(
+        "callguard worker starting: group %s, broker %s, redis %s, web port %d",
+        settings.app_id,
+        settings.broker,
+        safe_url(settings.redis_url),
+        settings.web_port,
+        extra={"event": "worker_starting", "group": settings.app_id},
     )
     created = asyncio.run(ensure_topics(settings))
     if created:
-        log.info("created topics %s", ", ".join(created))
+        log.info("created topics %s", ", ".join(created), extra={"event": "topics_created", "topics": created})
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False, logging_config=config
+    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

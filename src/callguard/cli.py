@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="what data the guard holds: operators, register loads")
     _config_flags(status)
+
+    # operations (issue 5): callguard lag
+    from callguard.opscli import add_parsers as add_ops_parsers
+
+    add_ops_parsers(commands, _config_flags)
 
     for kind, text in (
         ("register", "opposition-register check results"),
@@ -165,26 +170,9 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _status(settings: Settings) -> int:
-    stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
-    try:
-        counts = await stores.counts()
-    except (RedisError, OSError) as exc:
-        return _fail(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}")
-    finally:
-        await stores.close()
-    meta = counts["meta"]
-    print(f"operators: {counts['operators']:,} (version {meta.get('operators_version', 'none loaded')})")
-    loads = counts["register_loads"]
-    if not loads:
-        print("register: no results loaded: every marketing or survey intent is denied not_checked")
-    today = datetime.now(ROME).date()
-    for entry in loads:
-        age = (today - date.fromisoformat(entry["as_of"])).days
-        print(
-            f"register load: as of {entry['as_of']} ({age} days old), client {entry['client_id']}, "
-            f"{entry['rows']:,} results, {entry['opposed']:,} opposed, file {entry['file']}"
-        )
-    return 0
+    from callguard.opscli import run_status  # operations (issue 5)
+
+    return await run_status(settings, safe_url)
 
 
 def _use_uvloop() -> None:
@@ -218,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _fail(str(exc))
         if args.command == "status":
             return asyncio.run(_status(settings))
+        if args.command == "lag":  # operations (issue 5)
+            from callguard.opscli import main_lag
+
+            return main_lag(args, settings)
         return asyncio.run(_load(args, settings))
     except ConfigError as exc:
         return _fail(str(exc), 2)

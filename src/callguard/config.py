@@ -48,6 +48,8 @@ class Settings:
     instance_id: str = ""
     #: Kafka consumer group (Faust app id) of the workers.
     app_id: str = "callguard"
+    #: Seconds between the worker's lag and register samples for ``/metrics`` (operations, issue 5).
+    metrics_interval: float = 10.0
     #: ``text`` or ``json`` (one JSON object per log line).
     log_format: str = "text"
     log_level: str = "info"
@@ -122,6 +124,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"CALLGUARD_SESSION_TIMEOUT: expected 3-300 seconds, got {s.session_timeout}")
     if not s.app_id or any(c.isspace() for c in s.app_id):
         raise ConfigError(f"CALLGUARD_APP_ID: expected a name without spaces, got {s.app_id!r}")
+    if not 0.2 <= s.metrics_interval <= 300:
+        raise ConfigError(f"CALLGUARD_METRICS_INTERVAL: expected 0.2-300 seconds, got {s.metrics_interval}")
     if s.log_format not in ("text", "json"):
         raise ConfigError(f"CALLGUARD_LOG_FORMAT: expected text or json, got {s.log_format!r}")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):

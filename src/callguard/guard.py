@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ import orjson
 
 from callguard.facts import Facts, OptOut
 from callguard.loaders import parse_when
-from callguard.metrics import Stats
+from callguard.metrics import Metrics
 from callguard.numbers import mask, normalise
 from callguard.policy import Decision, PolicySettings, decide, malformed
 from callguard.schema import (
@@ -91,15 +92,16 @@ class Guard:
         send: Send,
         policy: PolicySettings,
         default_region: str,
-        stats: Stats | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.stores = stores
         self.send = send
         self.policy = policy
         self.region = default_region
-        self.stats = stats if stats is not None else Stats()
+        self.metrics = metrics if metrics is not None else Metrics(process=False)
         self.clock = clock
+        self.redis_failing = 0  # batches denied lookup_unavailable in a row (logged on change, not per batch)
 
     async def handle_intents(self, batch: Sequence[Raw]) -> list[Decision]:
         """Decide every intent of the batch and publish decisions, audit
@@ -113,7 +115,7 @@ class Guard:
             try:
                 intent = parse_intent(raw.value)
             except MalformedIntent as exc:
-                self.stats.deadletters += 1
+                self.metrics.deadlettered(raw.topic)
                 out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, exc.error, exc.intent_id, now)))
                 if exc.intent_id is not None:
                     decision = malformed(exc.intent_id, exc.error, now, self.policy)
@@ -130,20 +132,44 @@ class Guard:
                 decision = decide(intent, callee, fact, now, self.policy)
                 decisions.append(decision)
                 out += _decision_messages(decision, intent, raw)
+        outcomes: dict[tuple[bool, tuple[str, ...]], int] = {}
         for decision in decisions:
-            self.stats.count(decision)
+            key = (decision.allow, decision.reasons)
+            outcomes[key] = outcomes.get(key, 0) + 1
         await self._publish(out)
-        self.stats.batches += 1
+        done = time.time()
+        self.metrics.batch_decided(
+            len(batch), outcomes, [done - raw.timestamp for raw in batch if raw.timestamp is not None]
+        )
         return decisions
 
     async def _lookup(self, queries: list[Query]) -> list[Facts | None]:
+        started = time.perf_counter()
         try:
-            return list(await self.stores.lookup(queries))
+            facts: list[Facts | None] = list(await self.stores.lookup(queries))
         except Exception as exc:  # Redis down, slow, or a stored value that does not parse: fail closed
-            self.stats.lookup_errors += 1
+            self.metrics.lookup_failed()
+            self.redis_failing += 1
             error = str(exc) if isinstance(exc, LookupUnavailable) else type(exc).__name__
-            log.warning("redis lookup failed (%s): denying %d intents with lookup_unavailable", error, len(queries))
+            # one warning when Redis starts failing, then debug: an outage must not flood the logs
+            level = logging.WARNING if self.redis_failing == 1 else logging.DEBUG
+            log.log(
+                level,
+                "redis lookup failed (%s): denying %d intents with lookup_unavailable",
+                error,
+                len(queries),
+                extra={"event": "redis_lookup_failed"},
+            )
             return [None] * len(queries)
+        self.metrics.redis_seconds.observe(time.perf_counter() - started)
+        if self.redis_failing:
+            log.info(
+                "redis lookups answer again after %d failed batches",
+                self.redis_failing,
+                extra={"event": "redis_lookup_recovered"},
+            )
+            self.redis_failing = 0
+        return facts
 
     async def handle_optouts(self, batch: Sequence[Raw]) -> int:
         """Apply opt-outs from ``callguard.optouts``; bad ones go to the dead
@@ -155,7 +181,7 @@ class Guard:
             try:
                 rows.append(self._parse_optout(raw, now))
             except ValueError as exc:
-                self.stats.deadletters += 1
+                self.metrics.deadlettered(raw.topic)
                 out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now)))
                 log.info("malformed opt-out at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc)
         delay = 0.1
@@ -164,11 +190,12 @@ class Guard:
                 await self.stores.add_optouts(rows)
                 break
             except Exception as exc:  # any Redis failure: retry, never drop an opt-out
+                self.metrics.redis_errors.labels("optouts").inc()
                 log.warning("redis unavailable applying %d opt-outs (%s); retrying in %.1fs", len(rows), exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         await self._publish(out)
-        self.stats.optouts += len(rows)
+        self.metrics.optouts_applied(len(rows))
         return len(rows)
 
     def _parse_optout(self, raw: Raw, now: datetime) -> tuple[str, OptOut]:
@@ -206,6 +233,7 @@ class Guard:
                 await asyncio.gather(*futures)
                 return
             except Exception as exc:  # any producer failure: retry the whole batch
+                self.metrics.publish_errors.inc()
                 log.warning("publishing %d messages failed (%s); retrying in %.1fs", len(messages), exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -8,8 +8,9 @@ Layout (every key under the ``cg:`` prefix)::
                                               "contract:{client}"  -> "{granted_at}|{ends_at}"
                                               "optout:{client|*}"  -> "{at}"
     cg:operators                        hash  "{operator_id}"      -> "{status}|{valid_from}|{valid_until}|{caller_ids;…}"
-    cg:meta                             hash  "operators_version", "register_loads", …
+    cg:meta                             hash  "operators_version", "register_last_load", counters "consents", …
     cg:register:loads                   list  one JSON line per register load (newest first)
+    cg:register:census                  hash  "{scope}|{as_of}"    -> numbers whose current result is that one
 
 Register results are bucketed by number (100 numbers a hash) so that Redis
 keeps them in its compact listpack encoding; the performance issue measures
@@ -37,26 +38,50 @@ PREFIX = "cg:"
 OPERATORS_KEY = PREFIX + "operators"
 META_KEY = PREFIX + "meta"
 REGISTER_LOADS_KEY = PREFIX + "register:loads"
+#: ``{scope}|{as_of}`` -> how many numbers hold a current result of that scope and day (kept by the loaders).
+REGISTER_CENSUS_KEY = PREFIX + "register:census"
 
 # Writes a field only when the new value is not older than the stored one.
 # ARGV[1] is how many leading characters hold the sortable timestamp
-# (0 = the whole value); then field/value pairs, one per key in KEYS.
+# (0 = the whole value); ARGV[2] what to tally (operations, issue 5): '' nothing,
+# 'census:{scope}' the register census (numbers per scope and as-of day, in
+# cg:register:census), 'count:{field}' fields added (a cg:meta counter); then
+# field/value pairs, one per key in KEYS.
 _WRITE_IF_NOT_OLDER = """
 local width = tonumber(ARGV[1])
-local written = 0
+local tally = ARGV[2]
+local written, added = 0, 0
+local census = {}
 for i, key in ipairs(KEYS) do
-  local field = ARGV[2 * i]
-  local value = ARGV[2 * i + 1]
+  local field = ARGV[2 * i + 1]
+  local value = ARGV[2 * i + 2]
   local old = redis.call('HGET', key, field)
   local a, b = value, old
-  if old and width > 0 then
+  if width > 0 then
     a = string.sub(value, 1, width)
-    b = string.sub(old, 1, width)
+    if old then b = string.sub(old, 1, width) end
   end
   if (not old) or a >= b then
     redis.call('HSET', key, field, value)
     written = written + 1
+    if not old then
+      added = added + 1
+    else
+      census[b] = (census[b] or 0) - 1
+    end
+    census[a] = (census[a] or 0) + 1
   end
+end
+if string.sub(tally, 1, 7) == 'census:' then
+  local scope = string.sub(tally, 8)
+  for day, delta in pairs(census) do
+    if delta ~= 0 then
+      local now = redis.call('HINCRBY', 'cg:register:census', scope .. '|' .. day, delta)
+      if now <= 0 then redis.call('HDEL', 'cg:register:census', scope .. '|' .. day) end
+    end
+  end
+elseif string.sub(tally, 1, 6) == 'count:' and added > 0 then
+  redis.call('HINCRBY', 'cg:meta', string.sub(tally, 7), added)
 end
 return written
 """
@@ -84,6 +109,16 @@ for i = 3, #KEYS, 2 do
 end
 return out
 """
+
+
+def parse_census(raw: dict[str, str]) -> dict[str, dict[date, int]]:
+    """``cg:register:census`` as {scope: {as-of day: numbers}}."""
+    census: dict[str, dict[date, int]] = {}
+    for field, count in raw.items():
+        scope, _, day = field.rpartition("|")
+        if int(count) > 0:
+            census.setdefault(scope, {})[date.fromisoformat(day)] = int(count)
+    return census
 
 
 class LookupUnavailable(Exception):
@@ -199,7 +234,7 @@ class Stores:
     # --- reads ---------------------------------------------------------------
 
     async def lookup(self, queries: Sequence[Query]) -> list[Facts]:
-        """Look up the facts of a whole batch in one pipelined round trip.
+        """Look up the facts of a whole batch in one script call (one round trip).
 
         Raises :class:`LookupUnavailable` on any Redis error or timeout: the
         caller then denies the whole batch with ``lookup_unavailable``.
@@ -249,6 +284,12 @@ class Stores:
             facts.append(Facts(operator, tuple(register), tuple(consents), tuple(optouts), versions))
         return facts
 
+    async def register_census(self) -> dict[str, dict[date, int]]:
+        """Per scope, how many numbers hold a current result of each as-of day
+        (kept by the loaders: the oldest day still present is the oldest check in use)."""
+        raw: dict[str, str] = await self.redis.hgetall(REGISTER_CENSUS_KEY)  # type: ignore[assignment]
+        return parse_census(raw)
+
     async def counts(self) -> dict[str, Any]:
         """A summary for people (``callguard status`` and the demo)."""
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -265,21 +306,24 @@ class Stores:
         triples: Iterable[tuple[str, str, str]],
         width: int,
         chunk: int = 1000,
+        tally: str = "",
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Write (key, field, value) triples, each only when not older than what
-        is stored (loads accumulate: the most recent result wins). Each chunk
-        is one atomic script call; ``progress`` gets the rows sent so far."""
+        is stored (loads accumulate: the most recent result wins). ``tally``
+        keeps the counts ``callguard status`` and the metrics read (see the
+        script). Each chunk is one atomic script call; ``progress`` gets the
+        rows sent so far."""
         written = sent = 0
         keys: list[str] = []
-        args: list[str] = [str(width)]
+        args: list[str] = [str(width), tally]
         for key, field, value in triples:
             keys.append(key)
             args += (field, value)
             if len(keys) >= chunk:
                 written += int(await self._write_if_not_older(keys=keys, args=args))
                 sent += len(keys)
-                keys, args = [], [str(width)]
+                keys, args = [], [str(width), tally]
                 if progress is not None:
                     progress(sent)
         if keys:
@@ -301,7 +345,7 @@ class Stores:
                 field = suffix if client_id == ALL_CLIENTS else f"{suffix}:{client_id}"
                 yield bucket, field, register_value(opposed, as_of, registered_at)
 
-        return await self.write_if_not_older(triples(), width=10, progress=progress)
+        return await self.write_if_not_older(triples(), width=10, tally=f"census:{client_id}", progress=progress)
 
     async def record_register_load(self, entry: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -329,13 +373,25 @@ class Stores:
     async def upsert_consents(self, rows: Sequence[tuple[str, Consent]], chunk: int = 5000) -> None:
         """Upsert (E.164, consent) rows; the last row for a callee, client and basis wins."""
         for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
             async with self.redis.pipeline(transaction=True) as pipe:
-                for e164, consent in rows[start : start + chunk]:
+                for e164, consent in part:
                     pipe.hset(callee_key(e164), f"{consent.basis}:{consent.client_id}", consent_value(consent))
-                await pipe.execute()
+                added = await pipe.execute()
+            # counts for ``callguard status`` (operations, issue 5): HSET answers 1 for a new field
+            new = {"consents": 0, "contracts": 0}
+            for (_, consent), fresh in zip(part, added, strict=True):
+                new["consents" if consent.basis == "consent" else "contracts"] += int(fresh)
+            if any(new.values()):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for name, count in new.items():
+                        pipe.hincrby(META_KEY, name, count)
+                    await pipe.execute()
 
     async def add_optouts(self, rows: Iterable[tuple[str, OptOut]]) -> int:
         """Add opt-outs; for one callee and client the latest ``at`` is kept."""
         return await self.write_if_not_older(
-            ((callee_key(e164), f"optout:{o.client_id}", format_when(o.at)) for e164, o in rows), width=0
+            ((callee_key(e164), f"optout:{o.client_id}", format_when(o.at)) for e164, o in rows),
+            width=0,
+            tally="count:optouts",
         )

@@ -1,0 +1,153 @@
+"""``callguard lag`` and ``callguard status``: what an on-call engineer asks first.
+
+Kept apart from :mod:`callguard.cli` (which only wires them in) so the
+operations commands can grow without touching the loaders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from callguard.config import ENV_VARS, Settings, broker_hosts
+from callguard.health import ROME, data_checks, read_data
+from callguard.lag import LagProbe, format_table, overall, watch
+from callguard.policy import PolicySettings
+from callguard.schema import INTENTS_TOPIC
+from callguard.stores import Stores
+
+
+def add_parsers(commands: Any, config_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``lag`` to the ``callguard`` subcommands."""
+    lag = commands.add_parser(
+        "lag",
+        help="consumer lag of the workers' group per partition, with a Burrow-style status",
+        description="Per partition of callguard.intents: the group's committed offset, the end offset, the lag "
+        "in intents and in seconds (age of the oldest intent not yet committed), and a status over a window "
+        "of samples: OK, WARN (lag growing), STALL (offsets not moving, workers present), STOP (no workers).",
+    )
+    lag.add_argument("--group", help=f"consumer group [{ENV_VARS['app_id']}, default callguard]")
+    lag.add_argument("--watch", action="store_true", help="keep sampling and printing until interrupted")
+    lag.add_argument("--interval", type=float, default=1.0, help="seconds between samples (default 1)")
+    lag.add_argument("--window", type=int, default=5, help="samples the status is judged over (default 5)")
+    lag.add_argument("--samples", type=int, help="samples to take before exiting (default: --window)")
+    lag.add_argument("--json", action="store_true", help="print one JSON object per sample instead of a table")
+    config_flags(lag)
+
+
+def _quiet_kafka() -> None:
+    """The CLI reports a broker problem in one line of its own; aiokafka would add its own."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def _fail(message: str) -> int:
+    print(f"callguard: {message}", file=sys.stderr)
+    return 1
+
+
+async def run_lag(args: argparse.Namespace, settings: Settings) -> int:
+    group = args.group or settings.app_id
+    if args.interval <= 0 or args.window < 1 or (args.samples is not None and args.samples < 1):
+        print("callguard: --interval must be > 0, --window and --samples at least 1", file=sys.stderr)
+        return 2
+    _quiet_kafka()
+    samples = None if args.watch else (args.samples or args.window)
+    probe = LagProbe(broker_hosts(settings.broker), group, INTENTS_TOPIC)
+    last: tuple[Any, list[dict[str, Any]]] | None = None
+    try:
+        async for sample, rows in watch(probe, args.interval, args.window, samples):
+            last = (sample, rows)
+            if args.json:
+                line = {
+                    "group": group,
+                    "at": datetime.fromtimestamp(sample.at, UTC).isoformat(),
+                    "status": overall(rows),
+                    "group_state": sample.group_state,
+                    "members": sample.members,
+                    "partitions": rows,
+                }
+                print(orjson.dumps(line).decode(), flush=True)
+            elif args.watch:
+                print(format_table(group, sample, rows) + "\n", flush=True)
+        if last is not None and not args.json and not args.watch:
+            print(format_table(group, *last))
+    except (KafkaError, OSError) as exc:
+        return _fail(f"cannot read the lag of group {group} from the broker at {settings.broker}: {exc}")
+    finally:
+        await probe.close()
+    return 0
+
+
+async def _lag_summary(settings: Settings) -> str:
+    probe = LagProbe(broker_hosts(settings.broker), settings.app_id, INTENTS_TOPIC, request_timeout=5.0)
+    try:
+        last = None
+        async for item in watch(probe, 0.5, 3, 3):
+            last = item
+        assert last is not None
+        sample, rows = last
+        total = sum(row["lag"] for row in rows)
+        oldest = max((row["lag_seconds"] or 0.0 for row in rows), default=0.0)
+        members = "unknown" if sample.members is None else str(sample.members)
+        return (
+            f"workers: group {settings.app_id}, {members} members (state {sample.group_state}); "
+            f"lag {total:,} intents on {len(rows)} partitions, oldest waiting {oldest:.1f}s, status {overall(rows)}"
+        )
+    except (KafkaError, OSError, TimeoutError) as exc:
+        return f"workers: cannot reach the broker at {settings.broker} ({type(exc).__name__})"
+    finally:
+        await probe.close()
+
+
+async def run_status(settings: Settings, safe_url: Callable[[str], str], lag: bool = True) -> int:
+    """Print what the guard holds and whether it could decide well right now."""
+    _quiet_kafka()
+    stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
+    try:
+        data = await read_data(stores)
+    except (RedisError, OSError) as exc:
+        return _fail(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}")
+    finally:
+        await stores.close()
+    now = datetime.now(UTC)
+    today = now.astimezone(ROME).date()
+    policy = PolicySettings(register_max_age_days=settings.register_max_age_days)
+    print(f"policy: {policy.version}, register results usable for {settings.register_max_age_days} days")
+    print(f"operators: {data.operators:,} (version {data.operators_version or 'none loaded'})")
+    if not data.scopes:
+        print("register: no results loaded: every marketing or survey intent is denied not_checked")
+    for scope in data.scopes:
+        who = "every client" if scope.scope == "*" else f"client {scope.scope}"
+        oldest_days, newest_days = (today - scope.oldest).days, (today - scope.newest).days
+        stale = " (older than the maximum: those numbers are denied register_stale)"
+        print(
+            f"register for {who}: {scope.numbers:,} numbers{' (estimated from loads)' if scope.estimated else ''}, "
+            f"newest as of {scope.newest} ({newest_days} days old), oldest still in use as of {scope.oldest} "
+            f"({oldest_days} days old){stale if oldest_days > settings.register_max_age_days else ''}"
+        )
+    for entry in data.loads:
+        age = (today - datetime.fromisoformat(entry["as_of"]).date()).days
+        print(
+            f"register load: as of {entry['as_of']} ({age} days old), client {entry['client_id']}, "
+            f"{entry['rows']:,} results, {entry['opposed']:,} opposed, file {entry['file']}"
+        )
+    c = data.counters
+    print(f"consents: {c['consents']:,}, contracts: {c['contracts']:,}, opt-outs: {c['optouts']:,}")
+    _, problems = data_checks(data, settings.register_max_age_days, now)
+    if lag:
+        print(await _lag_summary(settings))
+    print("data: ok" if not problems else "data: NOT OK: " + "; ".join(problems))
+    return 0
+
+
+def main_lag(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(run_lag(args, settings))
