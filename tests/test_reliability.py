@@ -123,6 +123,22 @@ async def test_kill_9_mid_stream_loses_no_intent(stack: dict[str, str], tmp_path
     )
     assert missing == 0
     assert counter.conflicts == []
+
+    # the audit trail survived the crash as one unbroken chain per partition...
+    verified = cli(stack, "audit", "verify")
+    print(verified.stdout.splitlines()[-1])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "intact" in verified.stdout
+    # ...and a record slipped in afterwards is found, with its position
+    forger = AIOKafkaProducer(bootstrap_servers=bootstrap(broker_url))
+    await forger.start()
+    forged = await forger.send_and_wait(
+        AUDIT_TOPIC, b'{"intent_id": "r-1", "decision": "allow", "chain": {"prev": "0"}}', partition=0
+    )
+    await forger.stop()
+    tampered = cli(stack, "audit", "verify")
+    assert tampered.returncode == 1
+    assert f"PROBLEM partition 0 offset {forged.offset}: broken_link" in tampered.stdout
     denied = sum(1 for verdict, _ in counter.first.values() if verdict == "deny")
     assert denied > TOTAL * 0.2  # opposed and never-checked numbers really were denied
 

@@ -24,10 +24,12 @@ from collections.abc import Awaitable
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faust.web import Request, Response, View
 
+from callguard.audit import ChainHeads, last_record
 from callguard.config import Settings, broker_hosts
 from callguard.guard import Guard, Raw
 from callguard.health import DAY, data_checks, safe_read_data, utcnow
@@ -87,7 +89,7 @@ def _shorten_fetch_wait(max_wait_ms: int) -> None:
     thread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings, audit_partitions: int | None = None) -> faust.App:
     """Build the Faust app for ``settings`` (nothing connects until it starts)."""
     _shorten_fetch_wait(50)
     app = faust.App(
@@ -121,10 +123,28 @@ def create_app(settings: Settings) -> faust.App:
     stores = Stores.from_url(settings.redis_url, timeout=settings.redis_timeout)
     policy = PolicySettings(register_max_age_days=settings.register_max_age_days)
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
-        return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+    async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        return await app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
 
-    guard = Guard(stores, send, policy, settings.default_region, metrics)
+    tail_reader: list[AIOKafkaConsumer] = []
+
+    async def load_tail(partition: int) -> bytes | None:
+        """The last audit record of a partition, to continue its hash chain."""
+        if not tail_reader:
+            consumer = AIOKafkaConsumer(bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False)
+            await consumer.start()
+            tail_reader.append(consumer)
+        return await last_record(tail_reader[0], TopicPartition(AUDIT_TOPIC, partition))
+
+    guard = Guard(
+        stores,
+        send,
+        policy,
+        settings.default_region,
+        metrics,
+        chain=ChainHeads(load_tail),
+        audit_partitions=audit_partitions or settings.topic_partitions,
+    )
     app.callguard_guard = guard  # type: ignore[attr-defined]
     app.callguard_metrics = metrics  # type: ignore[attr-defined]
 
@@ -249,6 +269,8 @@ def create_app(settings: Settings) -> faust.App:
                         gauge.remove(gone)
             known_scopes.clear()
             known_scopes.update(scopes)
+        if guard.chain.acknowledged:
+            await stores.save_audit_heads(guard.chain.acknowledged)
         ok, body = await readiness()
         if ok != was_ready[0]:
             log.log(
@@ -272,11 +294,16 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_before_shutdown.connect
     async def close_probe(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await probe.close()
+        for consumer in tail_reader:
+            await consumer.stop()
+        with contextlib.suppress(Exception):
+            await stores.save_audit_heads(guard.chain.acknowledged)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
         partitions = sorted(tp.partition for tp in assigned if tp.topic == INTENTS_TOPIC)
+        guard.chain.forget()  # another worker may have extended these chains meanwhile
         log.info(
             "partitions of %s assigned: %s",
             INTENTS_TOPIC,
@@ -332,6 +359,17 @@ async def ensure_topics(settings: Settings, wait: float = 60.0) -> list[str]:
                 await admin.close()
 
 
+async def partition_count(settings: Settings, topic: str) -> int:
+    """How many partitions ``topic`` has (it may predate our settings)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker_hosts(settings.broker), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+        return len(described[0]["partitions"]) or settings.topic_partitions
+    finally:
+        await admin.close()
+
+
 def run_worker(settings: Settings) -> int:
     """Create missing topics, then run the worker until SIGTERM/SIGINT."""
     from callguard.cli import safe_url
@@ -349,7 +387,7 @@ def run_worker(settings: Settings) -> int:
     created = asyncio.run(ensure_topics(settings))
     if created:
         log.info("created topics %s", ", ".join(created), extra={"event": "topics_created", "topics": created})
-    app = create_app(settings)
+    app = create_app(settings, asyncio.run(partition_count(settings, AUDIT_TOPIC)))
     worker = faust.Worker(
         app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False, logging_config=config
     )

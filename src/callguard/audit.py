@@ -8,18 +8,19 @@ changes its hash, so the next record no longer points at it; the newest
 records, which nothing points at yet, are covered by the head checkpoints
 the worker keeps (offset and hash of the last record it wrote per partition).
 
-This module is pure: :func:`link` builds a chain, :func:`verify` checks one.
-The worker (``guard.py``) and the CLI (``callguard audit verify``) do the I/O.
+:func:`link` and :func:`verify` are pure; :class:`ChainHeads` holds the
+worker's heads, and the functions at the end read the topic back (I/O).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 GENESIS = "0" * 64
 
@@ -110,3 +111,72 @@ def verify(records: Iterable[Stored], checkpoints: Mapping[int, tuple[int, str]]
         elif found != expected:
             report.problems.append(Problem(p, offset, "checkpoint_mismatch", "record differs from its checkpoint"))
     return report
+
+
+class ChainHeads:
+    """The worker's view of each audit partition's last record.
+
+    A partition's head is loaded from the broker the first time the worker
+    writes to it, and again after a rebalance or a failed send (:meth:`forget`),
+    so a chain continues across workers and restarts.
+    """
+
+    def __init__(self, load_tail: Callable[[int], Awaitable[bytes | None]]) -> None:
+        self.load_tail = load_tail
+        self.heads: dict[int, str] = {}
+        #: partition -> (offset, hash) of the last record acknowledged: the checkpoints
+        self.acknowledged: dict[int, tuple[int, str]] = {}
+
+    async def load(self, partitions: Iterable[int]) -> dict[int, str]:
+        """The heads, with those of ``partitions`` loaded from the broker where
+        this worker does not know them yet; the caller advances them."""
+        for partition in partitions:
+            if partition not in self.heads:
+                tail = await self.load_tail(partition)
+                self.heads[partition] = GENESIS if tail is None else digest(tail)
+        return self.heads
+
+    def forget(self) -> None:
+        self.heads.clear()
+
+
+async def read_partition(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int | None = None
+) -> AsyncIterator[Stored]:
+    """Every record of ``tp`` from ``start`` (default: the beginning) to the
+    high watermark as of the first fetch. The high watermark comes from fetch
+    responses, which every Kafka-protocol broker reports correctly."""
+    consumer.assign([tp])
+    if start is None:
+        await consumer.seek_to_beginning(tp)
+    else:
+        consumer.seek(tp, start)
+    end: int | None = None
+    empty_fetches = 0
+    while True:
+        batches = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+        records = batches.get(tp, [])
+        if end is None:
+            end = consumer.highwater(tp)
+        for record in records:
+            if end is not None and record.offset >= end:
+                return
+            yield Stored(tp.partition, record.offset, record.value or b"")
+        if end is not None and await consumer.position(tp) >= end:
+            return
+        empty_fetches = 0 if records else empty_fetches + 1
+        if empty_fetches >= 10:  # nothing for 10 s: the broker is not answering
+            raise TimeoutError(f"no records from {tp.topic}[{tp.partition}] for 10 s")
+
+
+async def last_record(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bytes | None:
+    """The value of the last record of ``tp``, or None when it is empty. Starts
+    one before the reported end offset and reads on to the high watermark
+    (some brokers report a batch's base offset as the end)."""
+    end = (await consumer.end_offsets([tp]))[tp]
+    if end == 0:
+        return None
+    last: bytes | None = None
+    async for stored in read_partition(consumer, tp, start=end - 1):
+        last = stored.value
+    return last

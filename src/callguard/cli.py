@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ops_parsers(commands, _config_flags)
 
+    audit = commands.add_parser("audit", help="the tamper-evident audit trail")
+    audit_actions = audit.add_subparsers(dest="action", metavar="ACTION", required=True)
+    verify = audit_actions.add_parser(
+        "verify", help="check the hash chain of every callguard.audit partition and the worker's checkpoints"
+    )
+    verify.add_argument("--no-checkpoints", action="store_true", help="do not read the head checkpoints from Redis")
+    _config_flags(verify)
+
     for kind, text in (
         ("register", "opposition-register check results"),
         ("operators", "the certification list of call-centre operators (replaced whole)"),
@@ -175,6 +183,50 @@ async def _status(settings: Settings) -> int:
     return await run_status(settings, safe_url)
 
 
+async def _audit_verify(settings: Settings, checkpoints: bool) -> int:
+    """Read every audit record back and check each partition's chain."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    from callguard.audit import Stored, read_partition, verify
+    from callguard.config import broker_hosts
+    from callguard.schema import AUDIT_TOPIC
+
+    heads: dict[int, tuple[int, str]] = {}
+    if checkpoints:
+        stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
+        try:
+            heads = await stores.audit_heads()
+        except (RedisError, OSError) as exc:
+            print(f"callguard: no checkpoints (Redis at {safe_url(settings.redis_url)}: {exc})", file=sys.stderr)
+        finally:
+            await stores.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False)
+    records: list[Stored] = []
+    try:
+        await consumer.start()
+        partitions = sorted(consumer.partitions_for_topic(AUDIT_TOPIC) or ())
+        if not partitions:
+            return _fail(f"no topic {AUDIT_TOPIC} on {settings.broker}")
+        for partition in partitions:
+            records += [r async for r in read_partition(consumer, TopicPartition(AUDIT_TOPIC, partition))]
+    except (KafkaError, TimeoutError) as exc:
+        return _fail(f"cannot read {AUDIT_TOPIC} from {settings.broker}: {exc}")
+    finally:
+        await consumer.stop()
+    report = verify(records, heads)
+    for partition in partitions:
+        count = report.records.get(partition, 0)
+        start = report.first_offset.get(partition, 0)
+        checkpoint = f", checkpoint at offset {heads[partition][0]}" if partition in heads else ""
+        print(f"partition {partition}: {count:,} records from offset {start}{checkpoint}")
+    for problem in report.problems:
+        print(f"PROBLEM {problem}")
+    verdict = "intact" if report.ok else f"{len(report.problems)} problem(s)"
+    print(f"{AUDIT_TOPIC}: {sum(report.records.values()):,} records checked, {verdict}")
+    return 0 if report.ok else 1
+
+
 def _use_uvloop() -> None:
     """uvloop makes the worker about 30 % faster (measured on the embedded
     broker); it must be chosen before Faust is imported. Optional: the
@@ -206,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _fail(str(exc))
         if args.command == "status":
             return asyncio.run(_status(settings))
+        if args.command == "audit":
+            return asyncio.run(_audit_verify(settings, checkpoints=not args.no_checkpoints))
         if args.command == "lag":  # operations (issue 5)
             from callguard.opscli import main_lag
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from callguard.audit import ChainHeads, link
 from callguard.facts import Facts, OptOut
 from callguard.loaders import parse_when
 from callguard.metrics import Metrics
@@ -40,9 +41,14 @@ from callguard.stores import LookupUnavailable, Query, Stores
 
 log = logging.getLogger("callguard.guard")
 
-#: ``send(topic, key, value)`` enqueues one message and returns an awaitable
-#: that completes when the broker acknowledged it (aiokafka's contract).
-Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
+#: ``send(topic, key, value, partition)`` enqueues one message (``partition``
+#: None: by key) and returns an awaitable that completes with its
+#: RecordMetadata when the broker acknowledged it (aiokafka's contract).
+Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[Awaitable[Any]]]
+
+#: A message to publish: topic, key, value, partition. An audit record is
+#: still a dict: it is chained to its partition's head when sent.
+Outgoing = tuple[str, bytes | None, "bytes | dict[str, Any]", int | None]
 
 
 def utcnow() -> datetime:
@@ -94,9 +100,13 @@ class Guard:
         default_region: str,
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
+        chain: ChainHeads | None = None,
+        audit_partitions: int = 1,
     ) -> None:
         self.stores = stores
         self.send = send
+        self.chain = chain if chain is not None else ChainHeads(_no_tail)
+        self.audit_partitions = audit_partitions
         self.policy = policy
         self.region = default_region
         self.metrics = metrics if metrics is not None else Metrics(process=False)
@@ -109,18 +119,18 @@ class Guard:
         acknowledged them all, so the caller may then commit offsets."""
         now = self.clock()
         valid: list[tuple[Raw, Intent, str | None]] = []
-        out: list[tuple[str, bytes | None, bytes]] = []
+        out: list[Outgoing] = []
         decisions: list[Decision] = []
         for raw in batch:
             try:
                 intent = parse_intent(raw.value)
             except MalformedIntent as exc:
                 self.metrics.deadlettered(raw.topic)
-                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, exc.error, exc.intent_id, now)))
+                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, exc.error, exc.intent_id, now), None))
                 if exc.intent_id is not None:
                     decision = malformed(exc.intent_id, exc.error, now, self.policy)
                     decisions.append(decision)
-                    out += _decision_messages(decision, None, raw)
+                    out += self._decision_messages(decision, None, raw)
                 log.info("malformed intent at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc.error)
                 continue
             valid.append((raw, intent, normalise(intent.callee, self.region)))
@@ -131,7 +141,7 @@ class Guard:
             for (raw, intent, callee), fact in zip(valid, facts, strict=True):
                 decision = decide(intent, callee, fact, now, self.policy)
                 decisions.append(decision)
-                out += _decision_messages(decision, intent, raw)
+                out += self._decision_messages(decision, intent, raw)
         outcomes: dict[tuple[bool, tuple[str, ...]], int] = {}
         for decision in decisions:
             key = (decision.allow, decision.reasons)
@@ -176,13 +186,13 @@ class Guard:
         letters. Retries Redis until it answers: an opt-out is never dropped."""
         now = self.clock()
         rows: list[tuple[str, OptOut]] = []
-        out: list[tuple[str, bytes | None, bytes]] = []
+        out: list[Outgoing] = []
         for raw in batch:
             try:
                 rows.append(self._parse_optout(raw, now))
             except ValueError as exc:
                 self.metrics.deadlettered(raw.topic)
-                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now)))
+                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now), None))
                 log.info("malformed opt-out at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc)
         delay = 0.1
         while rows:
@@ -222,29 +232,52 @@ class Guard:
             raise ValueError("field 'at' must be an ISO date or RFC 3339 string")
         return e164, OptOut(client_id, parse_when(at, self.policy.timezone))
 
-    async def _publish(self, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+    def _decision_messages(self, decision: Decision, intent: Intent | None, raw: Raw) -> list[Outgoing]:
+        """The decision (partitioned by its key) and the audit record, which goes
+        to the audit partition numbered like the intent's partition: that
+        partition has one writer, the worker that owns the intent partition,
+        so its hash chain is never forked by two workers."""
+        key = decision.intent_id.encode()
+        return [
+            (DECISIONS_TOPIC, key, dumps(decision.to_message()), None),
+            (AUDIT_TOPIC, key, decision.to_audit(intent, raw.source()), raw.partition % self.audit_partitions),
+        ]
+
+    async def _publish(self, messages: list[Outgoing]) -> None:
         """Send all messages and wait for every acknowledgement; on a broker
         error, send the whole batch again (at-least-once: a duplicate carries
-        the same decision, a loss would leave a dialer waiting)."""
+        the same decision, a loss would leave a dialer waiting). Audit records
+        are chained at send time; after a failure the heads are reloaded from
+        the broker, so whatever did get written stays in the chain."""
         delay = 0.1
         while messages:
             try:
-                futures = [await self.send(topic, key, value) for topic, key, value in messages]
-                await asyncio.gather(*futures)
+                heads = await self.chain.load({p for _, _, v, p in messages if isinstance(v, dict) and p is not None})
+                futures: list[Awaitable[Any]] = []
+                chained: list[tuple[int, str]] = []
+                for topic, key, value, partition in messages:
+                    if isinstance(value, dict):
+                        value, heads[partition] = link(value, heads[partition])  # type: ignore[index]
+                        chained.append((len(futures), heads[partition]))  # type: ignore[index]
+                    futures.append(await self.send(topic, key, value, partition))
+                results: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
+                failed = next((r for r in results if isinstance(r, BaseException)), None)
+                if failed is not None:
+                    raise failed
+                for index, head in chained:
+                    self.chain.acknowledged[results[index].partition] = (results[index].offset, head)
                 return
             except Exception as exc:  # any producer failure: retry the whole batch
+                self.chain.forget()
                 self.metrics.publish_errors.inc()
                 log.warning("publishing %d messages failed (%s); retrying in %.1fs", len(messages), exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
 
-def _decision_messages(decision: Decision, intent: Intent | None, raw: Raw) -> list[tuple[str, bytes | None, bytes]]:
-    key = decision.intent_id.encode()
-    return [
-        (DECISIONS_TOPIC, key, dumps(decision.to_message())),
-        (AUDIT_TOPIC, key, dumps(decision.to_audit(intent, raw.source()))),
-    ]
+async def _no_tail(partition: int) -> bytes | None:
+    """For a guard without a broker to read from (tests, benchmarks): every chain starts afresh."""
+    return None
 
 
 def log_decision(decision: Decision) -> str:

@@ -10,6 +10,7 @@ Layout (every key under the ``cg:`` prefix)::
     cg:operators                        hash  "{operator_id}"      -> "{status}|{valid_from}|{valid_until}|{caller_ids;…}"
     cg:meta                             hash  "operators_version", "register_last_load", counters "consents", …
     cg:register:loads                   list  one JSON line per register load (newest first)
+    cg:audit:heads                      hash  "{audit partition}"   -> "{offset, 20 digits}|{sha256 of that record}"
     cg:register:census                  hash  "{scope}|{as_of}"    -> numbers whose current result is that one
 
 Register results are bucketed by number (100 numbers a hash) so that Redis
@@ -38,6 +39,7 @@ PREFIX = "cg:"
 OPERATORS_KEY = PREFIX + "operators"
 META_KEY = PREFIX + "meta"
 REGISTER_LOADS_KEY = PREFIX + "register:loads"
+AUDIT_HEADS_KEY = PREFIX + "audit:heads"
 #: ``{scope}|{as_of}`` -> how many numbers hold a current result of that scope and day (kept by the loaders).
 REGISTER_CENSUS_KEY = PREFIX + "register:census"
 
@@ -387,6 +389,21 @@ class Stores:
                     for name, count in new.items():
                         pipe.hincrby(META_KEY, name, count)
                     await pipe.execute()
+
+    async def save_audit_heads(self, heads: dict[int, tuple[int, str]]) -> None:
+        """Checkpoint the audit chains' heads (partition -> offset, hash); an
+        older checkpoint never replaces a newer one."""
+        await self.write_if_not_older(
+            ((AUDIT_HEADS_KEY, str(p), f"{offset:020d}|{digest}") for p, (offset, digest) in heads.items()), width=20
+        )
+
+    async def audit_heads(self) -> dict[int, tuple[int, str]]:
+        raw = cast(dict[str, str], await self.redis.hgetall(AUDIT_HEADS_KEY))
+        heads: dict[int, tuple[int, str]] = {}
+        for partition, value in raw.items():
+            offset, digest = value.split("|")
+            heads[int(partition)] = (int(offset), digest)
+        return heads
 
     async def add_optouts(self, rows: Iterable[tuple[str, OptOut]]) -> int:
         """Add opt-outs; for one callee and client the latest ``at`` is kept."""
