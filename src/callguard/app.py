@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faust.web import Request, Response, View
 
 from callguard.audit import ChainHeads, last_record
-from callguard.config import Settings, broker_hosts
+from callguard.config import Settings, broker_hosts, safe_url
 from callguard.guard import Guard, Raw
 from callguard.health import DAY, data_checks, safe_read_data, utcnow
 from callguard.lag import LagProbe
@@ -372,8 +372,6 @@ async def partition_count(settings: Settings, topic: str) -> int:
 
 def run_worker(settings: Settings) -> int:
     """Create missing topics, then run the worker until SIGTERM/SIGINT."""
-    from callguard.cli import safe_url
-
     config = logging_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(config)
     log.info(

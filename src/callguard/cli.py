@@ -13,13 +13,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from redis.exceptions import RedisError
 
 from callguard import __version__
-from callguard.config import ENV_VARS, ConfigError, Settings, load_settings
+from callguard.config import ENV_VARS, ConfigError, Settings, load_settings, safe_url
 from callguard.loaders import (
     LoadError,
     Progress,
@@ -34,16 +33,6 @@ from callguard.schema import ALL_CLIENTS, MAX_ID_LENGTH
 from callguard.stores import Stores
 
 ROME = ZoneInfo("Europe/Rome")
-
-
-def safe_url(url: str) -> str:
-    """A URL fit for messages: any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
@@ -180,7 +169,7 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
 async def _status(settings: Settings) -> int:
     from callguard.opscli import run_status  # operations (issue 5)
 
-    return await run_status(settings, safe_url)
+    return await run_status(settings)
 
 
 async def _audit_verify(settings: Settings, checkpoints: bool) -> int:

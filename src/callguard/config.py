@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from callguard.numbers import is_known_region
 
@@ -130,3 +130,13 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"CALLGUARD_LOG_FORMAT: expected text or json, got {s.log_format!r}")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"CALLGUARD_LOG_LEVEL: expected debug, info, warning or error, got {s.log_level!r}")
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for messages: any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

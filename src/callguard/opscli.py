@@ -18,7 +18,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from callguard.config import ENV_VARS, Settings, broker_hosts
+from callguard.config import ENV_VARS, Settings, broker_hosts, safe_url
 from callguard.health import ROME, data_checks, read_data
 from callguard.lag import LagProbe, format_table, overall, watch
 from callguard.policy import PolicySettings
@@ -108,7 +108,7 @@ async def _lag_summary(settings: Settings) -> str:
         await probe.close()
 
 
-async def run_status(settings: Settings, safe_url: Callable[[str], str], lag: bool = True) -> int:
+async def run_status(settings: Settings, lag: bool = True) -> int:
     """Print what the guard holds and whether it could decide well right now."""
     _quiet_kafka()
     stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
