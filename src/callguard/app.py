@@ -25,12 +25,21 @@ from callguard.config import Settings, broker_hosts
 from callguard.guard import Guard, Raw
 from callguard.metrics import Stats
 from callguard.policy import PolicySettings
-from callguard.schema import AUDIT_TOPIC, DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
+from callguard.schema import (
+    AUDIT_TOPIC,
+    DEADLETTER_TOPIC,
+    DECISIONS_TOPIC,
+    INTENTS_TOPIC,
+    OPTOUTS_TOPIC,
+    OUTCOMES_TOPIC,
+)
 from callguard.stores import Stores
 
 log = logging.getLogger("callguard.app")
 
-ALL_TOPICS = (INTENTS_TOPIC, DECISIONS_TOPIC, AUDIT_TOPIC, DEADLETTER_TOPIC, OPTOUTS_TOPIC)
+#: Every topic of the contract; the worker creates the missing ones at start
+#: (``callguard.outcomes`` only to give it the configured partitions: dialers publish there).
+ALL_TOPICS = (INTENTS_TOPIC, DECISIONS_TOPIC, AUDIT_TOPIC, DEADLETTER_TOPIC, OPTOUTS_TOPIC, OUTCOMES_TOPIC)
 
 
 def _raw(event: Any) -> Raw:
