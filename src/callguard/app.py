@@ -134,6 +134,11 @@ def create_app(settings: Settings) -> faust.App:
             stats.lookup_errors,
         )
 
+    # --- dialer integration (issue 7): POST /v1/check through the same topics ---
+    from callguard.checkapi import install_check_endpoint
+
+    install_check_endpoint(app, settings)
+
     return app
 
 
