@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,12 +22,14 @@ from callguard.app import ensure_topics
 from callguard.client import CheckTimeout, GuardClient, GuardClosed, GuardDecision, GuardUnavailable, SyncGuardClient
 from callguard.config import Settings
 from callguard.embedded import Server, start_broker
+from callguard.numbers import mask
 from callguard.schema import AUDIT_TOPIC, OUTCOMES_TOPIC
 from tests.conftest import Worker, cli, collect, today, write_csv
 from tests.contract import validate
 
 pytestmark = pytest.mark.e2e
 
+ROOT = Path(__file__).resolve().parent.parent
 OPERATOR = "cl-op"
 COUNT = 1000
 
@@ -163,3 +167,21 @@ def test_sync_client_checks_from_many_threads_reports_outcomes_and_opts_out(
     outcome = outcomes[allowed.intent_id][0]
     assert outcome["outcome"] == "answered"
     validate(outcome, "outcome")
+
+
+# --- the example dialer -----------------------------------------------------------------------
+
+
+def test_example_dialer_prints_a_masked_table(loaded: None, worker: Worker, embedded, tmp_path: Path) -> None:
+    numbers = [number(n) for n in range(COUNT + 10, COUNT + 16)]
+    path = write_csv(tmp_path / "numbers.csv", "callee,purpose", [f"{n}," for n in numbers] + ["12345,service"])
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "check_csv.py"), str(path), "--broker", embedded.broker_url,
+         "--operator", OPERATOR, "--client", "acme", "--timeout", "30"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "7 checked" in result.stdout and "3 allowed, 4 denied, 0 timed out" in result.stdout, result.stdout
+    assert "opposition_register" in result.stdout and "invalid_number" in result.stdout
+    assert mask(numbers[0]) in result.stdout
+    assert not any(n in result.stdout or n[1:] in result.stdout for n in numbers)

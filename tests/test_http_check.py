@@ -160,6 +160,12 @@ async def test_http_check_times_out_with_504_when_no_decision_can_arrive(lone_br
         assert body == {"error": body["error"], "intent_id": f"ch-504-{attempt}", "retryable": True}
         assert "treat as a deny" in body["error"] and "decision" not in body
         assert 1.0 <= elapsed < 5
+        # the intent is still decided once Redis times out, and that late decision is in the evidence
+        broker_url = env["CALLGUARD_BROKER"]
+        late = (await collect(broker_url, DECISIONS_TOPIC, {body["intent_id"]}, timeout=30))[body["intent_id"]][0]
+        assert late["reasons"] == ["lookup_unavailable"] and late["retryable"] is True
+        validate(late, "decision")
+        validate((await collect(broker_url, AUDIT_TOPIC, {body["intent_id"]}))[body["intent_id"]][0], "audit")
     finally:
         worker.stop()
         hole.close()

@@ -152,7 +152,10 @@ class GuardClient:
     ``timeout`` bounds each check (send + decision); ``default_region``
     normalises numbers for the intent's key so that every written form of one
     callee lands on the same partition, in order; ``intent_prefix`` starts
-    the ids the client generates.
+    the ids the client generates. ``fetch_max_wait_ms`` is how long the
+    broker may hold an empty fetch of decisions: Apache Kafka answers as soon
+    as a decision arrives, but some Kafka-protocol brokers (the embedded
+    Tansu) hold every fetch that long, which then adds to each round trip.
     """
 
     def __init__(
@@ -164,6 +167,7 @@ class GuardClient:
         intent_prefix: str = "",
         start_timeout: float = 30.0,
         client_id: str = "callguard-client",
+        fetch_max_wait_ms: int = 100,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -173,6 +177,7 @@ class GuardClient:
         self.intent_prefix = intent_prefix
         self.start_timeout = start_timeout
         self.client_id = client_id
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -200,7 +205,7 @@ class GuardClient:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         try:
