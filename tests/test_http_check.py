@@ -177,3 +177,10 @@ def test_check_timeout_is_validated_at_start(env: dict[str, str], value: str) ->
     result = cli({**env, "CALLGUARD_CHECK_TIMEOUT": value}, "worker")
     assert result.returncode == 2
     assert result.stderr.startswith("callguard: CALLGUARD_CHECK_TIMEOUT: expected"), result.stderr
+
+
+def test_the_session_worker_logs_no_number_of_this_module_in_clear(loaded: None, worker: Worker) -> None:
+    text = worker.log_path.read_text()
+    assert "/v1/check" in text or "CheckClient" in text  # the log is the worker's, endpoint included
+    for n in range(20):
+        assert number(n) not in text and number(n)[1:] not in text
