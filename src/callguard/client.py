@@ -281,7 +281,7 @@ class GuardClient:
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            except KafkaError as exc:  # transient (leader moved, broker restarting): keep reading
+            except Exception as exc:  # transient (leader moved, broker restarting): keep reading
                 log.warning("reading %s failed (%s); retrying", DECISIONS_TOPIC, exc)
                 await asyncio.sleep(0.5)
                 continue
