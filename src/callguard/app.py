@@ -37,12 +37,21 @@ from callguard.lag import LagProbe
 from callguard.logs import logging_config
 from callguard.metrics import CONTENT_TYPE, Metrics
 from callguard.policy import PolicySettings
-from callguard.schema import AUDIT_TOPIC, DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
+from callguard.schema import (
+    AUDIT_TOPIC,
+    DEADLETTER_TOPIC,
+    DECISIONS_TOPIC,
+    INTENTS_TOPIC,
+    OPTOUTS_TOPIC,
+    OUTCOMES_TOPIC,
+)
 from callguard.stores import Stores
 
 log = logging.getLogger("callguard.app")
 
-ALL_TOPICS = (INTENTS_TOPIC, DECISIONS_TOPIC, AUDIT_TOPIC, DEADLETTER_TOPIC, OPTOUTS_TOPIC)
+#: Every topic of the contract; the worker creates the missing ones at start
+#: (``callguard.outcomes`` only to give it the configured partitions: dialers publish there).
+ALL_TOPICS = (INTENTS_TOPIC, DECISIONS_TOPIC, AUDIT_TOPIC, DEADLETTER_TOPIC, OPTOUTS_TOPIC, OUTCOMES_TOPIC)
 
 
 async def _or_exit(work: Awaitable[Any]) -> None:
@@ -323,6 +332,11 @@ def create_app(settings: Settings, audit_partitions: int | None = None) -> faust
             stats.lookup_errors,
             extra={"event": "summary", "decisions": stats.decisions, "deadletters": stats.deadletters},
         )
+
+    # --- dialer integration (issue 7): POST /v1/check through the same topics ---
+    from callguard.checkapi import install_check_endpoint
+
+    install_check_endpoint(app, settings)
 
     return app
 

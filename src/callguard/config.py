@@ -37,6 +37,8 @@ class Settings:
     batch_size: int = 500
     #: Seconds to wait for a batch to fill before deciding what has arrived.
     batch_wait: float = 0.01
+    #: Seconds ``POST /v1/check`` waits for a decision before answering 504 (dialer integration, issue 7).
+    check_timeout: float = 2.0
     #: Partitions given to topics the worker creates.
     topic_partitions: int = 6
     #: Replication factor of topics the worker creates (3 on a production cluster).
@@ -116,6 +118,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"CALLGUARD_BATCH_SIZE: expected 1-10000, got {s.batch_size}")
     if not 0 <= s.batch_wait <= 5:
         raise ConfigError(f"CALLGUARD_BATCH_WAIT: expected 0-5 seconds, got {s.batch_wait}")
+    if not 0 < s.check_timeout <= 60:
+        raise ConfigError(f"CALLGUARD_CHECK_TIMEOUT: expected 0-60 seconds, got {s.check_timeout}")
     if not 1 <= s.topic_partitions <= 1000:
         raise ConfigError(f"CALLGUARD_TOPIC_PARTITIONS: expected 1-1000, got {s.topic_partitions}")
     if not 1 <= s.topic_replicas <= 10:

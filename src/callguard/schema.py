@@ -22,6 +22,8 @@ DECISIONS_TOPIC = "callguard.decisions"
 AUDIT_TOPIC = "callguard.audit"
 DEADLETTER_TOPIC = "callguard.deadletter"
 OPTOUTS_TOPIC = "callguard.optouts"
+#: Call outcomes reported by dialers (``GuardClient.report_outcome``); consumed by a later issue.
+OUTCOMES_TOPIC = "callguard.outcomes"
 
 #: Largest message the guard accepts; larger ones are malformed by contract.
 MAX_MESSAGE_BYTES = 64 * 1024

