@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--no-checkpoints", action="store_true", help="do not read the head checkpoints from Redis")
     _config_flags(verify)
+    # durable audit store (issue 6): callguard audit sink / search
+    from callguard.auditcli import add_parsers as add_audit_store_parsers
+
+    add_audit_store_parsers(audit_actions, _config_flags)
 
     for kind, text in (
         ("register", "opposition-register check results"),
@@ -98,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name, None)
-        for name in ("broker", "redis_url", "web_port", "register_max_age_days", "default_region")
+        for name in ("broker", "redis_url", "web_port", "register_max_age_days", "default_region", "audit_dsn")
     }
     return load_settings(overrides)
 
@@ -247,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _fail(str(exc))
         if args.command == "status":
             return asyncio.run(_status(settings))
+        if args.command == "audit" and args.action in ("sink", "search"):  # durable audit store (issue 6)
+            from callguard.auditcli import main_audit_store
+
+            return main_audit_store(args, settings)
         if args.command == "audit":
             return asyncio.run(_audit_verify(settings, checkpoints=not args.no_checkpoints))
         if args.command == "lag":  # operations (issue 5)

@@ -55,6 +55,8 @@ class Settings:
     #: ``text`` or ``json`` (one JSON object per log line).
     log_format: str = "text"
     log_level: str = "info"
+    #: PostgreSQL DSN of the durable audit store (``callguard audit sink`` / ``search``, issue 6).
+    audit_dsn: str = ""
 
 
 #: Setting name -> environment variable.
@@ -132,6 +134,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"CALLGUARD_METRICS_INTERVAL: expected 0.2-300 seconds, got {s.metrics_interval}")
     if s.log_format not in ("text", "json"):
         raise ConfigError(f"CALLGUARD_LOG_FORMAT: expected text or json, got {s.log_format!r}")
+    if s.audit_dsn and urlsplit(s.audit_dsn).scheme not in ("postgres", "postgresql"):
+        raise ConfigError("CALLGUARD_AUDIT_DSN: expected a postgresql:// URL")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"CALLGUARD_LOG_LEVEL: expected debug, info, warning or error, got {s.log_level!r}")
 
