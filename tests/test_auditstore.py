@@ -163,9 +163,7 @@ async def test_search_answers_every_decision_about_a_number_with_why_and_on_whic
 
     answer = search(store_env, "--callee", "0039 349 200 0000")  # any written form finds it
     assert answer["callee"] == OPPOSED
-    assert [d["intent_id"] for d in answer["decisions"]] == ["as-opp-2", "as-opp-1"] or {
-        d["intent_id"] for d in answer["decisions"]
-    } == {"as-opp-1", "as-opp-2"}
+    assert sorted(d["intent_id"] for d in answer["decisions"]) == ["as-opp-1", "as-opp-2"]
     times = [d["decided_at"] for d in answer["decisions"]]
     assert times == sorted(times, reverse=True)  # newest first
     for d in answer["decisions"]:
@@ -209,11 +207,14 @@ async def test_a_sink_killed_mid_stream_stores_everything_once(
     dsn = store_env["CALLGUARD_AUDIT_DSN"]
     ids = [f"as-bulk-{n:05d}" for n in range(3000)]
     first, second = ids[:1500], ids[1500:]
-    await decide(store_env, {i: intent(i, BULK[n % len(BULK)]) for n, i in enumerate(first)})
-    deadline = time.monotonic() + 60
-    while not 0 < len(await stored_ids(dsn, "as-bulk-")) < 1500 and time.monotonic() < deadline:
+    publishing = asyncio.create_task(
+        decide(store_env, {i: intent(i, BULK[n % len(BULK)]) for n, i in enumerate(first)})
+    )
+    deadline = time.monotonic() + 30
+    while not await stored_ids(dsn, "as-bulk-") and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    sink.kill()  # mid-stream: some batches stored, offsets of the last one maybe not committed
+    sink.kill()  # mid-stream: as soon as the first batch is stored, its offsets maybe not committed
+    await publishing
     at_kill = len(await stored_ids(dsn, "as-bulk-"))
     await decide(store_env, {i: intent(i, BULK[n % len(BULK)]) for n, i in enumerate(second, 1500)})
     sink.start()
@@ -236,7 +237,8 @@ async def test_a_sink_killed_mid_stream_stores_everything_once(
 async def test_search_answers_with_the_sink_stopped_and_reports_how_far_behind(
     store_env: dict[str, str], worker: Worker, loaded: None, sink: Sink
 ) -> None:
-    await wait_stored(store_env["CALLGUARD_AUDIT_DSN"], "as-clear", 1, sink)
+    await decide(store_env, {"as-before-stop": intent("as-before-stop", CLEAR)})
+    await wait_stored(store_env["CALLGUARD_AUDIT_DSN"], "as-before-stop", 1, sink)
     sink.stop()
     await decide(store_env, {f"as-later-{n}": intent(f"as-later-{n}", LATER) for n in range(3)})
     answer = search(store_env, "--callee", LATER)
@@ -245,7 +247,8 @@ async def test_search_answers_with_the_sink_stopped_and_reports_how_far_behind(
     assert {d["intent_id"] for d in answer["decisions"]} == {"as-later-0", "as-later-1", "as-later-2"}
     assert not any(d["in_store"] for d in answer["decisions"])
     old = search(store_env, "--callee", CLEAR)  # stored before the stop: still answered from the store
-    assert [d["intent_id"] for d in old["decisions"]] == ["as-clear"] and old["decisions"][0]["in_store"]
+    assert "as-before-stop" in {d["intent_id"] for d in old["decisions"]}
+    assert all(d["in_store"] for d in old["decisions"])
     text = cli(store_env, "audit", "search", "--callee", LATER)
     last = text.stdout.splitlines()[-1]
     print(last)

@@ -296,7 +296,7 @@ async def search_store(
             where.append(f"client_id = ${len(params)}")
         rows = await conn.fetch(
             "SELECT record::text AS record, audit_partition, audit_offset FROM callguard_audit "
-            f"WHERE {' AND '.join(where)} ORDER BY decided_at DESC, intent_id",
+            f"WHERE {' AND '.join(where)} ORDER BY decided_at DESC, intent_id DESC",
             *params,
         )
     except asyncpg.UndefinedTableError:
