@@ -23,7 +23,7 @@ import pytest
 
 from callguard.audit import Stored, verify
 from callguard.auditstore import stored_records, to_row
-from callguard.embedded import Server
+from callguard.embedded import Server, free_port
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
 from tests.conftest import Worker, cli, collect, produce, today, write_csv
 
@@ -269,4 +269,20 @@ def test_unreadable_records_are_kept_aside() -> None:
     row = to_row(Stored(3, 7, orjson.dumps({"intent_id": "x", "decision": "deny", "reasons": ["malformed_intent"],
                                              "callee": None, "decided_at": "2026-11-28T10:00:00.000Z",
                                              "intent": None})))  # fmt: skip
+    assert to_row(Stored(0, 3, orjson.dumps({"intent_id": "nul\u0000", "decision": "deny", "reasons": [],
+                                              "decided_at": "2026-11-28T10:00:00.000Z"}))) is None  # fmt: skip
     assert row is not None and row.partition == 3 and row.offset == 7 and row.client_id is None
+
+
+async def test_search_without_a_broker_answers_from_the_store_and_says_the_lag_is_unknown(
+    store_env: dict[str, str], sink: Sink
+) -> None:
+    await wait_stored(store_env["CALLGUARD_AUDIT_DSN"], "as-consent", 1, sink)
+    env = {**store_env, "CALLGUARD_BROKER": f"kafka://127.0.0.1:{free_port()}"}
+    result = cli(env, "audit", "search", "--callee", CONSENT)
+    assert result.returncode == 0, result.stderr
+    assert "as-consent" in result.stdout
+    assert "could not read callguard.audit" in result.stdout.splitlines()[-1]
+    gone = cli({**store_env, "CALLGUARD_AUDIT_DSN": f"postgresql://u:secret@127.0.0.1:{free_port()}/x"},
+               "audit", "search", "--callee", CONSENT)  # fmt: skip
+    assert gone.returncode == 1 and "audit store" in gone.stderr and "secret" not in gone.stderr

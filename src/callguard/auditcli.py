@@ -58,12 +58,16 @@ def main_audit_store(args: argparse.Namespace, settings: Settings) -> int:
 def run_sink_command(settings: Settings) -> int:
     import asyncpg
 
+    from callguard.app import BrokerUnavailable
     from callguard.auditstore import run_sink
     from callguard.logs import logging_config
 
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
     try:
         asyncio.run(run_sink(settings))
+    except BrokerUnavailable as exc:
+        print(f"callguard: {exc}", file=sys.stderr)
+        return 1
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"callguard: audit store at {safe_url(settings.audit_dsn)}: {exc}", file=sys.stderr)
         return 1

@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata
 
 from callguard.audit import Stored
@@ -123,7 +124,10 @@ class Row:
 
 
 def to_row(stored: Stored) -> Row | None:
-    """The row for an audit record, or None when it is not a readable decision."""
+    """The row for an audit record, or None when it is not a readable decision
+    (or holds a NUL character, which PostgreSQL text and jsonb cannot store)."""
+    if b"\\u0000" in stored.value:
+        return None
     try:
         record = orjson.loads(stored.value)
         intent = record.get("intent") or {}
@@ -223,6 +227,11 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None) -> Sin
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     stats = SinkStats()
+    from callguard.app import ensure_topics  # the worker's: topics with the configured partitions
+
+    # before subscribing: a subscription could make the broker create the audit
+    # topic with its own partition count, and the chains need the worker's
+    await ensure_topics(settings)
     conn: asyncpg.Connection = await asyncpg.connect(settings.audit_dsn, timeout=10)
     consumer = sink_consumer(settings)
     try:
@@ -235,9 +244,15 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None) -> Sin
             records = [Stored(tp.partition, r.offset, r.value or b"") for tp, rs in batches.items() for r in rs]
             if not records:
                 continue
-            stats.stored += await write_batch(conn, records)
+            conn, stored = await _store(conn, settings.audit_dsn, records, stop)
+            stats.stored += stored
             # only now, with the transaction committed, may the offsets move on
-            await consumer.commit({tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items() if rs})
+            try:
+                await consumer.commit(
+                    {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items() if rs}
+                )
+            except CommitFailedError as exc:  # rebalanced meanwhile: the records come again, and are ignored
+                log.warning("audit sink: offsets not committed (%s); records will be re-read", exc)
             stats.records += len(records)
             stats.batches += 1
             if time.monotonic() - last_report >= 60:
@@ -249,6 +264,28 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None) -> Sin
         await conn.close()
     log.info("audit sink stopped: %d records read, %d decisions stored", stats.records, stats.stored)
     return stats
+
+
+async def _store(
+    conn: asyncpg.Connection, dsn: str, records: Sequence[Stored], stop: asyncio.Event
+) -> tuple[asyncpg.Connection, int]:
+    """Write a batch, waiting out an unreachable PostgreSQL (reconnecting with
+    backoff) rather than skipping it: the offsets must not move past it."""
+    delay = 1.0
+    while True:
+        try:
+            if conn.is_closed():
+                conn = await asyncpg.connect(dsn, timeout=10)
+            return conn, await write_batch(conn, records)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            log.warning("audit store unavailable (%s); retrying in %.0f s", type(exc).__name__, delay)
+            with contextlib.suppress(Exception):
+                await conn.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                raise
+            delay = min(delay * 2, 30.0)
 
 
 # --- search ----------------------------------------------------------------------
@@ -321,8 +358,8 @@ async def scan_unsynced(
         enable_auto_commit=False,
         fetch_max_wait_ms=100,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = sorted(consumer.partitions_for_topic(AUDIT_TOPIC) or ())
         if not partitions:
             await consumer._client.force_metadata_update()  # a fresh client may not know the topic yet
@@ -377,7 +414,7 @@ async def search(
     try:
         result.lag, unsynced = await scan_unsynced(settings, match)
     except Exception as exc:  # the store still answers; say why the lag is unknown
-        result.lag_error = f"{type(exc).__name__}: {exc}"
+        result.lag_error = str(exc) or type(exc).__name__
         return result
     stored_ids = {d["record"].get("intent_id") for d in decisions}
     for stored in unsynced:
