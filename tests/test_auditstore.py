@@ -29,9 +29,9 @@ from tests.conftest import Worker, cli, collect, produce, today, write_csv
 
 pytestmark = pytest.mark.e2e
 
-# numbers of this module: +39 349 200 00NN
-OPPOSED, CLEAR, CONSENT, DNC, LATER = (f"+39349200{n:04d}" for n in range(5))
-BULK = [f"+39349201{n:04d}" for n in range(100)]
+# numbers of this module: +39 351 700 00NN
+OPPOSED, CLEAR, CONSENT, DNC, LATER = (f"+39351700{n:04d}" for n in range(5))
+BULK = [f"+39351701{n:04d}" for n in range(100)]
 
 
 @dataclass
@@ -153,7 +153,7 @@ async def test_search_answers_every_decision_about_a_number_with_why_and_on_whic
         store_env,
         {
             "as-opp-1": intent("as-opp-1", OPPOSED),
-            "as-opp-2": intent("as-opp-2", "349 200 0000", client="beta", campaign="spring"),  # national form
+            "as-opp-2": intent("as-opp-2", "351 700 0000", client="beta", campaign="spring"),  # national form
             "as-clear": intent("as-clear", CLEAR),
             "as-consent": intent("as-consent", CONSENT),
             "as-dnc": intent("as-dnc", DNC),
@@ -161,7 +161,7 @@ async def test_search_answers_every_decision_about_a_number_with_why_and_on_whic
     )
     await wait_stored(store_env["CALLGUARD_AUDIT_DSN"], "as-", 5, sink)
 
-    answer = search(store_env, "--callee", "0039 349 200 0000")  # any written form finds it
+    answer = search(store_env, "--callee", "0039 351 700 0000")  # any written form finds it
     assert answer["callee"] == OPPOSED
     assert sorted(d["intent_id"] for d in answer["decisions"]) == ["as-opp-1", "as-opp-2"]
     times = [d["decided_at"] for d in answer["decisions"]]
@@ -196,7 +196,7 @@ async def test_since_and_client_filters(store_env: dict[str, str], sink: Sink) -
     assert len(search(store_env, "--callee", OPPOSED, "--since", today())["decisions"]) == 2
     tomorrow = str(date.fromisoformat(today()) + timedelta(days=1))
     assert search(store_env, "--callee", OPPOSED, "--since", tomorrow)["decisions"] == []
-    assert search(store_env, "--callee", "+39 349 200 0099")["decisions"] == []  # never called
+    assert search(store_env, "--callee", "+39 351 700 0099")["decisions"] == []  # never called
     bad = cli(store_env, "audit", "search", "--callee", OPPOSED, "--since", "28/11/2026")
     assert bad.returncode == 2 and "--since" in bad.stderr
 

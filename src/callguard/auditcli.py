@@ -107,6 +107,7 @@ async def _search(settings: Settings, number: str, since: date | None, client: s
                          "behind": p.behind} for p in result.lag
                     ],
                     "lag_error": result.lag_error,
+                    "topic_scan_complete": result.scan_complete,
                 },
                 option=orjson.OPT_INDENT_2,
             ).decode()
@@ -121,7 +122,7 @@ async def _search(settings: Settings, number: str, since: date | None, client: s
         print()
         print("\n".join(describe(decision)))
     print()
-    print(summary(searched, result.decisions, result.lag, result.lag_error, scope))
+    print(summary(searched, result.decisions, result.lag, result.lag_error, scope, result.scan_complete))
     return 0
 
 
@@ -187,7 +188,12 @@ def describe(decision: dict[str, Any]) -> list[str]:
 
 
 def summary(
-    searched: str, decisions: list[dict[str, Any]], lag: list[Any] | None, lag_error: str | None, scope: str
+    searched: str,
+    decisions: list[dict[str, Any]],
+    lag: list[Any] | None,
+    lag_error: str | None,
+    scope: str,
+    scan_complete: bool = True,
 ) -> str:
     """One line: how many decisions, which way, over which days, and how complete the answer is."""
     allow = sum(1 for d in decisions if d["record"]["decision"] == "allow")
@@ -205,4 +211,5 @@ def summary(
     return (
         f"{head}; the audit store is {behind:,} record(s) behind callguard.audit ({parts}), "
         f"read from the topic instead: {pending} of the decisions above"
+        + ("" if scan_complete else " (the topic past the store was too long to read whole: some may be missing)")
     )
