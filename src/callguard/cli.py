@@ -178,7 +178,7 @@ async def _audit_verify(settings: Settings, checkpoints: bool) -> int:
     from aiokafka.errors import KafkaError
 
     from callguard.audit import Stored, read_partition, verify
-    from callguard.config import broker_hosts
+    from callguard.config import broker_hosts, kafka_security
     from callguard.schema import AUDIT_TOPIC
 
     heads: dict[int, tuple[int, str]] = {}
@@ -190,7 +190,9 @@ async def _audit_verify(settings: Settings, checkpoints: bool) -> int:
             print(f"callguard: no checkpoints (Redis at {safe_url(settings.redis_url)}: {exc})", file=sys.stderr)
         finally:
             await stores.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False, **kafka_security(settings)
+    )
     records: list[Stored] = []
     try:
         await consumer.start()
