@@ -71,10 +71,33 @@ class Parsed:
     lines: int = 0
 
 
+class _NumberedLines:
+    """Feeds a CSV reader line by line, noting where each record starts (a
+    quoted field may span lines, and blank lines are skipped)."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self.handle = handle
+        self.number = 0
+        self.record_start = 0
+        self.between_records = True
+
+    def __iter__(self) -> _NumberedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.handle)
+        self.number += 1
+        if self.between_records:
+            self.record_start, self.between_records = self.number, False
+        return line
+
+
 def _reader(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number where the record starts, fields by column)."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        lines = _NumberedLines(handle)
+        reader = csv.reader(lines)
+        header = [h.strip() for h in next(reader, [])]
         missing = [c for c in required if c not in header]
         unknown = [c for c in header if c not in required + optional]
         if missing or unknown:
@@ -85,12 +108,15 @@ def _reader(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) ->
                 problems.append("unknown column(s) " + ", ".join(unknown))
             expected = ",".join(required) + "".join(f"[,{c}]" for c in optional)
             raise LoadError(str(path), [f"{path}:1: header: {'; '.join(problems)} (expected {expected})"])
-        reader.fieldnames = header
+        lines.between_records = True
         for row in reader:
-            if None in row:
-                yield reader.line_num, {"__extra__": "too many fields"}
+            start, lines.between_records = lines.record_start, True
+            if not row:  # a blank line
                 continue
-            yield reader.line_num, {k: (v or "").strip() for k, v in row.items()}
+            if len(row) > len(header):
+                yield start, {"__extra__": "too many fields"}
+                continue
+            yield start, {name: (row[i].strip() if i < len(row) else "") for i, name in enumerate(header)}
 
 
 def _sha256(path: Path) -> str:
