@@ -135,11 +135,7 @@ async def test_kill_9_mid_stream_loses_no_intent(stack: dict[str, str], tmp_path
     assert cli(stack, "audit", "verify", "--file", str(export)).returncode == 0
     lines = export.read_bytes().splitlines()
     entry = orjson.loads(lines[10])
-    edited = (
-        entry["value"]
-        .replace('"decision":"deny"', '"decision":"allow"')
-        .replace('"decision":"allow"', '"decision":"deny"', 1)
-    )
+    edited = entry["value"].replace('"retryable":false', '"retryable":true', 1)  # a one-word edit
     assert edited != entry["value"]
     lines[10] = orjson.dumps({**entry, "value": edited})
     export.write_bytes(b"\n".join(lines) + b"\n")
