@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -137,10 +137,17 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
     stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 10.0))
     try:
         if kind == "register":
+            opposed = 0
+
+            def counted() -> Iterator[tuple[str, bool, date | None]]:
+                nonlocal opposed
+                for row in parsed.rows:
+                    opposed += row[1]
+                    yield row
+
             written = await stores.add_register_results(
-                parsed.rows, as_of, args.client, progress=Progress("register: written").tick
+                counted(), as_of, args.client, progress=Progress("register: written").tick
             )
-            opposed = sum(1 for _, is_opposed, _ in parsed.rows if is_opposed)
             entry: dict[str, Any] = {
                 "as_of": as_of.isoformat(),
                 "client_id": args.client,
@@ -159,9 +166,11 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
             )
         elif kind == "operators":
             version = f"{now:%Y%m%dT%H%M%SZ}-{parsed.sha256[:12]}"
+            assert isinstance(parsed.rows, list)
             await stores.replace_operators(parsed.rows, version)
             print(f"operators: replaced the certification list with {len(parsed.rows):,} operators (version {version})")
         elif kind == "consents":
+            assert isinstance(parsed.rows, list)
             await stores.upsert_consents(parsed.rows)
             print(f"consents: upserted {len(parsed.rows):,} consents and contracts")
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -62,11 +63,36 @@ class Progress:
             print(f"{self.label}: {count:,} rows ({rate:,.0f}/s)", file=self.stream, flush=True)
 
 
+class SpilledRows:
+    """Validated rows kept in a temporary file instead of memory, so that a
+    register result of tens of millions of lines loads in constant memory."""
+
+    def __init__(self, encode: Callable[[Any], str], decode: Callable[[str], Any]) -> None:
+        self.encode = encode
+        self.decode = decode
+        # unlinked at once on POSIX; its space is freed when this object goes
+        self.file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self.count = 0
+
+    def append(self, row: Any) -> None:
+        self.file.write(self.encode(row) + "\n")
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Any]:
+        self.file.flush()
+        self.file.seek(0)
+        for line in self.file:
+            yield self.decode(line[:-1])
+
+
 @dataclass
 class Parsed:
     """The validated rows of one file, with its fingerprint for the audit trail."""
 
-    rows: list[Any] = field(default_factory=list)
+    rows: list[Any] | SpilledRows = field(default_factory=list)
     sha256: str = ""
     lines: int = 0
 
@@ -169,10 +195,11 @@ def _parse_file(
     optional: tuple[str, ...],
     parse_row: Callable[[dict[str, str]], Any],
     label: str,
+    rows: list[Any] | SpilledRows | None = None,
 ) -> Parsed:
     if not path.is_file():
         raise LoadError(str(path), [f"{path}: no such file"])
-    parsed = Parsed(sha256=_sha256(path))
+    parsed = Parsed(rows=[] if rows is None else rows, sha256=_sha256(path))
     errors: list[str] = []
     error_count = 0
     progress = Progress(f"{label}: read")
@@ -195,7 +222,8 @@ def _parse_file(
 def parse_register(path: Path, region: str) -> Parsed:
     """``number,status[,registered_at]``: one consultation result of the RPO.
 
-    Rows are ``(E.164, opposed, registered_at)``.
+    Rows are ``(E.164, opposed, registered_at)``, spilled to a temporary file
+    (a result covers a caller's whole contact list: millions of lines).
     """
 
     def row_parser(row: dict[str, str]) -> tuple[str, bool, date | None]:
@@ -206,7 +234,16 @@ def parse_register(path: Path, region: str) -> Parsed:
         registered = row.get("registered_at", "")
         return e164, status == "opposed", parse_date(registered) if registered else None
 
-    return _parse_file(path, ("number", "status"), ("registered_at",), row_parser, "register")
+    def encode(row: tuple[str, bool, date | None]) -> str:
+        e164, opposed, registered_at = row
+        return f"{e164}|{'o' if opposed else 'c'}|{'' if registered_at is None else registered_at.isoformat()}"
+
+    def decode(text: str) -> tuple[str, bool, date | None]:
+        e164, status, registered_at = text.split("|")
+        return e164, status == "o", date.fromisoformat(registered_at) if registered_at else None
+
+    spill = SpilledRows(encode, decode)
+    return _parse_file(path, ("number", "status"), ("registered_at",), row_parser, "register", spill)
 
 
 def parse_operators(path: Path) -> Parsed:
