@@ -1,4 +1,4 @@
-"""The Faust worker: two agents and a health page, as thin as Faust allows.
+"""The Faust worker: two agents and its web pages, as thin as Faust allows.
 
 - ``decide`` consumes ``callguard.intents`` in batches and hands them to
   :class:`callguard.guard.Guard`; Faust acks a batch's events only after the
@@ -7,9 +7,11 @@
 - ``optouts`` consumes ``callguard.optouts`` and writes them to Redis, so an
   opt-out takes effect for the next intent within about a second.
 
-Pages: ``/health`` (liveness), ``/ready`` (readiness, says what is wrong) and
-``/metrics`` (Prometheus); a timer samples the group's lag and the register's
-age every ``CALLGUARD_METRICS_INTERVAL`` seconds (operations, issue 5).
+Pages: ``/health`` (liveness), ``/ready`` (readiness, says what is wrong),
+``/metrics`` (Prometheus) and ``POST /v1/check`` (a synchronous check through
+the same topics, ``checkapi.py``); a timer samples the group's lag and the
+register's age and checkpoints the audit chains' heads every
+``CALLGUARD_METRICS_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
