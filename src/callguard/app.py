@@ -21,6 +21,7 @@ import contextlib
 import logging
 import logging.config
 import os
+import tempfile
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -100,6 +101,12 @@ def _shorten_fetch_wait(max_wait_ms: int) -> None:
     thread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
+def _faust_datadir(app_id: str) -> str:
+    path = os.path.join(tempfile.gettempdir(), "callguard-faust", app_id)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 def faust_credentials(settings: Settings) -> Any:
     """The Kafka TLS/SASL settings as Faust credentials (None for PLAINTEXT)."""
     security = kafka_security(settings)
@@ -122,6 +129,9 @@ def create_app(settings: Settings, audit_partitions: int | None = None) -> faust
         settings.app_id,
         broker=settings.broker,
         store="memory://",
+        # Faust makes a data directory even with in-memory tables: keep it out
+        # of the working directory (nothing in it needs to survive a restart)
+        datadir=_faust_datadir(settings.app_id),
         web_port=settings.web_port,
         web_host="0.0.0.0",
         topic_partitions=settings.topic_partitions,
