@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from callguard.audit import GENESIS, Stored, digest, link, verify
+from callguard.audit import GENESIS, ChainHeads, Stored, digest, link, verify
 
 
 def chain(partition: int, count: int, start: int = 0, prev: str = GENESIS) -> list[Stored]:
@@ -74,3 +74,27 @@ def test_a_forged_first_record_is_found() -> None:
 def test_unchained_records_are_reported() -> None:
     records = [Stored(0, 0, b'{"intent_id": "old"}'), *chain(0, 2, start=1, prev=digest(b'{"intent_id": "old"}'))]
     assert [(p.offset, p.kind) for p in verify(records).problems] == [(0, "unchained")]
+
+
+async def test_chain_heads_load_once_and_a_rebalance_forces_a_reload() -> None:
+    loads: list[int] = []
+    tails = {0: b'{"intent_id": "last"}', 1: None}
+
+    async def load_tail(partition: int) -> bytes | None:
+        loads.append(partition)
+        return tails[partition]
+
+    chain = ChainHeads(load_tail)
+    heads = await chain.load({0, 1})
+    assert heads == {0: digest(tails[0]), 1: GENESIS} and loads == [0, 1]
+    generation = chain.generation
+    _, heads[0] = link({"intent_id": "next"}, heads[0])
+    chain.advance(heads, generation)
+    assert (await chain.load({0}))[0] == heads[0] and loads == [0, 1]  # known: not loaded again
+
+    generation = chain.generation
+    chain.forget()  # a rebalance while a batch was in flight
+    chain.advance({0: "stale"}, generation)  # the in-flight batch must not restore its heads
+    assert chain.heads == {}
+    await chain.load({0})
+    assert loads == [0, 1, 0]

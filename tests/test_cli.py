@@ -157,3 +157,48 @@ def test_unreachable_redis_is_one_line(env, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("callguard: cannot write to Redis at redis://:***@127.0.0.1:1/0")
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_kafka_security_settings_reach_every_client_without_printing_the_password(tmp_path: Path) -> None:
+    from callguard.app import faust_credentials
+    from callguard.config import ConfigError, kafka_security, load_settings
+
+    sasl = {
+        "CALLGUARD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "CALLGUARD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "CALLGUARD_KAFKA_SASL_USERNAME": "callguard",
+        "CALLGUARD_KAFKA_SASL_PASSWORD": "hunter2-secret",
+    }
+    settings = load_settings(environ=sasl)
+    assert "hunter2" not in repr(settings)
+    options = kafka_security(settings)
+    assert options["security_protocol"] == "SASL_SSL" and options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert options["sasl_plain_password"] == "hunter2-secret" and options["ssl_context"] is not None
+    credentials = faust_credentials(settings)
+    assert credentials.username == "callguard" and credentials.mechanism.value == "SCRAM-SHA-512"
+    assert kafka_security(load_settings(environ={})) == {} and faust_credentials(load_settings(environ={})) is None
+
+    with pytest.raises(
+        ConfigError, match="CALLGUARD_KAFKA_SASL_USERNAME and CALLGUARD_KAFKA_SASL_PASSWORD are required"
+    ):
+        load_settings(environ={**sasl, "CALLGUARD_KAFKA_SASL_PASSWORD": ""})
+    with pytest.raises(ConfigError, match="CALLGUARD_KAFKA_SASL_MECHANISM"):
+        load_settings(environ={**sasl, "CALLGUARD_KAFKA_SASL_MECHANISM": "GSSAPI"})
+    with pytest.raises(ConfigError, match="CALLGUARD_KAFKA_CA_FILE: no such file"):
+        load_settings(
+            environ={"CALLGUARD_KAFKA_SECURITY_PROTOCOL": "SSL", "CALLGUARD_KAFKA_CA_FILE": str(tmp_path / "x")}
+        )
+    with pytest.raises(ConfigError, match="go together"):
+        cert = tmp_path / "cert.pem"
+        cert.write_text("x")
+        load_settings(environ={"CALLGUARD_KAFKA_SECURITY_PROTOCOL": "SSL", "CALLGUARD_KAFKA_CERT_FILE": str(cert)})
+
+
+def test_a_bad_kafka_security_setting_is_one_line_without_secrets(env) -> None:
+    result = cli(
+        {**env, "CALLGUARD_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "CALLGUARD_KAFKA_SASL_PASSWORD": "hunter2"},
+        "worker",
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "hunter2" not in result.stderr
+    assert "CALLGUARD_KAFKA_SASL_MECHANISM" in result.stderr

@@ -209,3 +209,28 @@ async def test_worker_against_a_redis_that_requires_a_password(tmp_path: Path) -
         redis_server.stop()
         broker.stop()
     assert secret not in (tmp_path / "worker.log").read_text()
+
+
+async def test_broker_frozen_under_load_loses_no_intent(isolated, tmp_path: Path) -> None:
+    """The broker stops answering for 10 s (SIGSTOP: its memory storage would
+    not survive a real restart) while intents arrive: the worker reconnects
+    and every intent is decided."""
+    broker, _, env = isolated
+    broker_url = env["CALLGUARD_BROKER"]
+    load_data(env, tmp_path)
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        load = asyncio.create_task(steady_load(broker_url, "brk", seconds=16, rate=100))
+        await asyncio.sleep(3)
+        broker.process.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(10)
+        broker.process.send_signal(signal.SIGCONT)
+        sent = await load
+        found = await collect(broker_url, DECISIONS_TOPIC, {i for i, _ in sent}, timeout=90)
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+        worker.stop()
+    missing = len(sent) - len(found)
+    print(f"\nbroker frozen 10 s under load: {len(sent)} intents sent, {missing} without a decision")
+    assert missing == 0, worker.log_tail()
+    assert all(v[0]["decision"] == "allow" for v in found.values())

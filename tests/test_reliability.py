@@ -129,6 +129,19 @@ async def test_kill_9_mid_stream_loses_no_intent(stack: dict[str, str], tmp_path
     print(verified.stdout.splitlines()[-1])
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "intact" in verified.stdout
+    # an export verifies the same, and an edit in it is found at the next record of its partition
+    export = tmp_path / "audit.jsonl"
+    assert cli(stack, "audit", "export", str(export)).returncode == 0
+    assert cli(stack, "audit", "verify", "--file", str(export)).returncode == 0
+    lines = export.read_bytes().splitlines()
+    entry = orjson.loads(lines[10])
+    edited = entry["value"].replace('"retryable":false', '"retryable":true', 1)  # a one-word edit
+    assert edited != entry["value"]
+    lines[10] = orjson.dumps({**entry, "value": edited})
+    export.write_bytes(b"\n".join(lines) + b"\n")
+    tampered_file = cli(stack, "audit", "verify", "--file", str(export))
+    assert tampered_file.returncode == 1
+    assert f"PROBLEM partition {entry['partition']} offset {entry['offset'] + 1}: broken_link" in tampered_file.stdout
     # ...and a record slipped in afterwards is found, with its position
     forger = AIOKafkaProducer(bootstrap_servers=bootstrap(broker_url))
     await forger.start()

@@ -1,4 +1,4 @@
-"""The Faust worker: two agents and a health page, as thin as Faust allows.
+"""The Faust worker: two agents and its web pages, as thin as Faust allows.
 
 - ``decide`` consumes ``callguard.intents`` in batches and hands them to
   :class:`callguard.guard.Guard`; Faust acks a batch's events only after the
@@ -7,9 +7,11 @@
 - ``optouts`` consumes ``callguard.optouts`` and writes them to Redis, so an
   opt-out takes effect for the next intent within about a second.
 
-Pages: ``/health`` (liveness), ``/ready`` (readiness, says what is wrong) and
-``/metrics`` (Prometheus); a timer samples the group's lag and the register's
-age every ``CALLGUARD_METRICS_INTERVAL`` seconds (operations, issue 5).
+Pages: ``/health`` (liveness), ``/ready`` (readiness, says what is wrong),
+``/metrics`` (Prometheus) and ``POST /v1/check`` (a synchronous check through
+the same topics, ``checkapi.py``); a timer samples the group's lag and the
+register's age and checkpoints the audit chains' heads every
+``CALLGUARD_METRICS_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import logging
 import logging.config
 import os
+import tempfile
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -30,7 +33,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faust.web import Request, Response, View
 
 from callguard.audit import ChainHeads, last_record
-from callguard.config import Settings, broker_hosts, safe_url
+from callguard.config import Settings, broker_hosts, kafka_security, safe_url
 from callguard.guard import Guard, Raw
 from callguard.health import DAY, data_checks, safe_read_data, utcnow
 from callguard.lag import LagProbe
@@ -98,6 +101,27 @@ def _shorten_fetch_wait(max_wait_ms: int) -> None:
     thread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
+def _faust_datadir(app_id: str) -> str:
+    path = os.path.join(tempfile.gettempdir(), "callguard-faust", app_id)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """The Kafka TLS/SASL settings as Faust credentials (None for PLAINTEXT)."""
+    security = kafka_security(settings)
+    if not security:
+        return None
+    if "sasl_mechanism" in security:
+        return faust.SASLCredentials(
+            username=security["sasl_plain_username"],
+            password=security["sasl_plain_password"],
+            ssl_context=security.get("ssl_context"),
+            mechanism=security["sasl_mechanism"],
+        )
+    return faust.SSLCredentials(security["ssl_context"])
+
+
 def create_app(settings: Settings, audit_partitions: int | None = None) -> faust.App:
     """Build the Faust app for ``settings`` (nothing connects until it starts)."""
     _shorten_fetch_wait(50)
@@ -105,6 +129,9 @@ def create_app(settings: Settings, audit_partitions: int | None = None) -> faust
         settings.app_id,
         broker=settings.broker,
         store="memory://",
+        # Faust makes a data directory even with in-memory tables: keep it out
+        # of the working directory (nothing in it needs to survive a restart)
+        datadir=_faust_datadir(settings.app_id),
         web_port=settings.web_port,
         web_host="0.0.0.0",
         topic_partitions=settings.topic_partitions,
@@ -126,6 +153,7 @@ def create_app(settings: Settings, audit_partitions: int | None = None) -> faust
         stream_buffer_maxsize=max(4 * settings.batch_size, 4096),
         web_enabled=True,
         logging_config=None,
+        broker_credentials=faust_credentials(settings),
     )
     metrics = Metrics()
     stats = metrics.totals
@@ -140,7 +168,9 @@ def create_app(settings: Settings, audit_partitions: int | None = None) -> faust
     async def load_tail(partition: int) -> bytes | None:
         """The last audit record of a partition, to continue its hash chain."""
         if not tail_reader:
-            consumer = AIOKafkaConsumer(bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False, **kafka_security(settings)
+            )
             await consumer.start()
             tail_reader.append(consumer)
         return await last_record(tail_reader[0], TopicPartition(AUDIT_TOPIC, partition))
@@ -248,7 +278,7 @@ def create_app(settings: Settings, audit_partitions: int | None = None) -> faust
         response: Response = web.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
         return response
 
-    probe = LagProbe(broker_hosts(settings.broker), settings.app_id, INTENTS_TOPIC)
+    probe = LagProbe(broker_hosts(settings.broker), settings.app_id, INTENTS_TOPIC, security=kafka_security(settings))
     known_scopes: set[str] = set()
     was_ready: list[bool | None] = [None]
 
@@ -352,7 +382,9 @@ async def ensure_topics(settings: Settings, wait: float = 60.0) -> list[str]:
     Returns the topics created; waits up to ``wait`` seconds for the broker."""
     deadline = time.monotonic() + wait
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker_hosts(settings.broker), request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=broker_hosts(settings.broker), request_timeout_ms=10_000, **kafka_security(settings)
+        )
         try:
             await admin.start()
             missing = [name for name in ALL_TOPICS if name not in set(await admin.list_topics())]
@@ -375,7 +407,9 @@ async def ensure_topics(settings: Settings, wait: float = 60.0) -> list[str]:
 
 async def partition_count(settings: Settings, topic: str) -> int:
     """How many partitions ``topic`` has (it may predate our settings)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker_hosts(settings.broker), request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=broker_hosts(settings.broker), request_timeout_ms=10_000, **kafka_security(settings)
+    )
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

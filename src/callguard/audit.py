@@ -126,18 +126,27 @@ class ChainHeads:
         self.heads: dict[int, str] = {}
         #: partition -> (offset, hash) of the last record acknowledged: the checkpoints
         self.acknowledged: dict[int, tuple[int, str]] = {}
+        self.generation = 0  # bumped by forget(), so a send in flight cannot restore old heads
 
     async def load(self, partitions: Iterable[int]) -> dict[int, str]:
-        """The heads, with those of ``partitions`` loaded from the broker where
-        this worker does not know them yet; the caller advances them."""
+        """A copy of the heads of ``partitions``, loaded from the broker where
+        this worker does not know them yet. The caller links records to the
+        copy and hands it to :meth:`advance` once the broker acknowledged them."""
         for partition in partitions:
             if partition not in self.heads:
                 tail = await self.load_tail(partition)
                 self.heads[partition] = GENESIS if tail is None else digest(tail)
-        return self.heads
+        return {partition: self.heads[partition] for partition in partitions}
+
+    def advance(self, heads: dict[int, str], generation: int) -> None:
+        """Adopt ``heads`` unless :meth:`forget` ran meanwhile (then the next
+        batch reloads them from the broker, which holds what was acknowledged)."""
+        if generation == self.generation:
+            self.heads.update(heads)
 
     def forget(self) -> None:
         self.heads.clear()
+        self.generation += 1
 
 
 async def read_partition(

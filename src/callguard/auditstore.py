@@ -39,7 +39,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata
 
 from callguard.audit import Stored
-from callguard.config import Settings, broker_hosts
+from callguard.config import Settings, broker_hosts, kafka_security
 from callguard.schema import AUDIT_TOPIC
 
 log = logging.getLogger("callguard.auditstore")
@@ -216,6 +216,7 @@ def sink_consumer(settings: Settings, topics: Iterable[str] = (AUDIT_TOPIC,)) ->
         heartbeat_interval_ms=max(session_ms // 3, 100),
         max_poll_records=settings.batch_size,
         fetch_max_wait_ms=200,
+        **kafka_security(settings),
     )
 
 
@@ -360,6 +361,7 @@ async def scan_unsynced(
         group_id=SINK_GROUP,
         enable_auto_commit=False,
         fetch_max_wait_ms=100,
+        **kafka_security(settings),
     )
     try:
         await consumer.start()

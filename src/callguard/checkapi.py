@@ -31,7 +31,7 @@ from faust.web import Request, Response, View
 from mode import Service
 
 from callguard.client import CheckTimeout, GuardClient, GuardClosed
-from callguard.config import Settings
+from callguard.config import Settings, kafka_security
 from callguard.schema import MAX_MESSAGE_BYTES, MalformedIntent, dumps, parse_intent
 
 log = logging.getLogger("callguard.checkapi")
@@ -49,6 +49,7 @@ def install_check_endpoint(app: faust.App, settings: Settings) -> GuardClient:
         default_region=settings.default_region,
         intent_prefix=GENERATED_PREFIX,
         client_id=f"{settings.app_id}-http-check",
+        security=kafka_security(settings),
     )
 
     class CheckClient(Service):

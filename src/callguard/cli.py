@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from redis.exceptions import RedisError
 
 from callguard import __version__
+from callguard.audit import Stored
 from callguard.config import ENV_VARS, ConfigError, Settings, load_settings, safe_url
 from callguard.loaders import (
     LoadError,
@@ -74,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="check the hash chain of every callguard.audit partition and the worker's checkpoints"
     )
     verify.add_argument("--no-checkpoints", action="store_true", help="do not read the head checkpoints from Redis")
+    verify.add_argument("--file", type=Path, help="verify an export of `callguard audit export` instead of the topic")
     _config_flags(verify)
+    export = audit_actions.add_parser(
+        "export", help="write every audit record, byte for byte, to a JSON-lines file that `verify --file` checks"
+    )
+    export.add_argument("file", type=Path, help="the file to write (one JSON object per record)")
+    _config_flags(export)
     # durable audit store (issue 6): callguard audit sink / search
     from callguard.auditcli import add_parsers as add_audit_store_parsers
 
@@ -133,10 +141,17 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
     stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 10.0))
     try:
         if kind == "register":
+            opposed = 0
+
+            def counted() -> Iterator[tuple[str, bool, date | None]]:
+                nonlocal opposed
+                for row in parsed.rows:
+                    opposed += row[1]
+                    yield row
+
             written = await stores.add_register_results(
-                parsed.rows, as_of, args.client, progress=Progress("register: written").tick
+                counted(), as_of, args.client, progress=Progress("register: written").tick
             )
-            opposed = sum(1 for _, is_opposed, _ in parsed.rows if is_opposed)
             entry: dict[str, Any] = {
                 "as_of": as_of.isoformat(),
                 "client_id": args.client,
@@ -155,9 +170,11 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
             )
         elif kind == "operators":
             version = f"{now:%Y%m%dT%H%M%SZ}-{parsed.sha256[:12]}"
+            assert isinstance(parsed.rows, list)
             await stores.replace_operators(parsed.rows, version)
             print(f"operators: replaced the certification list with {len(parsed.rows):,} operators (version {version})")
         elif kind == "consents":
+            assert isinstance(parsed.rows, list)
             await stores.upsert_consents(parsed.rows)
             print(f"consents: upserted {len(parsed.rows):,} consents and contracts")
         else:
@@ -176,13 +193,63 @@ async def _status(settings: Settings) -> int:
     return await run_status(settings)
 
 
-async def _audit_verify(settings: Settings, checkpoints: bool) -> int:
-    """Read every audit record back and check each partition's chain."""
+async def _read_audit_topic(settings: Settings) -> tuple[list[int], list[Stored]]:
+    """Every record of every audit partition, as stored (raises KafkaError, TimeoutError)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from callguard.audit import read_partition
+    from callguard.config import broker_hosts, kafka_security
+    from callguard.schema import AUDIT_TOPIC
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False, **kafka_security(settings)
+    )
+    records: list[Stored] = []
+    try:
+        await consumer.start()
+        partitions = sorted(consumer.partitions_for_topic(AUDIT_TOPIC) or ())
+        for partition in partitions:
+            records += [r async for r in read_partition(consumer, TopicPartition(AUDIT_TOPIC, partition))]
+    finally:
+        await consumer.stop()
+    return partitions, records
+
+
+def _read_audit_file(path: Path) -> tuple[list[int], list[Stored]]:
+    records = []
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                entry = orjson.loads(line)
+                records.append(Stored(int(entry["partition"]), int(entry["offset"]), entry["value"].encode()))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                raise ConfigError(f"{path}:{number}: not a line of `callguard audit export`") from None
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return sorted({r.partition for r in records}), records
+
+
+async def _audit_export(settings: Settings, path: Path) -> int:
     from aiokafka.errors import KafkaError
 
-    from callguard.audit import Stored, read_partition, verify
-    from callguard.config import broker_hosts
+    from callguard.schema import AUDIT_TOPIC
+
+    try:
+        partitions, records = await _read_audit_topic(settings)
+    except (KafkaError, TimeoutError) as exc:
+        return _fail(f"cannot read {AUDIT_TOPIC} from {settings.broker}: {exc}")
+    with path.open("wb") as handle:
+        for record in records:
+            entry = {"partition": record.partition, "offset": record.offset, "value": record.value.decode()}
+            handle.write(orjson.dumps(entry) + b"\n")
+    print(f"{AUDIT_TOPIC}: exported {len(records):,} records of {len(partitions)} partitions to {path}")
+    return 0
+
+
+async def _audit_verify(settings: Settings, checkpoints: bool, file: Path | None = None) -> int:
+    """Read every audit record back (from the topic or an export) and check each partition's chain."""
+    from aiokafka.errors import KafkaError
+
+    from callguard.audit import verify
     from callguard.schema import AUDIT_TOPIC
 
     heads: dict[int, tuple[int, str]] = {}
@@ -194,19 +261,15 @@ async def _audit_verify(settings: Settings, checkpoints: bool) -> int:
             print(f"callguard: no checkpoints (Redis at {safe_url(settings.redis_url)}: {exc})", file=sys.stderr)
         finally:
             await stores.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False)
-    records: list[Stored] = []
-    try:
-        await consumer.start()
-        partitions = sorted(consumer.partitions_for_topic(AUDIT_TOPIC) or ())
-        if not partitions:
-            return _fail(f"no topic {AUDIT_TOPIC} on {settings.broker}")
-        for partition in partitions:
-            records += [r async for r in read_partition(consumer, TopicPartition(AUDIT_TOPIC, partition))]
-    except (KafkaError, TimeoutError) as exc:
-        return _fail(f"cannot read {AUDIT_TOPIC} from {settings.broker}: {exc}")
-    finally:
-        await consumer.stop()
+    if file is not None:
+        partitions, records = _read_audit_file(file)
+    else:
+        try:
+            partitions, records = await _read_audit_topic(settings)
+        except (KafkaError, TimeoutError) as exc:
+            return _fail(f"cannot read {AUDIT_TOPIC} from {settings.broker}: {exc}")
+    if not partitions:
+        return _fail(f"no audit records in {file or AUDIT_TOPIC}")
     report = verify(records, heads)
     for partition in partitions:
         count = report.records.get(partition, 0)
@@ -216,7 +279,7 @@ async def _audit_verify(settings: Settings, checkpoints: bool) -> int:
     for problem in report.problems:
         print(f"PROBLEM {problem}")
     verdict = "intact" if report.ok else f"{len(report.problems)} problem(s)"
-    print(f"{AUDIT_TOPIC}: {sum(report.records.values()):,} records checked, {verdict}")
+    print(f"{file or AUDIT_TOPIC}: {sum(report.records.values()):,} records checked, {verdict}")
     return 0 if report.ok else 1
 
 
@@ -256,7 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return main_audit_store(args, settings)
         if args.command == "audit":
-            return asyncio.run(_audit_verify(settings, checkpoints=not args.no_checkpoints))
+            if args.action == "export":
+                return asyncio.run(_audit_export(settings, args.file))
+            return asyncio.run(_audit_verify(settings, checkpoints=not args.no_checkpoints, file=args.file))
         if args.command == "lag":  # operations (issue 5)
             from callguard.opscli import main_lag
 

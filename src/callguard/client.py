@@ -168,6 +168,7 @@ class GuardClient:
         start_timeout: float = 30.0,
         client_id: str = "callguard-client",
         fetch_max_wait_ms: int = 100,
+        security: dict[str, Any] | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -178,6 +179,8 @@ class GuardClient:
         self.start_timeout = start_timeout
         self.client_id = client_id
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        #: aiokafka TLS/SASL options (``callguard.config.kafka_security``)
+        self.security = security or {}
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -198,6 +201,7 @@ class GuardClient:
             acks="all",
             linger_ms=2,
             max_batch_size=256 * 1024,
+            **self.security,
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.hosts,
@@ -207,6 +211,7 @@ class GuardClient:
             auto_offset_reset="latest",
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **self.security,
         )
         try:
             await self._producer.start()

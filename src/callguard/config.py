@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from callguard.numbers import is_known_region
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class ConfigError(Exception):
@@ -54,6 +57,18 @@ class Settings:
     metrics_interval: float = 10.0
     #: ``text`` or ``json`` (one JSON object per log line).
     log_format: str = "text"
+    #: Kafka security: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Credentials
+    #: come from the environment only (no CLI flags: a command line is visible
+    #: to every user of the machine) and are never printed.
+    kafka_security_protocol: str = "PLAINTEXT"
+    #: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols).
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    #: TLS: CA bundle to trust (default: the system's), client certificate and key for mutual TLS.
+    kafka_ca_file: str = ""
+    kafka_cert_file: str = ""
+    kafka_key_file: str = ""
     log_level: str = "info"
     #: PostgreSQL DSN of the durable audit store (``callguard audit sink`` / ``search``, issue 6).
     audit_dsn: str = ""
@@ -132,6 +147,27 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"CALLGUARD_APP_ID: expected a name without spaces, got {s.app_id!r}")
     if not 0.2 <= s.metrics_interval <= 300:
         raise ConfigError(f"CALLGUARD_METRICS_INTERVAL: expected 0.2-300 seconds, got {s.metrics_interval}")
+    if s.kafka_security_protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"CALLGUARD_KAFKA_SECURITY_PROTOCOL: expected one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, "
+            f"got {s.kafka_security_protocol!r}"
+        )
+    if s.kafka_security_protocol.startswith("SASL"):
+        if s.kafka_sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(
+                f"CALLGUARD_KAFKA_SASL_MECHANISM: expected one of {', '.join(SASL_MECHANISMS)} "
+                f"with {s.kafka_security_protocol}, got {s.kafka_sasl_mechanism!r}"
+            )
+        if not s.kafka_sasl_username or not s.kafka_sasl_password:
+            raise ConfigError(
+                f"CALLGUARD_KAFKA_SASL_USERNAME and CALLGUARD_KAFKA_SASL_PASSWORD are required with {s.kafka_security_protocol}"
+            )
+    for name in ("kafka_ca_file", "kafka_cert_file", "kafka_key_file"):
+        path = getattr(s, name)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{ENV_VARS[name]}: no such file {path!r}")
+    if bool(s.kafka_cert_file) != bool(s.kafka_key_file):
+        raise ConfigError("CALLGUARD_KAFKA_CERT_FILE and CALLGUARD_KAFKA_KEY_FILE go together (mutual TLS)")
     if s.log_format not in ("text", "json"):
         raise ConfigError(f"CALLGUARD_LOG_FORMAT: expected text or json, got {s.log_format!r}")
     if s.audit_dsn and urlsplit(s.audit_dsn).scheme not in ("postgres", "postgresql"):
@@ -148,3 +184,23 @@ def safe_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def kafka_security(s: Settings) -> dict[str, Any]:
+    """aiokafka keyword arguments for TLS and SASL (none for PLAINTEXT): every
+    Kafka client callguard makes takes these, so one setting secures them all."""
+    protocol = s.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        options["ssl_context"] = create_ssl_context(
+            cafile=s.kafka_ca_file or None, certfile=s.kafka_cert_file or None, keyfile=s.kafka_key_file or None
+        )
+    if protocol.startswith("SASL"):
+        options["sasl_mechanism"] = s.kafka_sasl_mechanism
+        options["sasl_plain_username"] = s.kafka_sasl_username
+        options["sasl_plain_password"] = s.kafka_sasl_password
+    return options

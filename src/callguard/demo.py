@@ -185,6 +185,8 @@ def run_demo(intents: int = 2000, show: int = 25) -> int:
                 _exchange(embedded.broker_url, sample_intents(intents), show, "+393470000007")
             )
             _summary(decisions, elapsed)
+            print()
+            _cli(["audit", "verify"], env)  # every decision's evidence, hash-chained
         finally:
             worker.send_signal(signal.SIGTERM)
             try:

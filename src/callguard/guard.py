@@ -251,23 +251,28 @@ class Guard:
         the broker, so whatever did get written stays in the chain."""
         delay = 0.1
         while messages:
+            futures: list[Awaitable[Any]] = []
             try:
+                generation = self.chain.generation
                 heads = await self.chain.load({p for _, _, v, p in messages if isinstance(v, dict) and p is not None})
-                futures: list[Awaitable[Any]] = []
                 chained: list[tuple[int, str]] = []
                 for topic, key, value, partition in messages:
                     if isinstance(value, dict):
-                        value, heads[partition] = link(value, heads[partition])  # type: ignore[index]
-                        chained.append((len(futures), heads[partition]))  # type: ignore[index]
+                        assert partition is not None  # audit records are always partitioned
+                        value, heads[partition] = link(value, heads[partition])
+                        chained.append((len(futures), heads[partition]))
                     futures.append(await self.send(topic, key, value, partition))
                 results: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
                 failed = next((r for r in results if isinstance(r, BaseException)), None)
                 if failed is not None:
                     raise failed
+                self.chain.advance(heads, generation)
                 for index, head in chained:
                     self.chain.acknowledged[results[index].partition] = (results[index].offset, head)
                 return
             except Exception as exc:  # any producer failure: retry the whole batch
+                # let what was already sent settle, so the reloaded chain heads include it
+                await asyncio.gather(*futures, return_exceptions=True)
                 self.chain.forget()
                 self.metrics.publish_errors.inc()
                 log.warning("publishing %d messages failed (%s); retrying in %.1fs", len(messages), exc, delay)

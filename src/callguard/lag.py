@@ -67,8 +67,16 @@ class Sample:
 class LagProbe:
     """Kafka clients kept open between samples (one admin, one group-less consumer)."""
 
-    def __init__(self, bootstrap: list[str], group: str, topic: str, request_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        bootstrap: list[str],
+        group: str,
+        topic: str,
+        request_timeout: float = 10.0,
+        security: dict[str, Any] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
+        self.security = security or {}
         self.group = group
         self.topic = topic
         self.timeout_ms = int(request_timeout * 1000)
@@ -88,9 +96,12 @@ class LagProbe:
     async def start(self) -> None:
         """Connect (clients are made here: aiokafka needs the running loop)."""
         if self._admin is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=self.timeout_ms)
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.bootstrap, request_timeout_ms=self.timeout_ms, **self.security
+            )
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,
+                **self.security,
                 enable_auto_commit=False,
                 request_timeout_ms=self.timeout_ms,
                 max_partition_fetch_bytes=64 * 1024,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -62,19 +63,67 @@ class Progress:
             print(f"{self.label}: {count:,} rows ({rate:,.0f}/s)", file=self.stream, flush=True)
 
 
+class SpilledRows:
+    """Validated rows kept in a temporary file instead of memory, so that a
+    register result of tens of millions of lines loads in constant memory."""
+
+    def __init__(self, encode: Callable[[Any], str], decode: Callable[[str], Any]) -> None:
+        self.encode = encode
+        self.decode = decode
+        # unlinked at once on POSIX; its space is freed when this object goes
+        self.file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self.count = 0
+
+    def append(self, row: Any) -> None:
+        self.file.write(self.encode(row) + "\n")
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Any]:
+        self.file.flush()
+        self.file.seek(0)
+        for line in self.file:
+            yield self.decode(line[:-1])
+
+
 @dataclass
 class Parsed:
     """The validated rows of one file, with its fingerprint for the audit trail."""
 
-    rows: list[Any] = field(default_factory=list)
+    rows: list[Any] | SpilledRows = field(default_factory=list)
     sha256: str = ""
     lines: int = 0
 
 
+class _NumberedLines:
+    """Feeds a CSV reader line by line, noting where each record starts (a
+    quoted field may span lines, and blank lines are skipped)."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self.handle = handle
+        self.number = 0
+        self.record_start = 0
+        self.between_records = True
+
+    def __iter__(self) -> _NumberedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.handle)
+        self.number += 1
+        if self.between_records:
+            self.record_start, self.between_records = self.number, False
+        return line
+
+
 def _reader(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number where the record starts, fields by column)."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        lines = _NumberedLines(handle)
+        reader = csv.reader(lines)
+        header = [h.strip() for h in next(reader, [])]
         missing = [c for c in required if c not in header]
         unknown = [c for c in header if c not in required + optional]
         if missing or unknown:
@@ -85,12 +134,15 @@ def _reader(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) ->
                 problems.append("unknown column(s) " + ", ".join(unknown))
             expected = ",".join(required) + "".join(f"[,{c}]" for c in optional)
             raise LoadError(str(path), [f"{path}:1: header: {'; '.join(problems)} (expected {expected})"])
-        reader.fieldnames = header
+        lines.between_records = True
         for row in reader:
-            if None in row:
-                yield reader.line_num, {"__extra__": "too many fields"}
+            start, lines.between_records = lines.record_start, True
+            if not row:  # a blank line
                 continue
-            yield reader.line_num, {k: (v or "").strip() for k, v in row.items()}
+            if len(row) > len(header):
+                yield start, {"__extra__": "too many fields"}
+                continue
+            yield start, {name: (row[i].strip() if i < len(row) else "") for i, name in enumerate(header)}
 
 
 def _sha256(path: Path) -> str:
@@ -143,10 +195,11 @@ def _parse_file(
     optional: tuple[str, ...],
     parse_row: Callable[[dict[str, str]], Any],
     label: str,
+    rows: list[Any] | SpilledRows | None = None,
 ) -> Parsed:
     if not path.is_file():
         raise LoadError(str(path), [f"{path}: no such file"])
-    parsed = Parsed(sha256=_sha256(path))
+    parsed = Parsed(rows=[] if rows is None else rows, sha256=_sha256(path))
     errors: list[str] = []
     error_count = 0
     progress = Progress(f"{label}: read")
@@ -169,7 +222,8 @@ def _parse_file(
 def parse_register(path: Path, region: str) -> Parsed:
     """``number,status[,registered_at]``: one consultation result of the RPO.
 
-    Rows are ``(E.164, opposed, registered_at)``.
+    Rows are ``(E.164, opposed, registered_at)``, spilled to a temporary file
+    (a result covers a caller's whole contact list: millions of lines).
     """
 
     def row_parser(row: dict[str, str]) -> tuple[str, bool, date | None]:
@@ -180,7 +234,16 @@ def parse_register(path: Path, region: str) -> Parsed:
         registered = row.get("registered_at", "")
         return e164, status == "opposed", parse_date(registered) if registered else None
 
-    return _parse_file(path, ("number", "status"), ("registered_at",), row_parser, "register")
+    def encode(row: tuple[str, bool, date | None]) -> str:
+        e164, opposed, registered_at = row
+        return f"{e164}|{'o' if opposed else 'c'}|{'' if registered_at is None else registered_at.isoformat()}"
+
+    def decode(text: str) -> tuple[str, bool, date | None]:
+        e164, status, registered_at = text.split("|")
+        return e164, status == "o", date.fromisoformat(registered_at) if registered_at else None
+
+    spill = SpilledRows(encode, decode)
+    return _parse_file(path, ("number", "status"), ("registered_at",), row_parser, "register", spill)
 
 
 def parse_operators(path: Path) -> Parsed:

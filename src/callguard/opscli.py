@@ -18,7 +18,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from callguard.config import ENV_VARS, Settings, broker_hosts, safe_url
+from callguard.config import ENV_VARS, Settings, broker_hosts, kafka_security, safe_url
 from callguard.health import ROME, data_checks, read_data
 from callguard.lag import LagProbe, format_table, overall, watch
 from callguard.policy import PolicySettings
@@ -61,7 +61,7 @@ async def run_lag(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     _quiet_kafka()
     samples = None if args.watch else (args.samples or args.window)
-    probe = LagProbe(broker_hosts(settings.broker), group, INTENTS_TOPIC)
+    probe = LagProbe(broker_hosts(settings.broker), group, INTENTS_TOPIC, security=kafka_security(settings))
     last: tuple[Any, list[dict[str, Any]]] | None = None
     try:
         async for sample, rows in watch(probe, args.interval, args.window, samples):
@@ -88,7 +88,13 @@ async def run_lag(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _lag_summary(settings: Settings) -> str:
-    probe = LagProbe(broker_hosts(settings.broker), settings.app_id, INTENTS_TOPIC, request_timeout=5.0)
+    probe = LagProbe(
+        broker_hosts(settings.broker),
+        settings.app_id,
+        INTENTS_TOPIC,
+        request_timeout=5.0,
+        security=kafka_security(settings),
+    )
     try:
         last = None
         async for item in watch(probe, 0.5, 3, 3):

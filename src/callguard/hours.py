@@ -1,0 +1,126 @@
+"""Calling hours in the callee's local time, with the Italian holiday calendar.
+
+Pure functions, for the calling-hours rule of the Italian calling rules
+(issue 4; not yet wired into :func:`callguard.policy.decide`). Sources:
+
+- **Codice di condotta 2024** (Garante, telemarketing and teleselling, in force
+  28 September 2024): calls Monday to Friday 09:00-20:00; Saturday and the day
+  before a public holiday 10:00-19:00; never on Sundays or public holidays.
+- **Italian public holidays**: L. 260/1949 as amended (national days), with
+  Easter Monday; a policy file may add local patron-saint days per province.
+- **Time zones**: complaints about compliance tools name zones guessed from a
+  number as a known failure (libphonenumber has wrong mappings): a local time
+  is used only when every zone the numbering plan allows gives the same local
+  time at that instant; otherwise the caller gets ``timezone_unknown``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from phonenumbers import timezone as number_timezones
+
+ROME = ZoneInfo("Europe/Rome")
+
+#: Fixed-date national holidays (month, day, name).
+FIXED_HOLIDAYS = (
+    (1, 1, "Capodanno"),
+    (1, 6, "Epifania"),
+    (4, 25, "Festa della Liberazione"),
+    (5, 1, "Festa del Lavoro"),
+    (6, 2, "Festa della Repubblica"),
+    (8, 15, "Ferragosto"),
+    (11, 1, "Ognissanti"),
+    (12, 8, "Immacolata Concezione"),
+    (12, 25, "Natale"),
+    (12, 26, "Santo Stefano"),
+)
+
+WEEKDAY_WINDOW = (time(9, 0), time(20, 0))
+SATURDAY_AND_EVE_WINDOW = (time(10, 0), time(19, 0))
+
+
+def easter_sunday(year: int) -> date:
+    """Gregorian Easter (the anonymous algorithm of Meeus, Jones and Butcher)."""
+    a, b, c = year % 19, year // 100, year % 100
+    d, e = b // 4, b % 4
+    f = (b + 8) // 25
+    g = (b - f + 1) // 3
+    h = (19 * a + b - d - g + 15) % 30
+    i, k = c // 4, c % 4
+    ell = (32 + 2 * e + 2 * i - h - k) % 7
+    m = (a + 11 * h + 22 * ell) // 451
+    month, day = divmod(h + ell - 7 * m + 114, 31)
+    return date(year, month, day + 1)
+
+
+@lru_cache(maxsize=64)
+def italian_holidays(year: int, extra: tuple[tuple[int, int, str], ...] = ()) -> dict[date, str]:
+    """The national public holidays of ``year`` (plus ``extra`` (month, day,
+    name) days, e.g. a province's patron saint)."""
+    days = {date(year, month, day): name for month, day, name in (*FIXED_HOLIDAYS, *extra)}
+    if year >= 2026:
+        # San Francesco d'Assisi, restored as a national holiday from 2026 by the
+        # law approved in October 2025. Listed on the safe side: a day wrongly
+        # listed only blocks calls, a day missed would allow unlawful ones.
+        days[date(year, 10, 4)] = "San Francesco d'Assisi"
+    easter = easter_sunday(year)
+    days[easter] = "Pasqua"
+    days[easter + timedelta(days=1)] = "Lunedì dell'Angelo"
+    return days
+
+
+def is_holiday(day: date, extra: tuple[tuple[int, int, str], ...] = ()) -> bool:
+    return day in italian_holidays(day.year, extra)
+
+
+def calling_window(day: date, extra: tuple[tuple[int, int, str], ...] = ()) -> tuple[time, time] | None:
+    """The hours calls may be placed on ``day`` (local), or None when never.
+
+    Codice di condotta 2024: no calls on Sundays and public holidays;
+    10:00-19:00 on Saturdays and on the day before a public holiday;
+    09:00-20:00 on other weekdays. The end is exclusive (20:00:00 is too late).
+    """
+    if day.weekday() == 6 or is_holiday(day, extra):
+        return None
+    if day.weekday() == 5 or is_holiday(day + timedelta(days=1), extra):
+        return SATURDAY_AND_EVE_WINDOW
+    return WEEKDAY_WINDOW
+
+
+def within_calling_hours(local: datetime, extra: tuple[tuple[int, int, str], ...] = ()) -> bool:
+    """Whether ``local`` (an aware datetime in the callee's zone) is inside its day's window."""
+    window = calling_window(local.date(), extra)
+    return window is not None and window[0] <= local.time().replace(tzinfo=None) < window[1]
+
+
+def callee_local_time(e164: str, now: datetime) -> datetime | None:
+    """The callee's local time at ``now``, or None when it cannot be known.
+
+    libphonenumber lists the zones a number's range may be in; the local time
+    is known only when all of them agree at this instant (Italian mobiles list
+    Europe/Rome and Europe/Vatican, which always agree; Russian mobiles span
+    eleven offsets and get None: never guess).
+    """
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return agreed_local_time(number_timezones.time_zones_for_number(parsed), now)
+
+
+def agreed_local_time(zone_names: Iterable[str], now: datetime) -> datetime | None:
+    locals_ = set()
+    first: datetime | None = None
+    for name in zone_names:
+        try:
+            local = now.astimezone(ZoneInfo(name))
+        except (KeyError, ValueError):  # unknown zone name, e.g. "Etc/Unknown"
+            return None
+        locals_.add(local.replace(tzinfo=None))
+        first = first or local
+    return first if len(locals_) == 1 else None
