@@ -24,7 +24,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from callguard.embedded import Embedded, free_port
+from callguard.embedded import Embedded, Server, free_port, start_postgres
 
 ROME = ZoneInfo("Europe/Rome")
 
@@ -169,3 +169,14 @@ async def collect(
     finally:
         await consumer.stop()
     return found
+
+
+# --- durable audit store (issue 6): one PostgreSQL for the session -----------------
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A PostgreSQL of the tests' own on a free port (never the machine's)."""
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.stop()

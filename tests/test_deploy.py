@@ -156,3 +156,15 @@ def test_kubernetes_manifests_fit_together() -> None:
         "path": "/metrics",
         "interval": "15s",
     }
+
+
+# --- durable audit store (issue 6) ------------------------------------------------------
+
+
+def test_compose_file_runs_the_audit_sink_into_postgres() -> None:
+    services = compose()["services"]
+    sink = services["audit-sink"]
+    assert sink["command"] == ["audit", "sink"] and "postgres" in sink["depends_on"]
+    assert set(sink["environment"]) <= set(ENV_VARS.values())
+    assert sink["environment"]["CALLGUARD_AUDIT_DSN"].startswith("postgresql://")
+    assert services["postgres"]["image"].startswith("postgres:")

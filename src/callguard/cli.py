@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("file", type=Path, help="the file to write (one JSON object per record)")
     _config_flags(export)
+    # durable audit store (issue 6): callguard audit sink / search
+    from callguard.auditcli import add_parsers as add_audit_store_parsers
+
+    add_audit_store_parsers(audit_actions, _config_flags)
 
     for kind, text in (
         ("register", "opposition-register check results"),
@@ -106,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name, None)
-        for name in ("broker", "redis_url", "web_port", "register_max_age_days", "default_region")
+        for name in ("broker", "redis_url", "web_port", "register_max_age_days", "default_region", "audit_dsn")
     }
     return load_settings(overrides)
 
@@ -310,6 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _fail(str(exc))
         if args.command == "status":
             return asyncio.run(_status(settings))
+        if args.command == "audit" and args.action in ("sink", "search"):  # durable audit store (issue 6)
+            from callguard.auditcli import main_audit_store
+
+            return main_audit_store(args, settings)
         if args.command == "audit":
             if args.action == "export":
                 return asyncio.run(_audit_export(settings, args.file))

