@@ -23,7 +23,7 @@ from callguard.audit import ChainHeads, link
 from callguard.facts import Facts, OptOut
 from callguard.loaders import parse_when
 from callguard.metrics import Metrics
-from callguard.numbers import mask, normalise
+from callguard.numbers import normalise
 from callguard.policy import Decision, PolicySettings, decide, malformed
 from callguard.schema import (
     AUDIT_TOPIC,
@@ -283,9 +283,3 @@ class Guard:
 async def _no_tail(partition: int) -> bytes | None:
     """For a guard without a broker to read from (tests, benchmarks): every chain starts afresh."""
     return None
-
-
-def log_decision(decision: Decision) -> str:
-    """A one-line, masked description of a decision, for logs and the demo."""
-    verdict = "ALLOW" if decision.allow else "DENY "
-    return f"{verdict} {decision.intent_id:<14} {mask(decision.callee):<16} {','.join(decision.reasons) or '-'}"
