@@ -65,6 +65,27 @@ def write_csv(path: Path, header: str, rows: list[str]) -> Path:
     return path
 
 
+#: every operator the test modules loaded into the session's Redis
+_session_operators: dict[str, str] = {}
+
+
+def operators_csv(directory: Path, rows: list[str]) -> Path:
+    """An operators file with ``rows`` and every operator other modules loaded
+    before: ``operators load`` replaces the whole list, and the modules share
+    the session's Redis, so no module may take another's operators away."""
+    for row in rows:
+        _session_operators[row.split(",", 1)[0]] = row
+    header = "operator_id,status,valid_from,valid_until,caller_ids"
+    return write_csv(directory / "operators.csv", header, list(_session_operators.values()))
+
+
+def load_all(env: dict[str, str], *commands: tuple[str, ...]) -> None:
+    """Run ``callguard`` loader commands as a user would; each must succeed."""
+    for argv in commands:
+        result = cli(env, *argv)
+        assert result.returncode == 0, result.stderr
+
+
 @dataclass
 class Worker:
     """A ``callguard worker`` process."""

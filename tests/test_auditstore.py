@@ -25,7 +25,7 @@ from callguard.audit import Stored, verify
 from callguard.auditstore import stored_records, to_row
 from callguard.embedded import Server, free_port
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
-from tests.conftest import Worker, cli, collect, produce, today, write_csv
+from tests.conftest import Worker, cli, collect, operators_csv, produce, today, write_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +87,7 @@ def loaded(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Non
     d = tmp_path_factory.mktemp("data")
     t = date.fromisoformat(today())
     for argv in (
-        ("operators", "load", str(write_csv(d / "ops.csv", "operator_id,status,valid_from,valid_until,caller_ids",
+        ("operators", "load", str(operators_csv(d,
                                             ["as-ok,active,2024-01-01,2030-12-31,"]))),
         ("register", "load", str(write_csv(d / "reg.csv", "number,status,registered_at",
                                            [f"{OPPOSED},opposed,2024-02-01", f"{CLEAR},clear,",

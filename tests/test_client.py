@@ -24,7 +24,7 @@ from callguard.config import Settings
 from callguard.embedded import Server, start_broker
 from callguard.numbers import mask
 from callguard.schema import AUDIT_TOPIC, OUTCOMES_TOPIC
-from tests.conftest import Worker, cli, collect, today, write_csv
+from tests.conftest import Worker, collect, load_all, operators_csv, today, write_csv
 from tests.contract import validate
 
 pytestmark = pytest.mark.e2e
@@ -45,14 +45,10 @@ def expected(n: int) -> tuple[str, list[str]]:
 @pytest.fixture(scope="module")
 def loaded(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> None:
     d = tmp_path_factory.mktemp("client-data")
-    ops = write_csv(
-        d / "ops.csv", "operator_id,status,valid_from,valid_until", [f"{OPERATOR},active,2024-01-01,2030-12-31"]
-    )
     rows = [f"{number(n)},{'opposed' if n % 2 == 0 else 'clear'},2024-02-01" for n in range(COUNT + 100)]
     register = write_csv(d / "register.csv", "number,status,registered_at", rows)
-    for argv in (("operators", "load", str(ops)), ("register", "load", str(register), "--as-of", today())):
-        result = cli(env, *argv)
-        assert result.returncode == 0, result.stderr
+    ops = operators_csv(d, [f"{OPERATOR},active,2024-01-01,2030-12-31,"])
+    load_all(env, ("operators", "load", str(ops)), ("register", "load", str(register), "--as-of", today()))
 
 
 # --- the async client -------------------------------------------------------------

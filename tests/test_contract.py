@@ -37,7 +37,7 @@ from callguard.schema import (
     Reason,
     parse_intent,
 )
-from tests.conftest import Worker, bootstrap, cli, collect, produce, today, write_csv
+from tests.conftest import Worker, bootstrap, cli, collect, operators_csv, produce, today, write_csv
 from tests.contract import errors, validate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,7 +147,7 @@ def loaded(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dic
     d = tmp_path_factory.mktemp("contract-data")
     t = date.fromisoformat(today())
     files = {
-        "ops": write_csv(d / "ops.csv", "operator_id,status,valid_from,valid_until,caller_ids",
+        "ops": operators_csv(d,
                          ["ct-op,active,2024-01-01,2030-12-31,+390844000001", "ct-susp,suspended,2024-01-01,2030-12-31,",
                           f"ct-old,active,2020-01-01,{t - timedelta(days=1)},"]),
         "reg": write_csv(d / "reg.csv", "number,status,registered_at",

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from callguard.app import ALL_TOPICS
 from callguard.schema import AUDIT_TOPIC, DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
-from tests.conftest import Worker, bootstrap, cli, collect, produce, today, write_csv
+from tests.conftest import Worker, bootstrap, cli, collect, operators_csv, produce, today, write_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -28,9 +28,8 @@ N = {name: f"+39348100{index:04d}" for index, name in enumerate(
 def loaded(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("data")
     t = date.fromisoformat(today())
-    ops = write_csv(
-        d / "operators.csv",
-        "operator_id,status,valid_from,valid_until,caller_ids",
+    ops = operators_csv(
+        d,
         ["e2e-ok,active,2024-01-01,2030-12-31,+390844000001", "e2e-susp,suspended,2024-01-01,2030-12-31,",
          f"e2e-old,active,2020-01-01,{t - timedelta(days=1)},"],
     )  # fmt: skip

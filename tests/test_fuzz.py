@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import base64
 import random
-from datetime import date
 
 import orjson
 import pytest
-import redis
 
-from callguard.facts import Operator
 from callguard.schema import DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
-from callguard.stores import OPERATORS_KEY, operator_value
-from tests.conftest import Worker, cli, collect, produce, today, write_csv
+from tests.conftest import Worker, cli, collect, operators_csv, produce, today, write_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -64,9 +60,8 @@ def hostile(rng: random.Random, n: int) -> tuple[bytes, str | None]:
 async def test_ten_thousand_hostile_messages(env: dict[str, str], worker: Worker, embedded, tmp_path) -> None:
     reg = write_csv(tmp_path / "reg.csv", "number,status", [f"{CLEAR_NUMBER},clear"])
     assert cli(env, "register", "load", str(reg), "--as-of", today()).returncode == 0
-    # `operators load` replaces the whole list, which other tests share: add ours beside it
-    operator = Operator("fz-op", "active", date(2024, 1, 1), date(2030, 1, 1))
-    redis.Redis.from_url(embedded.redis_url).hset(OPERATORS_KEY, operator.operator_id, operator_value(operator))
+    ops = operators_csv(tmp_path, ["fz-op,active,2024-01-01,2030-01-01,"])
+    assert cli(env, "operators", "load", str(ops)).returncode == 0
 
     rng = random.Random(20261128)
     messages: list[bytes] = []
