@@ -26,14 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from contextlib import suppress
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from callguard.client import GuardClient, GuardDecision
-from callguard.embedded import Embedded, free_port
+from callguard.embedded import Embedded, free_port, wait_healthy
 from callguard.facts import Operator
 from callguard.stores import Stores
 
@@ -49,18 +47,6 @@ async def load_data(redis_url: str, today: date) -> None:
     await stores.add_register_results(((number(i), i % 5 == 0, None) for i in range(REGISTER)), today, "*")
     await stores.replace_operators([Operator("op-bench", "active", date(2024, 1, 1), date(2030, 1, 1))], "bench")
     await stores.close()
-
-
-def wait_healthy(port: int, worker: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"worker exited with {worker.returncode}")
-        with suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError("worker not healthy")
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -86,7 +85,7 @@ def print_table(rows: list[dict[str, str]], results: list[CheckResult], elapsed:
 def embedded_stack() -> Iterator[str]:
     """Broker, Redis, the sample data and a worker, for trying the example anywhere."""
     from callguard.demo import sample_path
-    from callguard.embedded import Embedded, free_port
+    from callguard.embedded import Embedded, EmbeddedError, free_port, wait_healthy
 
     today = datetime.now(ZoneInfo("Europe/Rome")).date()
     with Embedded() as servers:
@@ -105,14 +104,12 @@ def embedded_stack() -> Iterator[str]:
         log = (servers.workdir / "worker.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "callguard", "worker"], env=env, stdout=log, stderr=log)
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/health") as r:
-                    if r.status == 200:
-                        break
-                if worker.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the embedded worker did not start; see {servers.workdir / 'worker.log'}")
-                time.sleep(0.2)
+            try:
+                wait_healthy(port, worker)
+            except EmbeddedError as exc:
+                raise SystemExit(
+                    f"the embedded worker did not start ({exc}); see {servers.workdir / 'worker.log'}"
+                ) from None
             print(f"embedded broker {servers.broker_url}, Redis and a worker with the sample data\n", flush=True)
             yield servers.broker_url
         finally:

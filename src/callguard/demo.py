@@ -16,10 +16,8 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import suppress
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -29,7 +27,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from callguard.embedded import Embedded, free_port
+from callguard.embedded import Embedded, free_port, wait_healthy
 from callguard.numbers import mask
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
 
@@ -74,18 +72,6 @@ def _cli(argv: list[str], env: dict[str, str]) -> None:
         print("  " + output.replace("\n", "\n  "), flush=True)
     if result.returncode != 0:
         raise RuntimeError(f"callguard {argv[0]} failed with exit code {result.returncode}")
-
-
-def _wait_healthy(port: int, worker: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {worker.returncode}")
-        with suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"the worker was not healthy within {timeout:.0f}s")
 
 
 async def _exchange(
@@ -179,7 +165,7 @@ def run_demo(intents: int = 2000, show: int = 25) -> int:
         with log_path.open("wb") as log:
             worker = subprocess.Popen([sys.executable, "-m", "callguard", "worker"], env=env, stdout=log, stderr=log)
         try:
-            _wait_healthy(web_port, worker, timeout=90)
+            wait_healthy(web_port, worker, timeout=90)
             print("  worker healthy: consuming callguard.intents, Redis answering", flush=True)
             decisions, elapsed = asyncio.run(
                 _exchange(embedded.broker_url, sample_intents(intents), show, "+393470000007")

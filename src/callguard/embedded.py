@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,24 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | 
             return
         time.sleep(0.05)
     raise EmbeddedError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+    """Wait until a ``callguard worker`` started as ``process`` answers 200 on
+    its ``/health`` (web port ``port``); raise EmbeddedError if it exits first
+    or is not healthy within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EmbeddedError(f"the worker exited with code {process.returncode}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.2)
+    raise EmbeddedError(f"the worker was not healthy within {timeout:.0f}s")
 
 
 def tansu_binary() -> str:
