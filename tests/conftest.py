@@ -39,11 +39,19 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
         yield servers
 
 
+#: Test policies (see each file's header).
+POLICIES = Path(__file__).parent / "policies"
+CORE_POLICY = str(POLICIES / "core.toml")
+OPEN_HOURS_POLICY = str(POLICIES / "open-hours.toml")
+
+
 def env_for(broker_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGUARD_")}
     # short group timeouts: joins and takeovers in seconds, not a minute (the broker
     # holds a JoinGroup reply for about half the session timeout)
     env.update({"CALLGUARD_BROKER": broker_url, "CALLGUARD_REDIS_URL": redis_url, "CALLGUARD_SESSION_TIMEOUT": "3"})
+    # the register and operator rules only, unless a test asks for another policy
+    env["CALLGUARD_POLICY"] = CORE_POLICY
     env.update(extra)
     return env
 

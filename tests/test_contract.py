@@ -198,6 +198,17 @@ def intents(numbers: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {intent_id: {"intent_id": intent_id, **base, **fields} for intent_id, fields in cases.items()}
 
 
+#: Reasons of the Italian calling rules (issue 4), produced end to end by tests/test_calling_rules_e2e.py.
+CALLING_RULE_REASONS = {
+    "caller_id_missing",
+    "caller_id_not_declared",
+    "caller_id_wrong_prefix",
+    "outside_calling_hours",
+    "timezone_unknown",
+    "frequency_cap",
+    "recent_silent_call",
+}
+
 MALFORMED = [
     b"\xff\xfe ct not utf-8",
     b'["ct", "not an object"]',
@@ -261,7 +272,9 @@ async def test_real_messages_validate_against_the_schemas(loaded: dict[str, str]
         validate(decisions[intent_id][0], "decision")
         validate(audits[intent_id][0], "audit")
         reasons.update(decisions[intent_id][0]["reasons"])
-    assert reasons == {r.value for r in Reason} - {"lookup_unavailable"}  # that one: tests/test_http_check.py
+    # lookup_unavailable: tests/test_http_check.py; the calling rules' reasons (this worker runs
+    # the core policy): tests/test_calling_rules_e2e.py, which validates its decisions too
+    assert reasons == {r.value for r in Reason} - {"lookup_unavailable"} - CALLING_RULE_REASONS
     assert audits["ct-bad-missing"][0]["intent"] is None
 
     raws = {base64.b64encode(value).decode() for value in [*MALFORMED, bad_optout]}

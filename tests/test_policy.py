@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from callguard.facts import Consent, Facts, Operator, OptOut, RegisterResult, proven_after
-from callguard.policy import PolicySettings, decide, malformed, most_recent_result
+from callguard.policy import RULES, PolicySettings, RuleScope, decide, malformed, most_recent_result
 from callguard.schema import Intent, Purpose, Reason
 
 ROME = ZoneInfo("Europe/Rome")
-SETTINGS = PolicySettings()
+CORE_RULES = ("callee_number", "operator_certified", "opposition_register", "internal_dnc")
+# The register, operator and do-not-call rules alone: the Italian calling rules
+# (caller ID, hours, caps, silent calls) have their own tables in test_calling_rules.py.
+SETTINGS = replace(
+    PolicySettings(),
+    scopes={name: s if name in CORE_RULES else RuleScope(enabled=False) for name, s in PolicySettings().scopes.items()},
+)
 # Friday 2026-11-27 15:00 in Rome
 NOW = datetime(2026, 11, 27, 15, 0, tzinfo=ROME).astimezone(UTC)
 TODAY = date(2026, 11, 27)
@@ -121,7 +128,7 @@ def test_register_max_age_boundary(age, stale):
 
 def test_max_age_is_configurable():
     d = decide(
-        intent(), CALLEE, facts((clear(TODAY - timedelta(days=3)),)), NOW, PolicySettings(register_max_age_days=2)
+        intent(), CALLEE, facts((clear(TODAY - timedelta(days=3)),)), NOW, replace(SETTINGS, register_max_age_days=2)
     )
     assert d.reasons == (Reason.REGISTER_STALE,)
 
@@ -315,7 +322,10 @@ def test_audit_record_has_inputs_rules_and_the_facts_used():
     assert audit["decision"] == "allow" and audit["reasons"] == ["consent"]
     assert audit["intent"]["callee"] == CALLEE and audit["intent"]["callee_input"] is None
     rules = {r["rule"]: r for r in audit["rules"]}
-    assert set(rules) == {"callee_number", "operator_certified", "opposition_register", "internal_dnc"}
+    # every rule is listed, a switched-off one as skipped: the audit shows what was not checked
+    assert list(rules) == list(RULES)
+    assert {name for name, r in rules.items() if r["outcome"] == "skipped"} == set(RULES) - set(CORE_RULES)
+    assert rules["caller_id"]["detail"] == {"disabled": True}
     assert rules["opposition_register"]["detail"]["result"]["status"] == "opposed"
     assert rules["opposition_register"]["detail"]["exceptions"] == [consent.to_json()]
     assert audit["facts"]["register"][0]["as_of"] == TODAY.isoformat()

@@ -6,6 +6,9 @@
   the batch was acknowledged by the broker (at-least-once).
 - ``optouts`` consumes ``callguard.optouts`` and writes them to Redis, so an
   opt-out takes effect for the next intent within about a second.
+- ``outcomes`` consumes ``callguard.outcomes``: silent and abandoned calls
+  block the callee for the client (``recent_silent_call``) and every outcome
+  counts towards its campaign's abandoned-call rate.
 
 Pages: ``/health`` (liveness), ``/ready`` (readiness, says what is wrong),
 ``/metrics`` (Prometheus) and ``POST /v1/check`` (a synchronous check through
@@ -40,6 +43,7 @@ from callguard.lag import LagProbe
 from callguard.logs import logging_config
 from callguard.metrics import CONTENT_TYPE, Metrics
 from callguard.policy import PolicySettings
+from callguard.policyfile import PolicyError, policy_for
 from callguard.schema import (
     AUDIT_TOPIC,
     DEADLETTER_TOPIC,
@@ -52,8 +56,7 @@ from callguard.stores import Stores
 
 log = logging.getLogger("callguard.app")
 
-#: Every topic of the contract; the worker creates the missing ones at start
-#: (``callguard.outcomes`` only to give it the configured partitions: dialers publish there).
+#: Every topic of the contract; the worker creates the missing ones at start.
 ALL_TOPICS = (INTENTS_TOPIC, DECISIONS_TOPIC, AUDIT_TOPIC, DEADLETTER_TOPIC, OPTOUTS_TOPIC, OUTCOMES_TOPIC)
 
 
@@ -122,8 +125,11 @@ def faust_credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(security["ssl_context"])
 
 
-def create_app(settings: Settings, audit_partitions: int | None = None) -> faust.App:
-    """Build the Faust app for ``settings`` (nothing connects until it starts)."""
+def create_app(
+    settings: Settings, audit_partitions: int | None = None, policy: PolicySettings | None = None
+) -> faust.App:
+    """Build the Faust app for ``settings`` (nothing connects until it starts);
+    ``policy`` defaults to the file ``CALLGUARD_POLICY`` names."""
     _shorten_fetch_wait(50)
     app = faust.App(
         settings.app_id,
@@ -158,7 +164,8 @@ def create_app(settings: Settings, audit_partitions: int | None = None) -> faust
     metrics = Metrics()
     stats = metrics.totals
     stores = Stores.from_url(settings.redis_url, timeout=settings.redis_timeout)
-    policy = PolicySettings(register_max_age_days=settings.register_max_age_days)
+    if policy is None:
+        policy = policy_for(settings)
 
     async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
         return await app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
@@ -210,6 +217,11 @@ def create_app(settings: Settings, audit_partitions: int | None = None) -> faust
         async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
             await _or_exit(guard.handle_optouts([_raw(event) for event in events]))
 
+    @app.agent(topics[OUTCOMES_TOPIC], name="callguard.outcomes")
+    async def outcomes(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
+            await _or_exit(guard.handle_outcomes([_raw(event) for event in events]))
+
     @app.page("/health")
     async def health(web: View, request: Request) -> Response:
         """200 only when the intents agent is consuming and Redis answers."""
@@ -234,7 +246,7 @@ def create_app(settings: Settings, audit_partitions: int | None = None) -> faust
 
     # --- operations (issue 5): readiness, metrics, lag and register sampling ---
 
-    metrics.register_max_age.set(settings.register_max_age_days * DAY)
+    metrics.register_max_age.set(policy.register_max_age_days * DAY)
 
     def assigned_partitions() -> list[int]:
         return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == INTENTS_TOPIC)
@@ -247,7 +259,7 @@ def create_app(settings: Settings, audit_partitions: int | None = None) -> faust
         agents_ok = bool(app.agents) and not any(agent.crashed for agent in app.agents.values())
         redis_ok = await stores.ping()
         data = await safe_read_data(stores) if redis_ok else None
-        checks, problems = data_checks(data, settings.register_max_age_days, now)
+        checks, problems = data_checks(data, policy.register_max_age_days, now)
         consuming = {"ok": agents_ok and bool(assigned), "assigned_partitions": assigned, "agents_running": agents_ok}
         if not assigned:
             problems.insert(
@@ -260,7 +272,8 @@ def create_app(settings: Settings, audit_partitions: int | None = None) -> faust
         checks = {"consuming": consuming, "redis": {"ok": redis_ok}, **checks}
         ok = all(check["ok"] for check in checks.values())
         checks["policy"]["version"] = policy.version
-        checks["policy"]["register_max_age_days"] = settings.register_max_age_days
+        checks["policy"]["register_max_age_days"] = policy.register_max_age_days
+        checks["policy"]["rules_enabled"] = [name for name, scope in policy.scopes.items() if scope.enabled]
         metrics.ready.set(1 if ok else 0)
         metrics.assigned.set(len(assigned))
         return ok, {"status": "ready" if ok else "not_ready", "problems": problems, "checks": checks}
@@ -430,10 +443,18 @@ def run_worker(settings: Settings) -> int:
         settings.web_port,
         extra={"event": "worker_starting", "group": settings.app_id},
     )
+    try:
+        policy = policy_for(settings)
+    except PolicyError as exc:
+        log.critical("cannot use the policy: %s", exc, extra={"event": "policy_invalid"})
+        return 2
+    log.info(
+        "deciding by policy %s", policy.version, extra={"event": "policy_loaded", "policy_version": policy.version}
+    )
     created = asyncio.run(ensure_topics(settings))
     if created:
         log.info("created topics %s", ", ".join(created), extra={"event": "topics_created", "topics": created})
-    app = create_app(settings, asyncio.run(partition_count(settings, AUDIT_TOPIC)))
+    app = create_app(settings, asyncio.run(partition_count(settings, AUDIT_TOPIC)), policy)
     worker = faust.Worker(
         app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False, logging_config=config
     )

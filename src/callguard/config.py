@@ -30,8 +30,10 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: Port of the worker's web server (``/health``).
     web_port: int = 6066
-    #: DPR 26/2022 practice: a register result is valid 15 days.
-    register_max_age_days: int = 15
+    #: Policy file (TOML) the worker decides by; empty: the Italian policy shipped with callguard.
+    policy: str = ""
+    #: Overrides the policy's ``opposition_register.max_age_days`` when set (DPR 26/2022 practice: 15).
+    register_max_age_days: int | None = None
     #: Region for numbers written without a country code.
     default_region: str = "IT"
     #: Seconds a Redis round trip may take before the batch is denied ``lookup_unavailable``.
@@ -81,7 +83,7 @@ ENV_VARS["broker"] = "CALLGUARD_BROKER"
 
 def _convert(name: str, raw: Any) -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
-    if kind == "int":
+    if kind in ("int", "int | None"):
         try:
             return int(raw)
         except (TypeError, ValueError):
@@ -123,7 +125,9 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"CALLGUARD_REDIS_URL: expected redis://, rediss:// or unix:// URL, got scheme {scheme!r}")
     if not 0 <= s.web_port <= 65535:
         raise ConfigError(f"CALLGUARD_WEB_PORT: expected a port 0-65535, got {s.web_port}")
-    if not 0 <= s.register_max_age_days <= 366:
+    if s.policy and not os.path.isfile(s.policy):
+        raise ConfigError(f"CALLGUARD_POLICY: no such file {s.policy!r}")
+    if s.register_max_age_days is not None and not 0 <= s.register_max_age_days <= 366:
         raise ConfigError(f"CALLGUARD_REGISTER_MAX_AGE_DAYS: expected 0-366 days, got {s.register_max_age_days}")
     if not is_known_region(s.default_region):
         raise ConfigError(

@@ -8,6 +8,7 @@ two kinds without claiming more precision than the source gave.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Literal, TypeAlias
@@ -118,6 +119,24 @@ class OptOut:
         return {"client_id": self.client_id, "at": when_to_json(self.at)}
 
 
+def intent_ref(intent_id: str) -> str:
+    """A short, stable reference to an intent (40 bits of BLAKE2b): enough to
+    tell apart the few calls kept per callee and client, without storing ids."""
+    return hashlib.blake2b(intent_id.encode(), digest_size=5).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PastCall:
+    """A call this guard allowed to one callee for one client (frequency caps).
+
+    ``ref`` is a short hash of the intent_id: a redelivered intent finds
+    itself among the past calls and is not counted twice.
+    """
+
+    at: datetime
+    ref: str
+
+
 @dataclass(frozen=True, slots=True)
 class Facts:
     """Everything the stores returned for one intent.
@@ -132,3 +151,7 @@ class Facts:
     consents: tuple[Consent, ...] = ()
     optouts: tuple[OptOut, ...] = ()
     versions: dict[str, str | None] = field(default_factory=dict)
+    #: Calls allowed to this callee for this client, newest last (frequency caps).
+    calls: tuple[PastCall, ...] = ()
+    #: The latest silent or abandoned call to this callee for this client.
+    silent_at: datetime | None = None

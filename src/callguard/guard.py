@@ -13,17 +13,17 @@ import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from callguard.audit import ChainHeads, link
-from callguard.facts import Facts, OptOut
+from callguard.facts import Facts, OptOut, PastCall, intent_ref
 from callguard.loaders import parse_when
 from callguard.metrics import Metrics
-from callguard.numbers import normalise
+from callguard.numbers import normalise, normalise_caller_id
 from callguard.policy import Decision, PolicySettings, decide, malformed
 from callguard.schema import (
     AUDIT_TOPIC,
@@ -31,13 +31,16 @@ from callguard.schema import (
     DECISIONS_TOPIC,
     MAX_ID_LENGTH,
     MAX_MESSAGE_BYTES,
+    SILENT_OUTCOMES,
     Intent,
     MalformedIntent,
+    OutcomeReport,
     dumps,
     parse_intent,
+    parse_outcome,
     rfc3339,
 )
-from callguard.stores import LookupUnavailable, Query, Stores
+from callguard.stores import NO_CAMPAIGN, Allowed, LookupUnavailable, Query, Stores
 
 log = logging.getLogger("callguard.guard")
 
@@ -53,6 +56,12 @@ Outgoing = tuple[str, bytes | None, "bytes | dict[str, Any]", int | None]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def to_millisecond(moment: datetime) -> datetime:
+    """Decision times are kept to the millisecond, as published and as the
+    frequency-cap script compares them, so that both judge alike."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +126,7 @@ class Guard:
         """Decide every intent of the batch and publish decisions, audit
         records and dead letters; returns only once the broker has
         acknowledged them all, so the caller may then commit offsets."""
-        now = self.clock()
+        now = to_millisecond(self.clock())
         valid: list[tuple[Raw, Intent, str | None]] = []
         out: list[Outgoing] = []
         decisions: list[Decision] = []
@@ -138,8 +147,9 @@ class Guard:
             facts = await self._lookup(
                 [Query(callee, intent.client_id, intent.operator_id) for _, intent, callee in valid]
             )
-            for (raw, intent, callee), fact in zip(valid, facts, strict=True):
-                decision = decide(intent, callee, fact, now, self.policy)
+            decided = self._decide(valid, facts, now)
+            await self._record_allowed(valid, facts, decided, now)
+            for (raw, intent, _), decision in zip(valid, decided, strict=True):
                 decisions.append(decision)
                 out += self._decision_messages(decision, intent, raw)
         outcomes: dict[tuple[bool, tuple[str, ...]], int] = {}
@@ -152,6 +162,70 @@ class Guard:
             len(batch), outcomes, [done - raw.timestamp for raw in batch if raw.timestamp is not None]
         )
         return decisions
+
+    def _decide(
+        self, valid: Sequence[tuple[Raw, Intent, str | None]], facts: Sequence[Facts | None], now: datetime
+    ) -> list[Decision]:
+        """Decide in order; an allow counts at once for later intents of the
+        batch to the same callee and client (frequency caps)."""
+        policy, region = self.policy, self.region
+        earlier: dict[tuple[str, str], list[PastCall]] = {}
+        decided: list[Decision] = []
+        for (_, intent, callee), fact in zip(valid, facts, strict=True):
+            key = (callee or "", intent.client_id)
+            if fact is not None and key in earlier:
+                fact = replace(fact, calls=fact.calls + tuple(earlier[key]))
+            decision = decide(intent, callee, fact, now, policy, normalise_caller_id(intent.caller_id, region))
+            if decision.allow and callee is not None and policy.applies("frequency_cap", intent.purpose):
+                earlier.setdefault(key, []).append(PastCall(now, intent_ref(intent.intent_id)))
+            decided.append(decision)
+        return decided
+
+    async def _record_allowed(
+        self,
+        valid: Sequence[tuple[Raw, Intent, str | None]],
+        facts: Sequence[Facts | None],
+        decided: list[Decision],
+        now: datetime,
+    ) -> None:
+        """Record the batch's allows in Redis before any is published (caps,
+        outcome tracing). An allow whose cap filled up meanwhile (another
+        worker) is decided again with the stored calls; when Redis cannot
+        record, the allows become ``lookup_unavailable`` denies: an allow
+        that was not counted would break the caps."""
+        policy = self.policy
+        index = [i for i, decision in enumerate(decided) if decision.allow]
+        if not index:
+            return
+        allowed = []
+        for i in index:
+            intent, callee = valid[i][1], valid[i][2]
+            assert callee is not None  # an allow always has a valid callee
+            capped = policy.applies("frequency_cap", intent.purpose)
+            allowed.append(Allowed(callee, intent.client_id, intent.intent_id, intent.campaign_id, capped))
+        limits = [(limit.window, limit.max_calls) for limit in policy.frequency_limits]
+        try:
+            replies = await self.stores.record_allowed(allowed, now, limits)
+        except Exception as exc:  # fail closed, like a failed lookup
+            self.metrics.lookup_failed()
+            log.warning(
+                "redis could not record %d allowed intents (%s): denying them with lookup_unavailable",
+                len(index),
+                exc,
+                extra={"event": "redis_record_failed"},
+            )
+            for i in index:
+                _, intent, callee = valid[i]
+                decided[i] = decide(intent, callee, None, now, policy)
+            return
+        for i, stored in zip(index, replies, strict=True):
+            fact = facts[i]
+            if stored is None or fact is None:
+                continue
+            _, intent, callee = valid[i]
+            self.metrics.cap_races.inc()
+            caller = normalise_caller_id(intent.caller_id, self.region)
+            decided[i] = decide(intent, callee, replace(fact, calls=stored), now, policy, caller)
 
     async def _lookup(self, queries: list[Query]) -> list[Facts | None]:
         started = time.perf_counter()
@@ -207,6 +281,47 @@ class Guard:
         await self._publish(out)
         self.metrics.optouts_applied(len(rows))
         return len(rows)
+
+    async def handle_outcomes(self, batch: Sequence[Raw]) -> int:
+        """Apply call outcomes from ``callguard.outcomes``: count them per
+        campaign and block the callee after a silent or abandoned call.
+        Malformed outcomes, and outcomes of intents this guard did not allow
+        (or allowed more than three days ago), go to the dead letters.
+        Retries Redis until it answers: an outcome is never dropped."""
+        now = self.clock()
+        reports: list[tuple[Raw, OutcomeReport]] = []
+        out: list[Outgoing] = []
+        for raw in batch:
+            try:
+                reports.append((raw, parse_outcome(raw.value)))
+            except ValueError as exc:
+                self.metrics.deadlettered(raw.topic)
+                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now), None))
+                log.info("malformed outcome at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc)
+        delay = 0.1
+        results: list[str | int] = []
+        while reports:
+            try:
+                results = await self.stores.apply_outcomes(
+                    [(report, report.outcome in SILENT_OUTCOMES) for _, report in reports], self.policy.timezone
+                )
+                break
+            except Exception as exc:  # any Redis failure: retry, never drop an outcome
+                self.metrics.redis_errors.labels("outcomes").inc()
+                log.warning("redis unavailable applying %d outcomes (%s); retrying in %.1fs", len(reports), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        applied = 0
+        for (raw, report), result in zip(reports, results, strict=True):
+            if isinstance(result, str):
+                applied += 1
+                self.metrics.outcomes.labels(result if result != NO_CAMPAIGN else "none", report.outcome.value).inc()
+            elif result == 0:
+                error = "unknown intent_id: not allowed by this guard, or decided more than 3 days ago"
+                self.metrics.deadlettered(raw.topic)
+                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, error, report.intent_id, now), None))
+        await self._publish(out)
+        return applied
 
     def _parse_optout(self, raw: Raw, now: datetime) -> tuple[str, OptOut]:
         if raw.value is None or len(raw.value) > MAX_MESSAGE_BYTES:

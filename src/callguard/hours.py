@@ -1,7 +1,8 @@
 """Calling hours in the callee's local time, with the Italian holiday calendar.
 
-Pure functions, for the calling-hours rule of the Italian calling rules
-(issue 4; not yet wired into :func:`callguard.policy.decide`). Sources:
+Pure functions behind the ``calling_hours`` rule of :mod:`callguard.policy`;
+the windows and local holidays come from the policy file (:class:`CallingHours`).
+Sources:
 
 - **Codice di condotta 2024** (Garante, telemarketing and teleselling, in force
   28 September 2024): calls Monday to Friday 09:00-20:00; Saturday and the day
@@ -17,6 +18,7 @@ Pure functions, for the calling-hours rule of the Italian calling rules
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -42,6 +44,46 @@ FIXED_HOLIDAYS = (
 
 WEEKDAY_WINDOW = (time(9, 0), time(20, 0))
 SATURDAY_AND_EVE_WINDOW = (time(10, 0), time(19, 0))
+
+#: Calls allowed from the first time until just before the second (local), or never (None).
+Window = tuple[time, time] | None
+#: A holiday added by the policy: (month, day, name).
+ExtraDay = tuple[int, int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalHoliday:
+    """A local public holiday (a province's patron saint) for numbers starting with ``prefix``.
+
+    Only geographic numbers say where the callee lives: ``+3902`` is the
+    Milan district, ``+3906`` Rome. Mobile numbers carry no province, so a
+    local day cannot apply to them unless the policy lists it with ``+39``
+    (every Italian number), which is the safe side.
+    """
+
+    prefix: str
+    month: int
+    day: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallingHours:
+    """The windows of each kind of day (Codice di condotta 2024 by default)."""
+
+    weekday: Window = WEEKDAY_WINDOW
+    saturday: Window = SATURDAY_AND_EVE_WINDOW
+    pre_holiday: Window = SATURDAY_AND_EVE_WINDOW
+    sunday: Window = None
+    holiday: Window = None
+    local_holidays: tuple[LocalHoliday, ...] = ()
+
+    def extra_days(self, e164: str) -> tuple[ExtraDay, ...]:
+        """The local holidays that apply to this number."""
+        return tuple((h.month, h.day, h.name) for h in self.local_holidays if e164.startswith(h.prefix))
+
+
+DEFAULT_HOURS = CallingHours()
 
 
 def easter_sunday(year: int) -> date:
@@ -78,24 +120,54 @@ def is_holiday(day: date, extra: tuple[tuple[int, int, str], ...] = ()) -> bool:
     return day in italian_holidays(day.year, extra)
 
 
-def calling_window(day: date, extra: tuple[tuple[int, int, str], ...] = ()) -> tuple[time, time] | None:
+def _intersect(a: Window, b: Window) -> Window:
+    if a is None or b is None:
+        return None
+    start, end = max(a[0], b[0]), min(a[1], b[1])
+    return (start, end) if start < end else None
+
+
+def calling_window(day: date, extra: tuple[ExtraDay, ...] = (), hours: CallingHours = DEFAULT_HOURS) -> Window:
     """The hours calls may be placed on ``day`` (local), or None when never.
 
     Codice di condotta 2024: no calls on Sundays and public holidays;
     10:00-19:00 on Saturdays and on the day before a public holiday;
     09:00-20:00 on other weekdays. The end is exclusive (20:00:00 is too late).
+    A day of two kinds (a Saturday before a holiday) gets the narrower
+    window: the intersection, on the safe side.
     """
-    if day.weekday() == 6 or is_holiday(day, extra):
-        return None
-    if day.weekday() == 5 or is_holiday(day + timedelta(days=1), extra):
-        return SATURDAY_AND_EVE_WINDOW
-    return WEEKDAY_WINDOW
+    if day.weekday() == 6:
+        return hours.sunday if not is_holiday(day, extra) else _intersect(hours.sunday, hours.holiday)
+    if is_holiday(day, extra):
+        return hours.holiday
+    window = hours.saturday if day.weekday() == 5 else hours.weekday
+    if is_holiday(day + timedelta(days=1), extra):
+        window = _intersect(window, hours.pre_holiday)
+    return window
 
 
-def within_calling_hours(local: datetime, extra: tuple[tuple[int, int, str], ...] = ()) -> bool:
+def within_calling_hours(
+    local: datetime, extra: tuple[ExtraDay, ...] = (), hours: CallingHours = DEFAULT_HOURS
+) -> bool:
     """Whether ``local`` (an aware datetime in the callee's zone) is inside its day's window."""
-    window = calling_window(local.date(), extra)
+    window = calling_window(local.date(), extra, hours)
     return window is not None and window[0] <= local.time().replace(tzinfo=None) < window[1]
+
+
+def next_window_start(
+    local: datetime, extra: tuple[ExtraDay, ...] = (), hours: CallingHours = DEFAULT_HOURS
+) -> datetime | None:
+    """When the next window opens after ``local`` (aware, callee's zone), looking
+    at most 31 days ahead; None when no window opens in that time."""
+    day = local.date()
+    for offset in range(32):
+        window = calling_window(day + timedelta(days=offset), extra, hours)
+        if window is None:
+            continue
+        start = datetime.combine(day + timedelta(days=offset), window[0], tzinfo=local.tzinfo)
+        if start > local:
+            return start
+    return None
 
 
 def callee_local_time(e164: str, now: datetime) -> datetime | None:

@@ -143,6 +143,19 @@ class Metrics:
             "callguard_deadletters", "Messages sent to callguard.deadletter, by source topic.", ["source"], registry=r
         )
         self.optouts = Counter("callguard_optouts_applied", "Opt-outs from callguard.optouts written.", registry=r)
+        self.outcomes = Counter(
+            "callguard_call_outcomes",
+            "Call outcomes from callguard.outcomes applied, per campaign (none: intents without campaign_id). "
+            "Abandoned-call rate (Garante: at most 3 per 100 answered): (silent + abandoned) / "
+            "(answered + silent + abandoned).",
+            ["campaign", "outcome"],
+            registry=r,
+        )
+        self.cap_races = Counter(
+            "callguard_frequency_cap_races",
+            "Allows decided again because another worker filled the callee's frequency cap meanwhile.",
+            registry=r,
+        )
         self.publish_errors = Counter(
             "callguard_publish_errors", "Batches whose publication failed and was retried.", registry=r
         )
@@ -164,7 +177,7 @@ class Metrics:
         )
         self.register_max_age = Gauge(
             "callguard_register_max_age_seconds",
-            "A register result older than this (CALLGUARD_REGISTER_MAX_AGE_DAYS) gives register_stale.",
+            "A register result older than this (the policy's max_age_days) gives register_stale.",
             registry=r,
         )
         self.lag_offsets = Gauge(

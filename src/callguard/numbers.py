@@ -38,6 +38,52 @@ def normalise(raw: str, default_region: str) -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+#: What dialers put in a caller-ID field when the number is withheld.
+HIDDEN_CALLER_IDS = frozenset(
+    {"", "anonymous", "private", "restricted", "unknown", "withheld", "hidden", "unavailable"}
+)
+
+#: AGCOM's telemarketing (0844) and statistical-survey (0843) ranges are newer
+#: than libphonenumber's metadata, which calls them invalid: they are accepted
+#: as caller IDs when their length is possible for an Italian number.
+ITALIAN_TELEMARKETING_RANGES = ("+390843", "+390844")
+
+
+@lru_cache(maxsize=16_384)
+def normalise_caller_id(raw: str | None, default_region: str) -> str | None:
+    """The E.164 form of a caller ID, or ``None`` when it is missing, withheld
+    or not a callable number (the callee could not call it back)."""
+    if raw is None or raw.strip().lower() in HIDDEN_CALLER_IDS or len(raw) > MAX_INPUT_LENGTH:
+        return None
+    valid = normalise(raw, default_region)
+    if valid is not None:
+        return valid
+    try:
+        parsed = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if e164.startswith(ITALIAN_TELEMARKETING_RANGES) and phonenumbers.is_possible_number(parsed):
+        return e164
+    return None
+
+
+@lru_cache(maxsize=16_384)
+def is_geographic_or_mobile(e164: str) -> bool:
+    """True for fixed-line and mobile numbers (AGCOM's accepted alternative to
+    the 0843/0844 prefixes); False for toll-free, premium, shared-cost, ..."""
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return False
+    kind = phonenumbers.number_type(parsed)
+    return kind in (
+        phonenumbers.PhoneNumberType.FIXED_LINE,
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    )
+
+
 def is_known_region(region: str) -> bool:
     """True when libphonenumber knows ``region`` (used to validate configuration)."""
     return region in phonenumbers.SUPPORTED_REGIONS

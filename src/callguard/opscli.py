@@ -21,9 +21,9 @@ from redis.exceptions import RedisError
 from callguard.config import ENV_VARS, Settings, broker_hosts, kafka_security, safe_url
 from callguard.health import ROME, data_checks, read_data
 from callguard.lag import LagProbe, format_table, overall, watch
-from callguard.policy import PolicySettings
+from callguard.policyfile import PolicyError, policy_for
 from callguard.schema import INTENTS_TOPIC
-from callguard.stores import Stores
+from callguard.stores import NO_CAMPAIGN, Stores
 
 
 def add_parsers(commands: Any, config_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -114,20 +114,58 @@ async def _lag_summary(settings: Settings) -> str:
         await probe.close()
 
 
+#: Abandoned-call rates are reported over this many days (US: per campaign per 30 days).
+ABANDONED_RATE_DAYS = 30
+
+
+def abandoned_rate(counts: dict[str, int]) -> float | None:
+    """(silent + abandoned) / (answered + silent + abandoned): the share of
+    calls a person answered that found no operator (Garante, silent calls:
+    at most 3 per 100). None before any answered call."""
+    lost = counts.get("silent", 0) + counts.get("abandoned", 0)
+    answered = counts.get("answered", 0) + lost
+    return lost / answered if answered else None
+
+
+def abandoned_lines(outcomes: dict[str, dict[str, int]], limit: float) -> list[str]:
+    if not outcomes:
+        return [f"outcomes: none reported in the last {ABANDONED_RATE_DAYS} days"]
+    lines = []
+    for campaign, counts in sorted(outcomes.items()):
+        rate = abandoned_rate(counts)
+        shown = ", ".join(f"{name} {counts[name]:,}" for name in sorted(counts))
+        verdict = (
+            "no answered calls yet"
+            if rate is None
+            else f"abandoned rate {rate:.1%} (limit {limit:.0%}){' OVER THE LIMIT' if rate > limit else ''}"
+        )
+        name = "(no campaign_id)" if campaign == NO_CAMPAIGN else campaign
+        lines.append(f"campaign {name}, last {ABANDONED_RATE_DAYS} days: {shown}; {verdict}")
+    return lines
+
+
 async def run_status(settings: Settings, lag: bool = True) -> int:
     """Print what the guard holds and whether it could decide well right now."""
     _quiet_kafka()
+    try:
+        policy = policy_for(settings)
+    except PolicyError as exc:
+        return _fail(f"cannot use the policy: {exc}")
+    now = datetime.now(UTC)
+    today = now.astimezone(ROME).date()
     stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
     try:
         data = await read_data(stores)
+        outcomes = await stores.outcome_counts(ABANDONED_RATE_DAYS, today)
     except (RedisError, OSError) as exc:
         return _fail(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}")
     finally:
         await stores.close()
-    now = datetime.now(UTC)
-    today = now.astimezone(ROME).date()
-    policy = PolicySettings(register_max_age_days=settings.register_max_age_days)
-    print(f"policy: {policy.version}, register results usable for {settings.register_max_age_days} days")
+    max_age = policy.register_max_age_days
+    print(f"policy: {policy.version}, register results usable for {max_age} days")
+    enabled = [name for name, scope in policy.scopes.items() if scope.enabled]
+    disabled = [name for name, scope in policy.scopes.items() if not scope.enabled]
+    print(f"rules: {', '.join(enabled)}" + (f" (switched off: {', '.join(disabled)})" if disabled else ""))
     print(f"operators: {data.operators:,} (version {data.operators_version or 'none loaded'})")
     if not data.scopes:
         print("register: no results loaded: every marketing or survey intent is denied not_checked")
@@ -138,7 +176,7 @@ async def run_status(settings: Settings, lag: bool = True) -> int:
         print(
             f"register for {who}: {scope.numbers:,} numbers{' (estimated from loads)' if scope.estimated else ''}, "
             f"newest as of {scope.newest} ({newest_days} days old), oldest still in use as of {scope.oldest} "
-            f"({oldest_days} days old){stale if oldest_days > settings.register_max_age_days else ''}"
+            f"({oldest_days} days old){stale if oldest_days > max_age else ''}"
         )
     for entry in data.loads:
         age = (today - datetime.fromisoformat(entry["as_of"]).date()).days
@@ -148,7 +186,9 @@ async def run_status(settings: Settings, lag: bool = True) -> int:
         )
     c = data.counters
     print(f"consents: {c['consents']:,}, contracts: {c['contracts']:,}, opt-outs: {c['optouts']:,}")
-    _, problems = data_checks(data, settings.register_max_age_days, now)
+    for line in abandoned_lines(outcomes, policy.abandoned_rate_limit):
+        print(line)
+    _, problems = data_checks(data, max_age, now)
     if lag:
         print(await _lag_summary(settings))
     print("data: ok" if not problems else "data: NOT OK: " + "; ".join(problems))

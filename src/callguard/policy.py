@@ -21,20 +21,34 @@ are cited in each rule's docstring; the short names used there:
   register; only a consent for the calling client counts.
 - **GDPR art. 21(3)**: once a person objects to direct marketing, their data
   may no longer be processed for it (the internal do-not-call list).
+- **AGCOM numbering**: caller-ID prefixes 0844 for telemarketing and market
+  research, 0843 for statistical surveys; any identifiable callable number is
+  an accepted alternative.
+- **Garante, silent calls** (provision on predictive dialling, 2009): at most
+  3 silent calls per 100 answered calls per campaign; after a silent call no
+  new call to that number for at least 7 days.
+
+Which rules run, for which purposes and with which parameters is policy
+data: a TOML file (:mod:`callguard.policyfile`; the Italian default ships as
+``callguard/policies/it.toml``). Its version is carried by every decision.
 
 A guard fails closed: whatever could not be checked is denied with a reason.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from callguard.facts import Consent, Facts, Operator, OptOut, RegisterResult, When, proven_after
+from callguard.facts import Consent, Facts, Operator, OptOut, PastCall, RegisterResult, When, intent_ref, proven_after
+from callguard.hours import CallingHours, callee_local_time, calling_window, next_window_start
+from callguard.numbers import is_geographic_or_mobile
 from callguard.schema import ALL_CLIENTS, Intent, Purpose, Reason, rfc3339
 
+#: Version of the built-in defaults (tests and code); a policy file names its own.
 POLICY_VERSION = "it-core/1"
 
 Outcome = Literal["pass", "deny", "allow_exception", "skipped"]
@@ -42,11 +56,61 @@ Outcome = Literal["pass", "deny", "allow_exception", "skipped"]
 #: The purposes the opposition register covers: advertising, direct sales and
 #: market research or surveys (DPR 26/2022). ``service`` calls are outside it.
 REGISTER_PURPOSES = frozenset({Purpose.MARKETING, Purpose.SURVEY})
+#: Telemarketing in the sense of the Codice di condotta 2024: promotional calls and surveys.
+TELEMARKETING = frozenset({Purpose.MARKETING, Purpose.SURVEY})
+ALL_PURPOSES = frozenset(Purpose)
+
+#: The rules, in the order they run and appear in the audit trail.
+RULES = (
+    "callee_number",
+    "operator_certified",
+    "opposition_register",
+    "internal_dnc",
+    "caller_id",
+    "calling_hours",
+    "frequency_cap",
+    "silent_calls",
+)
+#: Rules a policy cannot switch off: without them nothing could be checked.
+ALWAYS_ON = frozenset({"callee_number"})
+
+
+@dataclass(frozen=True, slots=True)
+class RuleScope:
+    """Whether a rule runs, and for which purposes."""
+
+    enabled: bool = True
+    purposes: frozenset[Purpose] = TELEMARKETING
+
+
+def _default_scopes() -> dict[str, RuleScope]:
+    return {
+        "callee_number": RuleScope(purposes=ALL_PURPOSES),
+        "operator_certified": RuleScope(purposes=ALL_PURPOSES),
+        "opposition_register": RuleScope(purposes=REGISTER_PURPOSES),
+        "internal_dnc": RuleScope(purposes=ALL_PURPOSES),
+        "caller_id": RuleScope(),
+        "calling_hours": RuleScope(),
+        "frequency_cap": RuleScope(),
+        "silent_calls": RuleScope(),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CapLimit:
+    """At most ``max_calls`` allowed calls per callee and client in any rolling ``window``."""
+
+    window: timedelta
+    max_calls: int
 
 
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
-    """Parameters of the policy, each with the precedent for its default."""
+    """Parameters of the policy, each with the precedent for its default.
+
+    The defaults here are the Italian policy (``policies/it.toml`` says the
+    same, with its sources); tests build variants with ``dataclasses.replace``.
+    """
 
     #: DPR 26/2022 practice: a consultation result is valid 15 days.
     register_max_age_days: int = 15
@@ -55,6 +119,40 @@ class PolicySettings:
     #: Day boundaries (register age, operator validity) are Italian days.
     timezone: tzinfo = field(default_factory=lambda: ZoneInfo("Europe/Rome"))
     version: str = POLICY_VERSION
+    #: Which rules run for which purposes (a policy file can switch any off).
+    scopes: dict[str, RuleScope] = field(default_factory=_default_scopes)
+    #: AGCOM: require the 0844 (marketing) / 0843 (survey) prefix, or a geographic or mobile number.
+    caller_id_require_prefix: bool = False
+    caller_id_prefixes: dict[Purpose, str] = field(
+        default_factory=lambda: {Purpose.MARKETING: "+390844", Purpose.SURVEY: "+390843"}
+    )
+    #: Codice di condotta 2024 windows, national holidays, local patron saints.
+    calling_hours: CallingHours = field(default_factory=CallingHours)
+    #: No Italian law sets a number: 3 per rolling 24 h follows Florida and
+    #: Oklahoma; 10 per 30 days is callguard's default, a business choice.
+    frequency_limits: tuple[CapLimit, ...] = (
+        CapLimit(timedelta(hours=24), 3),
+        CapLimit(timedelta(days=30), 10),
+    )
+    #: Garante, silent calls: no new call for 7 days after a silent one.
+    silent_call_block: timedelta = timedelta(days=7)
+    #: Garante, silent calls: at most 3 per 100 answered calls per campaign (reported, not enforced per call).
+    abandoned_rate_limit: float = 0.03
+
+    def applies(self, rule: str, purpose: Purpose) -> bool:
+        scope = self.scopes.get(rule)
+        return scope is not None and scope.enabled and purpose in scope.purposes
+
+    def skipped(self, rule: str, purpose: Purpose) -> RuleResult:
+        """The audit entry of a rule that did not run, saying why."""
+        scope = self.scopes.get(rule)
+        if scope is None or not scope.enabled:
+            return RuleResult(rule, "skipped", detail={"disabled": True})
+        return RuleResult(rule, "skipped", detail={"purpose": purpose.value})
+
+    @property
+    def longest_cap_window(self) -> timedelta:
+        return max((limit.window for limit in self.frequency_limits), default=timedelta(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +325,6 @@ def check_register(
     ``opposition_register``: a deny lists every reason that applies.
     ``service`` calls are outside the register (``skipped``).
     """
-    if intent.purpose not in REGISTER_PURPOSES:
-        return RuleResult("opposition_register", "skipped", detail={"purpose": intent.purpose.value})
     result = most_recent_result(results)
     if result is None:
         return RuleResult("opposition_register", "deny", (Reason.NOT_CHECKED,), {"result": None})
@@ -301,15 +397,138 @@ def check_optout(
     return RuleResult("internal_dnc", "deny", (Reason.INTERNAL_DNC,), detail)
 
 
+def check_caller_id(
+    intent: Intent, caller: str | None, operator: Operator | None, settings: PolicySettings
+) -> RuleResult:
+    """The number shown to the callee must be callable and declared by the operator.
+
+    Source: Codice di condotta 2024 (identifiable, callable caller IDs; every
+    number a call centre uses declared in the ROC, here the ``caller_ids``
+    column of the operators list). ``caller`` is the E.164 form of the
+    intent's ``caller_id``, ``None`` when it is missing, withheld
+    ("anonymous", "private", ...) or not a number: ``caller_id_missing``. A
+    number the operator did not declare: ``caller_id_not_declared``. An
+    unknown operator is already denied by ``operator_certified``.
+
+    Optional (``require_prefix``), AGCOM numbering: a marketing call shows an
+    0844 number and a survey an 0843 number, or else a geographic or mobile
+    number; anything else (toll-free, premium, shared cost):
+    ``caller_id_wrong_prefix``.
+    """
+    if caller is None:
+        shown = "missing" if intent.caller_id is None else "withheld or not a callable number"
+        return RuleResult("caller_id", "deny", (Reason.CALLER_ID_MISSING,), {"caller_id": shown})
+    detail: dict[str, Any] = {"caller_id": caller}
+    if operator is None:
+        return RuleResult("caller_id", "skipped", detail={**detail, "operator": None})
+    reasons: list[Reason] = []
+    if caller not in operator.caller_ids:
+        reasons.append(Reason.CALLER_ID_NOT_DECLARED)
+        detail["declared"] = len(operator.caller_ids)
+    prefix = settings.caller_id_prefixes.get(intent.purpose)
+    if settings.caller_id_require_prefix and prefix is not None:
+        detail["required_prefix"] = prefix
+        if not caller.startswith(prefix) and not is_geographic_or_mobile(caller):
+            reasons.append(Reason.CALLER_ID_WRONG_PREFIX)
+    return RuleResult("caller_id", "deny" if reasons else "pass", tuple(reasons), detail)
+
+
+def _window_text(window: tuple[Any, Any] | None) -> str | None:
+    return None if window is None else f"{window[0]:%H:%M}-{window[1]:%H:%M}"
+
+
+def check_calling_hours(callee: str, now: datetime, settings: PolicySettings) -> RuleResult:
+    """Calls only inside the callee's local calling window of the day.
+
+    Source: Codice di condotta 2024: Monday-Friday 09:00-20:00, Saturday and
+    the day before a public holiday 10:00-19:00, never on Sundays or public
+    holidays (national calendar, :mod:`callguard.hours`, plus the policy's
+    local patron-saint days for geographic numbers). Judged on the decision
+    time, never on a time the dialer claims. The callee's zone comes from
+    the numbering plan only when every zone it allows agrees at this instant;
+    otherwise ``timezone_unknown`` (a zone guessed from a number is a known
+    failure of compliance tools).
+    """
+    local = callee_local_time(callee, now)
+    if local is None:
+        return RuleResult("calling_hours", "deny", (Reason.TIMEZONE_UNKNOWN,), {"zone": None})
+    hours = settings.calling_hours
+    extra = hours.extra_days(callee)
+    window = calling_window(local.date(), extra, hours)
+    detail: dict[str, Any] = {
+        "local_time": local.isoformat(timespec="seconds"),
+        "zone": str(local.tzinfo),
+        "window": _window_text(window),
+    }
+    if window is not None and window[0] <= local.time().replace(tzinfo=None) < window[1]:
+        return RuleResult("calling_hours", "pass", detail=detail)
+    opens = next_window_start(local, extra, hours)
+    detail["next_window"] = None if opens is None else rfc3339(opens)
+    return RuleResult("calling_hours", "deny", (Reason.OUTSIDE_CALLING_HOURS,), detail)
+
+
+def check_frequency(intent: Intent, calls: tuple[PastCall, ...], now: datetime, settings: PolicySettings) -> RuleResult:
+    """At most N allowed calls per callee and client in each rolling window.
+
+    Source: a policy limit (issue 4): the Italian default is 3 per 24 h, the
+    cap Florida and Oklahoma set, and 10 per 30 days; the Codice di condotta
+    2024 asks adherents not to contact people insistently. Counted from the
+    calls this guard allowed, per client; an intent redelivered after it was
+    allowed finds itself among them and keeps its allow (it is counted once).
+    """
+    ref = intent_ref(intent.intent_id)
+    if any(call.ref == ref for call in calls):
+        return RuleResult("frequency_cap", "pass", detail={"already_counted": True})
+    counts: list[dict[str, Any]] = []
+    over: list[datetime] = []
+    for limit in settings.frequency_limits:
+        since = now - limit.window
+        inside = sorted(call.at for call in calls if since < call.at <= now)
+        counts.append({"window_hours": limit.window / timedelta(hours=1), "max": limit.max_calls, "calls": len(inside)})
+        if len(inside) >= limit.max_calls:
+            # the window frees up when enough of its calls have aged out of it
+            over.append(inside[len(inside) - limit.max_calls] + limit.window)
+    detail: dict[str, Any] = {"limits": counts}
+    if not over:
+        return RuleResult("frequency_cap", "pass", detail=detail)
+    detail["next_allowed"] = rfc3339(max(over))
+    return RuleResult("frequency_cap", "deny", (Reason.FREQUENCY_CAP,), detail)
+
+
+def check_silent_calls(silent_at: datetime | None, now: datetime, settings: PolicySettings) -> RuleResult:
+    """No new call for 7 days after a silent or abandoned call by the same client.
+
+    Source: Garante, provision on silent calls from predictive dialling (at
+    most 3 per 100 answered calls per campaign; after a silent call, no new
+    call to that number for at least 7 days). Dialers report outcomes on
+    ``callguard.outcomes``; the block applies to the client whose campaign
+    made the silent call.
+    """
+    if silent_at is None:
+        return RuleResult("silent_calls", "pass")
+    until = silent_at + settings.silent_call_block
+    detail = {"silent_call_at": rfc3339(silent_at), "blocked_until": rfc3339(until)}
+    if now < until:
+        return RuleResult("silent_calls", "deny", (Reason.RECENT_SILENT_CALL,), detail)
+    return RuleResult("silent_calls", "pass", detail=detail)
+
+
 # --- the decision ---------------------------------------------------------------
 
 
 def decide(
-    intent: Intent, callee: str | None, facts: Facts | None, now: datetime, settings: PolicySettings
+    intent: Intent,
+    callee: str | None,
+    facts: Facts | None,
+    now: datetime,
+    settings: PolicySettings,
+    caller: str | None = None,
 ) -> Decision:
     """Decide one intent.
 
-    ``callee`` is the E.164 form of ``intent.callee`` (``None`` when invalid);
+    ``callee`` is the E.164 form of ``intent.callee`` (``None`` when invalid),
+    ``caller`` that of ``intent.caller_id`` (``None`` when missing, withheld or
+    invalid: :func:`callguard.numbers.normalise_caller_id`);
     ``facts`` is ``None`` when the stores could not answer, and then the
     decision is ``lookup_unavailable``, retryable: never allow what could not
     be checked. A deny lists every deny reason that applies; an allow lists
@@ -330,12 +549,23 @@ def decide(
     else:
         versions.update(facts.versions)
         today = now.astimezone(settings.timezone).date()
-        rules.append(check_operator(intent.operator_id, facts.operator, today))
+        purpose = intent.purpose
+
+        def run(rule: str, check: Callable[[], RuleResult]) -> None:
+            rules.append(check() if settings.applies(rule, purpose) else settings.skipped(rule, purpose))
+
+        run("operator_certified", lambda: check_operator(intent.operator_id, facts.operator, today))
         facts_json["operator"] = None if facts.operator is None else facts.operator.to_json()
         if callee is not None:
-            register_rule = check_register(intent, facts.register, facts.consents, now, settings)
-            rules.append(register_rule)
-            rules.append(check_optout(intent.client_id, facts.optouts, facts.consents, now, settings))
+            run("opposition_register", lambda: check_register(intent, facts.register, facts.consents, now, settings))
+            run(
+                "internal_dnc",
+                lambda: check_optout(intent.client_id, facts.optouts, facts.consents, now, settings),
+            )
+            run("caller_id", lambda: check_caller_id(intent, caller, facts.operator, settings))
+            run("calling_hours", lambda: check_calling_hours(callee, now, settings))
+            run("frequency_cap", lambda: check_frequency(intent, facts.calls, now, settings))
+            run("silent_calls", lambda: check_silent_calls(facts.silent_at, now, settings))
             used = most_recent_result(facts.register)
             versions["register"] = None if used is None else used.as_of.isoformat()
             facts_json["register"] = [r.to_json() for r in facts.register]

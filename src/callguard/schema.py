@@ -22,7 +22,7 @@ DECISIONS_TOPIC = "callguard.decisions"
 AUDIT_TOPIC = "callguard.audit"
 DEADLETTER_TOPIC = "callguard.deadletter"
 OPTOUTS_TOPIC = "callguard.optouts"
-#: Call outcomes reported by dialers (``GuardClient.report_outcome``); consumed by a later issue.
+#: Call outcomes reported by dialers (``GuardClient.report_outcome``): silent-call blocks and abandoned-call rates.
 OUTCOMES_TOPIC = "callguard.outcomes"
 
 #: Largest message the guard accepts; larger ones are malformed by contract.
@@ -47,6 +47,14 @@ class Reason(StrEnum):
     OPERATOR_EXPIRED = "operator_expired"
     LOOKUP_UNAVAILABLE = "lookup_unavailable"
     MALFORMED_INTENT = "malformed_intent"
+    # deny, Italian calling rules (policy file)
+    CALLER_ID_MISSING = "caller_id_missing"
+    CALLER_ID_NOT_DECLARED = "caller_id_not_declared"
+    CALLER_ID_WRONG_PREFIX = "caller_id_wrong_prefix"
+    OUTSIDE_CALLING_HOURS = "outside_calling_hours"
+    TIMEZONE_UNKNOWN = "timezone_unknown"
+    FREQUENCY_CAP = "frequency_cap"
+    RECENT_SILENT_CALL = "recent_silent_call"
     # allow on an exception
     CONSENT = "consent"
     CONTRACT = "contract"
@@ -56,6 +64,21 @@ class Purpose(StrEnum):
     MARKETING = "marketing"
     SURVEY = "survey"
     SERVICE = "service"
+
+
+class CallOutcome(StrEnum):
+    """What a dialer reports about a call it placed (``callguard.outcomes``)."""
+
+    ANSWERED = "answered"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    SILENT = "silent"
+    ABANDONED = "abandoned"
+
+
+#: Outcomes where a person answered and no operator was there: they count
+#: against the abandoned-call rate and block the callee (Garante, silent calls).
+SILENT_OUTCOMES = frozenset({CallOutcome.SILENT, CallOutcome.ABANDONED})
 
 
 class MalformedIntent(ValueError):
@@ -172,6 +195,43 @@ def parse_intent(value: bytes | None) -> Intent:
         campaign_id=_optional_str(obj, "campaign_id", intent_id),
         requested_at=requested_at,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeReport:
+    """One call outcome as validated from ``callguard.outcomes``."""
+
+    intent_id: str
+    outcome: CallOutcome
+    at: datetime
+
+
+def parse_outcome(value: bytes | None) -> OutcomeReport:
+    """Validate one raw message from ``callguard.outcomes``; raises ``ValueError``
+    with a one-line error (the message then goes to the dead letters)."""
+    if value is None or len(value) > MAX_MESSAGE_BYTES:
+        raise ValueError("empty or oversized message")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    intent_id = obj.get("intent_id")
+    if not isinstance(intent_id, str) or not 1 <= len(intent_id) <= MAX_ID_LENGTH:
+        raise ValueError(f"field 'intent_id' must be a string of 1-{MAX_ID_LENGTH} characters")
+    try:
+        outcome = CallOutcome(str(obj.get("outcome")))
+    except ValueError:
+        raise ValueError(f"field 'outcome' must be one of {', '.join(o.value for o in CallOutcome)}") from None
+    at = obj.get("at")
+    if not isinstance(at, str):
+        raise ValueError("field 'at' must be an RFC 3339 string")
+    try:
+        moment = parse_rfc3339(at)
+    except ValueError:
+        raise ValueError("field 'at' is not an RFC 3339 timestamp") from None
+    return OutcomeReport(intent_id, outcome, moment)
 
 
 @lru_cache(maxsize=64)

@@ -7,6 +7,11 @@ Layout (every key under the ``cg:`` prefix)::
     cg:callee:{e164}                    hash  "consent:{client}"   -> "{granted_at}|{ends_at}"
                                               "contract:{client}"  -> "{granted_at}|{ends_at}"
                                               "optout:{client|*}"  -> "{at}"
+                                              "calls:{client}"     -> "{ms}:{ref},…" calls allowed (frequency caps)
+                                              "silent:{client}"    -> "{at}" latest silent/abandoned call
+    cg:intent:{intent_id}               hash  callee, client, campaign[, outcome]: an allowed intent,
+                                              kept OUTCOME_MEMORY for its outcome
+    cg:outcomes:{YYYY-MM-DD}            hash  "{campaign}|{outcome}" -> count (Rome days, kept 40 days)
     cg:operators                        hash  "{operator_id}"      -> "{status}|{valid_from}|{valid_until}|{caller_ids;…}"
     cg:meta                             hash  "operators_version", "register_last_load", counters "consents", …
     cg:register:loads                   list  one JSON line per register load (newest first)
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any, cast
 
@@ -32,8 +37,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from callguard.facts import Consent, Facts, Operator, OptOut, RegisterResult, When
-from callguard.schema import ALL_CLIENTS
+from callguard.facts import Consent, Facts, Operator, OptOut, PastCall, RegisterResult, When, intent_ref
+from callguard.schema import ALL_CLIENTS, OutcomeReport
 
 PREFIX = "cg:"
 OPERATORS_KEY = PREFIX + "operators"
@@ -107,10 +112,145 @@ for i = 3, #KEYS, 2 do
   a = a + 2
   out[#out + 1] = redis.call('HMGET', KEYS[i], suffix, suffix .. ':' .. client)
   out[#out + 1] = redis.call('HMGET', KEYS[i + 1], 'consent:' .. client, 'contract:' .. client,
-                             'optout:' .. client, 'optout:*')
+                             'optout:' .. client, 'optout:*', 'calls:' .. client, 'silent:' .. client)
 end
 return out
 """
+
+
+# Records a batch's allowed intents, atomically per batch. Frequency caps:
+# an intent is added to its callee's "calls:{client}" list unless it is there
+# already (a redelivery) or a limit is full, which happens only when another
+# worker allowed a call to the same callee meanwhile: then the stored list is
+# returned and the guard decides that intent again. Each allowed intent is
+# also remembered (cg:intent:{id}) so that its outcome can be traced back.
+# ARGV: number of limits L, L pairs (window ms, max), keep ms, memory s; then
+# per intent: client, ref, now ms, capped '1'/'0', callee, campaign.
+# KEYS: per intent its callee hash and its intent key.
+_RECORD_ALLOWED = """
+local nl = tonumber(ARGV[1])
+local a = 2
+local limits = {}
+for j = 1, nl do
+  limits[j] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1])}
+  a = a + 2
+end
+local keep, memory = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+a = a + 2
+local out = {}
+for i = 1, #KEYS, 2 do
+  local client, ref, stamp, capped, callee, campaign = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  a = a + 6
+  local now = tonumber(stamp)
+  local result = 1
+  if capped == '1' then
+    local field = 'calls:' .. client
+    local old = redis.call('HGET', KEYS[i], field) or ''
+    local kept, times, seen = {}, {}, false
+    for ts, r in string.gmatch(old, '(%d+):(%x+)') do
+      local t = tonumber(ts)
+      if r == ref then seen = true end
+      if t > now - keep then
+        kept[#kept + 1] = ts .. ':' .. r
+        times[#times + 1] = t
+      end
+    end
+    if not seen then
+      local over = false
+      for _, limit in ipairs(limits) do
+        local n = 0
+        for _, t in ipairs(times) do
+          if t > now - limit[1] and t <= now then n = n + 1 end
+        end
+        if n >= limit[2] then over = true end
+      end
+      if over then
+        result = old
+      else
+        kept[#kept + 1] = stamp .. ':' .. ref
+        redis.call('HSET', KEYS[i], field, table.concat(kept, ','))
+      end
+    end
+  end
+  if result == 1 and redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    redis.call('HSET', KEYS[i + 1], 'callee', callee, 'client', client, 'campaign', campaign)
+    redis.call('EXPIRE', KEYS[i + 1], memory)
+  end
+  out[#out + 1] = result
+end
+return out
+"""
+
+# Applies a batch of call outcomes. Per outcome: unknown intent -> 0, already
+# reported -> -1, else its campaign: the outcome is counted for its campaign and day and,
+# when silent or abandoned, blocks the callee for the client (newest kept).
+# ARGV: prefix, counter lifetime s; then per outcome: outcome, at (UTC ISO),
+# day, silent '1'/'0'. KEYS: per outcome its intent key.
+_APPLY_OUTCOMES = """
+local prefix, lifetime = ARGV[1], tonumber(ARGV[2])
+local a = 3
+local out = {}
+for i, key in ipairs(KEYS) do
+  local outcome, at, day, silent = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  a = a + 4
+  local memo = redis.call('HMGET', key, 'callee', 'client', 'campaign', 'outcome')
+  if not memo[1] then
+    out[i] = 0
+  elseif memo[4] then
+    out[i] = -1
+  else
+    redis.call('HSET', key, 'outcome', outcome)
+    local counters = prefix .. 'outcomes:' .. day
+    redis.call('HINCRBY', counters, memo[3] .. '|' .. outcome, 1)
+    redis.call('EXPIRE', counters, lifetime)
+    if silent == '1' then
+      local callee, field = prefix .. 'callee:' .. memo[1], 'silent:' .. memo[2]
+      local old = redis.call('HGET', callee, field)
+      if (not old) or at > old then redis.call('HSET', callee, field, at) end
+    end
+    out[i] = memo[3]
+  end
+end
+return out
+"""
+
+#: How long an allowed intent is remembered for its outcome: outcomes that
+#: arrive later are dead-lettered as unknown.
+OUTCOME_MEMORY = timedelta(days=3)
+#: How long per-day outcome counters are kept (abandoned-call rates over 30 days).
+OUTCOME_COUNTERS_LIFETIME = timedelta(days=40)
+#: ``campaign_id`` of intents that named none, in outcome counters.
+NO_CAMPAIGN = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    """An allowed intent to record: ``capped`` when the frequency caps count it."""
+
+    callee: str
+    client_id: str
+    intent_id: str
+    campaign_id: str | None
+    capped: bool
+
+
+def intent_key(intent_id: str) -> str:
+    return PREFIX + "intent:" + intent_id
+
+
+def parse_calls(raw: str | None) -> tuple[PastCall, ...]:
+    """``"{ms}:{ref},…"`` as past calls, oldest first."""
+    if not raw:
+        return ()
+    calls = []
+    for item in raw.split(","):
+        stamp, _, ref = item.partition(":")
+        calls.append(PastCall(datetime.fromtimestamp(int(stamp) / 1000, UTC), ref))
+    return tuple(calls)
+
+
+def epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 def parse_census(raw: dict[str, str]) -> dict[str, dict[date, int]]:
@@ -214,6 +354,8 @@ class Stores:
         self.redis = client
         self._write_if_not_older = client.register_script(_WRITE_IF_NOT_OLDER)
         self._lookup_script = client.register_script(_LOOKUP)
+        self._record_script = client.register_script(_RECORD_ALLOWED)
+        self._outcomes_script = client.register_script(_APPLY_OUTCOMES)
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 1.0) -> Stores:
@@ -266,7 +408,7 @@ class Stores:
                 facts.append(Facts(operator=operator, versions=versions))
                 continue
             reg_all, reg_client = replies[position]
-            consent, contract, optout_client, optout_all = replies[position + 1]
+            consent, contract, optout_client, optout_all, calls, silent = replies[position + 1]
             position += 2
             register: list[RegisterResult] = []
             if reg_all is not None:
@@ -283,8 +425,86 @@ class Stores:
                 optouts.append(OptOut(q.client_id, parse_when(optout_client)))
             if optout_all is not None:
                 optouts.append(OptOut(ALL_CLIENTS, parse_when(optout_all)))
-            facts.append(Facts(operator, tuple(register), tuple(consents), tuple(optouts), versions))
+            facts.append(
+                Facts(
+                    operator,
+                    tuple(register),
+                    tuple(consents),
+                    tuple(optouts),
+                    versions,
+                    parse_calls(calls),
+                    None if silent is None else cast(datetime, parse_when(silent)),
+                )
+            )
         return facts
+
+    async def record_allowed(
+        self, allowed: Sequence[Allowed], now: datetime, limits: Sequence[tuple[timedelta, int]]
+    ) -> list[tuple[PastCall, ...] | None]:
+        """Count a batch's allowed intents against the frequency caps and
+        remember them for their outcomes, in one atomic script call.
+
+        Returns per intent ``None`` when recorded (or recorded before), else
+        the callee's calls as stored, when a cap filled up meanwhile (another
+        worker's allow): the caller decides that intent again with them.
+        Raises :class:`LookupUnavailable` on any Redis error.
+        """
+        if not allowed:
+            return []
+        stamp = str(epoch_ms(now))
+        keep = max((window for window, _ in limits), default=timedelta(0))
+        args: list[str | int] = [len(limits)]
+        for window, maximum in limits:
+            args += (int(window / timedelta(milliseconds=1)), maximum)
+        args += (int(keep / timedelta(milliseconds=1)), int(OUTCOME_MEMORY.total_seconds()))
+        keys: list[str] = []
+        for item in allowed:
+            keys += (callee_key(item.callee), intent_key(item.intent_id))
+            args += (
+                item.client_id,
+                intent_ref(item.intent_id),
+                stamp,
+                "1" if item.capped else "0",
+                item.callee,
+                item.campaign_id or NO_CAMPAIGN,
+            )
+        try:
+            replies = await self._record_script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise LookupUnavailable(type(exc).__name__) from exc
+        return [None if reply == 1 else parse_calls(reply) for reply in replies]
+
+    async def apply_outcomes(self, outcomes: Sequence[tuple[OutcomeReport, bool]], tz: tzinfo) -> list[str | int]:
+        """Apply (outcome, silent) pairs; per outcome its campaign when applied,
+        0 when the intent is unknown (never allowed, or older than
+        :data:`OUTCOME_MEMORY`), -1 when its outcome was reported before."""
+        keys: list[str] = []
+        args: list[str | int] = [PREFIX, int(OUTCOME_COUNTERS_LIFETIME.total_seconds())]
+        for report, silent in outcomes:
+            keys.append(intent_key(report.intent_id))
+            args += (
+                report.outcome.value,
+                format_when(report.at),
+                report.at.astimezone(tz).date().isoformat(),
+                "1" if silent else "0",
+            )
+        if not keys:
+            return []
+        return [x if isinstance(x, str) else int(x) for x in await self._outcomes_script(keys=keys, args=args)]
+
+    async def outcome_counts(self, days: int, today: date) -> dict[str, dict[str, int]]:
+        """Per campaign, outcomes reported over the ``days`` days up to ``today`` (Rome days)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for back in range(days):
+                pipe.hgetall(f"{PREFIX}outcomes:{(today - timedelta(days=back)).isoformat()}")
+            replies = await pipe.execute()
+        counts: dict[str, dict[str, int]] = {}
+        for reply in replies:
+            for field, count in reply.items():
+                campaign, _, outcome = field.rpartition("|")
+                per = counts.setdefault(campaign, {})
+                per[outcome] = per.get(outcome, 0) + int(count)
+        return counts
 
     async def register_census(self) -> dict[str, dict[date, int]]:
         """Per scope, how many numbers hold a current result of each as-of day
