@@ -30,7 +30,6 @@ from callguard.loaders import (
     parse_optouts,
     parse_register,
 )
-from callguard.policy import PolicySettings
 from callguard.schema import ALL_CLIENTS, MAX_ID_LENGTH
 from callguard.stores import Stores
 
@@ -69,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     from callguard.opscli import add_parsers as add_ops_parsers
 
     add_ops_parsers(commands, _config_flags)
+    # Italian calling rules (issue 4): callguard policy check|show, callguard explain
+    from callguard.policycli import add_parsers as add_policy_parsers
+
+    add_policy_parsers(commands, _config_flags)
 
     audit = commands.add_parser("audit", help="the tamper-evident audit trail")
     audit_actions = audit.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -121,7 +124,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 async def _load(args: argparse.Namespace, settings: Settings) -> int:
-    tz = PolicySettings().timezone
+    tz = ROME  # the policy's day boundaries (policies/it.toml: timezone)
     now = datetime.now(UTC)
     kind = args.command
     if kind == "register":
@@ -132,7 +135,7 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--client must be 1-{MAX_ID_LENGTH} characters without '|'")
         parsed = parse_register(args.file, settings.default_region)
     elif kind == "operators":
-        parsed = parse_operators(args.file)
+        parsed = parse_operators(args.file, settings.default_region)
     elif kind == "consents":
         parsed = parse_consents(args.file, settings.default_region, tz)
     else:
@@ -322,6 +325,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.action == "export":
                 return asyncio.run(_audit_export(settings, args.file))
             return asyncio.run(_audit_verify(settings, checkpoints=not args.no_checkpoints, file=args.file))
+        if args.command == "policy":
+            from callguard.policycli import main_policy
+
+            return main_policy(args, settings)
+        if args.command == "explain":
+            from callguard.policycli import main_explain
+
+            return main_explain(args, settings)
         if args.command == "lag":  # operations (issue 5)
             from callguard.opscli import main_lag
 

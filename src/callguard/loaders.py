@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from callguard.facts import Consent, Operator, OptOut, When
-from callguard.numbers import normalise
+from callguard.numbers import normalise, normalise_caller_id
 from callguard.schema import ALL_CLIENTS, MAX_ID_LENGTH
 
 #: How many bad lines a failed load lists before it only counts them.
@@ -246,8 +246,12 @@ def parse_register(path: Path, region: str) -> Parsed:
     return _parse_file(path, ("number", "status"), ("registered_at",), row_parser, "register", spill)
 
 
-def parse_operators(path: Path) -> Parsed:
-    """``operator_id,status,valid_from,valid_until[,caller_ids]``: the certification list."""
+def parse_operators(path: Path, region: str = "IT") -> Parsed:
+    """``operator_id,status,valid_from,valid_until[,caller_ids]``: the certification list.
+
+    ``caller_ids`` (``;``-separated) are the numbers the operator declared in
+    the ROC; they are stored in E.164, so the ``caller_id`` rule finds an
+    intent's caller ID however either side wrote it."""
     seen: set[str] = set()
 
     def row_parser(row: dict[str, str]) -> Operator:
@@ -262,10 +266,15 @@ def parse_operators(path: Path) -> Parsed:
         valid_until = parse_date(row.get("valid_until", ""))
         if valid_until < valid_from:
             raise ValueError("valid_until is before valid_from")
-        caller_ids = tuple(c.strip() for c in row.get("caller_ids", "").split(";") if c.strip())
-        if any("|" in c for c in caller_ids):
-            raise ValueError("caller_ids must not contain '|'")
-        return Operator(operator_id, status, valid_from, valid_until, caller_ids)  # type: ignore[arg-type]
+        caller_ids: list[str] = []
+        for raw in (c.strip() for c in row.get("caller_ids", "").split(";")):
+            if not raw:
+                continue
+            e164 = normalise_caller_id(raw, region)
+            if e164 is None:
+                raise ValueError(f"caller_ids: {raw!r} is not a callable phone number")
+            caller_ids.append(e164)
+        return Operator(operator_id, status, valid_from, valid_until, tuple(dict.fromkeys(caller_ids)))  # type: ignore[arg-type]
 
     return _parse_file(
         path, ("operator_id", "status", "valid_from", "valid_until"), ("caller_ids",), row_parser, "operators"

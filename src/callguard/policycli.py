@@ -1,0 +1,136 @@
+"""``callguard policy check|show`` and ``callguard explain``: the policy for people.
+
+``policy check FILE`` is a pre-release gate for a compliance officer's edit
+(every error, with its key, exit 1); ``policy show`` prints the policy a file
+amounts to once merged with its base; ``explain`` decides one intent against
+the live data without publishing or counting anything, and shows every rule
+with its outcome and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from callguard.config import ENV_VARS, ConfigError, Settings, safe_url
+from callguard.numbers import mask, normalise, normalise_caller_id
+from callguard.policy import decide
+from callguard.policyfile import PolicyError, describe, load_policy, policy_for
+from callguard.schema import Intent, Purpose, parse_rfc3339
+from callguard.stores import LookupUnavailable, Query, Stores
+
+
+def add_parsers(commands: Any, config_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``policy`` and ``explain`` to the ``callguard`` subcommands."""
+    policy = commands.add_parser("policy", help="check or show a policy file (rules and their parameters)")
+    actions = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check = actions.add_parser("check", help="validate a policy file; every error names its key (exit 1 if any)")
+    check.add_argument("file", type=Path, help="the policy file (TOML)")
+    show = actions.add_parser("show", help="print the policy a file amounts to, as JSON (default: the worker's)")
+    show.add_argument("file", type=Path, nargs="?", help=f"the policy file [{ENV_VARS['policy']}, default: shipped it]")
+
+    explain = commands.add_parser(
+        "explain",
+        help="decide one intent against the live data and show every rule's outcome (nothing is published or counted)",
+    )
+    explain.add_argument("--callee", required=True, help="the number to call")
+    explain.add_argument("--operator-id", required=True)
+    explain.add_argument("--client-id", required=True)
+    explain.add_argument("--purpose", default="marketing", choices=[p.value for p in Purpose])
+    explain.add_argument("--caller-id", help="the number shown to the callee")
+    explain.add_argument("--campaign-id")
+    explain.add_argument("--intent-id", default="explain", help="to check a frequency cap as a redelivery would")
+    explain.add_argument("--at", help="decide as if at this RFC 3339 time (default: now)")
+    explain.add_argument("--policy", type=Path, help=f"policy file [{ENV_VARS['policy']}, default: shipped it]")
+    explain.add_argument(
+        "--json", action="store_true", help="print the decision as its audit record (numbers in clear)"
+    )
+    config_flags(explain)
+
+
+def main_policy(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "check":
+        try:
+            policy = load_policy(args.file)
+        except PolicyError as exc:
+            for error in exc.errors:
+                print(f"{exc.source}: {error}", file=sys.stderr)
+            print(f"{exc.source}: {len(exc.errors)} error(s)", file=sys.stderr)
+            return 1
+        on = [name for name, scope in policy.scopes.items() if scope.enabled]
+        off = [name for name, scope in policy.scopes.items() if not scope.enabled]
+        print(f"{args.file}: ok, version {policy.version}; rules on: {', '.join(on)}")
+        if off:
+            print(f"rules switched off: {', '.join(off)}")
+        return 0
+    try:
+        policy = load_policy(args.file) if args.file else policy_for(settings)
+    except PolicyError as exc:
+        print(f"callguard: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(orjson.dumps(describe(policy), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def main_explain(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_explain(args, settings))
+
+
+async def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        policy = load_policy(args.policy) if args.policy else policy_for(settings)
+    except PolicyError as exc:
+        print(f"callguard: {exc}", file=sys.stderr)
+        return 1
+    try:
+        now = parse_rfc3339(args.at) if args.at else datetime.now(UTC)
+    except ValueError:
+        raise ConfigError(f"--at {args.at!r}: expected an RFC 3339 time like 2026-11-27T19:59:59+01:00") from None
+    intent = Intent(
+        args.intent_id,
+        args.callee,
+        args.operator_id,
+        args.client_id,
+        Purpose(args.purpose),
+        args.caller_id,
+        args.campaign_id,
+    )
+    callee = normalise(intent.callee, settings.default_region)
+    stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
+    try:
+        (facts,) = await stores.lookup([Query(callee, intent.client_id, intent.operator_id)])
+    except (LookupUnavailable, RedisError, OSError) as exc:
+        print(f"callguard: cannot read Redis at {safe_url(settings.redis_url)}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await stores.close()
+    decision = decide(
+        intent, callee, facts, now, policy, normalise_caller_id(intent.caller_id, settings.default_region)
+    )
+    if args.json:
+        record = decision.to_audit(intent, {"explain": True})
+        sys.stdout.write(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    local = now.astimezone(policy.timezone)
+    print(
+        f"intent: callee {mask(callee or intent.callee)}, operator {intent.operator_id}, client {intent.client_id}, "
+        f"purpose {intent.purpose.value}, caller ID {mask(intent.caller_id)}"
+    )
+    print(f"policy {policy.version}, at {local:%A %Y-%m-%d %H:%M:%S %Z}{'' if args.at else ' (now)'}")
+    verdict = "ALLOW" if decision.allow else "DENY"
+    print(f"decision: {verdict}" + (f" ({', '.join(decision.reasons)})" if decision.reasons else ""))
+    for rule in decision.rules:
+        reasons = f" [{', '.join(rule.reasons)}]" if rule.reasons else ""
+        detail = {k: v for k, v in rule.detail.items() if k not in ("callee", "caller_id")}
+        shown = orjson.dumps(detail).decode() if detail else ""
+        print(f"  {rule.outcome:<15} {rule.rule:<20}{reasons} {shown}".rstrip())
+    print("(nothing was published or counted: what the worker would decide at that time with the data stored now)")
+    return 0
