@@ -39,9 +39,7 @@ def intent(
     return Intent(intent_id, MOBILE, "op1", client, purpose, caller_id)
 
 
-def facts(
-    at: datetime = FRIDAY_NOON, calls: tuple[PastCall, ...] = (), silent_at: datetime | None = None
-) -> Facts:
+def facts(at: datetime = FRIDAY_NOON, calls: tuple[PastCall, ...] = (), silent_at: datetime | None = None) -> Facts:
     as_of = at.astimezone(ROME).date()
     return Facts(OPERATOR, (RegisterResult(False, as_of, None, "*"),), (), (), {}, calls, silent_at)
 
@@ -210,6 +208,7 @@ def calls(*hours_ago: float, now: datetime = FRIDAY_NOON) -> tuple[PastCall, ...
         (calls(1, 2, 3), False),  # 3 in 24 h: full
         (calls(1, 2, 24), True),  # exactly 24 h ago is out of the rolling window
         (calls(1, 2, 23.99), False),
+        (calls(1, 2, -0.001), False),  # stamped by a worker whose clock runs ahead: it still counts
         (calls(*(30 * 24 - 1 - 30 * i for i in range(10))), False),  # 10 in 30 days
         (calls(*(30 * 24 - 30 * i for i in range(10))), True),  # the oldest is exactly 30 days old
     ],

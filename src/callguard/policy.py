@@ -483,7 +483,8 @@ def check_frequency(intent: Intent, calls: tuple[PastCall, ...], now: datetime, 
     over: list[datetime] = []
     for limit in settings.frequency_limits:
         since = now - limit.window
-        inside = sorted(call.at for call in calls if since < call.at <= now)
+        # a call stamped after ``now`` still counts: another worker's clock may run ahead
+        inside = sorted(call.at for call in calls if call.at > since)
         counts.append({"window_hours": limit.window / timedelta(hours=1), "max": limit.max_calls, "calls": len(inside)})
         if len(inside) >= limit.max_calls:
             # the window frees up when enough of its calls have aged out of it

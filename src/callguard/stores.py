@@ -160,7 +160,7 @@ for i = 1, #KEYS, 2 do
       for _, limit in ipairs(limits) do
         local n = 0
         for _, t in ipairs(times) do
-          if t > now - limit[1] and t <= now then n = n + 1 end
+          if t > now - limit[1] then n = n + 1 end
         end
         if n >= limit[2] then over = true end
       end
