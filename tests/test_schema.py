@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callguard.numbers import mask, normalise
-from callguard.schema import MalformedIntent, Purpose, parse_intent
+from callguard.schema import SILENT_OUTCOMES, CallOutcome, MalformedIntent, Purpose, parse_intent, parse_outcome
 
 BASE = {"intent_id": "i-1", "callee": "+39 347 555 5555", "operator_id": "op", "client_id": "acme"}
 
@@ -129,3 +129,26 @@ def test_mask_keeps_no_more_than_the_prefix_and_two_digits() -> None:
     assert mask("+393475555555") == "+39347*****55"
     assert mask(None) == "<none>"
     assert mask("12345") == "*****"
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (None, "empty or oversized message"),
+        (b"{", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"outcome": "silent", "at": "2026-11-28T10:00:00Z"}', "field 'intent_id' must be a string"),
+        (b'{"intent_id": "i", "outcome": "hung_up", "at": "2026-11-28T10:00:00Z"}', "field 'outcome' must be one of"),
+        (b'{"intent_id": "i", "outcome": "silent"}', "field 'at' must be an RFC 3339 string"),
+        (b'{"intent_id": "i", "outcome": "silent", "at": "2026-11-28T10:00:00"}', "not an RFC 3339 timestamp"),
+    ],
+)
+def test_bad_outcomes_say_what_is_wrong(value, error) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_outcome(value)
+
+
+def test_an_outcome_parses_to_utc() -> None:
+    report = parse_outcome(b'{"intent_id": "i-1", "outcome": "abandoned", "at": "2026-11-28T11:00:00+01:00"}')
+    assert report.intent_id == "i-1" and report.outcome is CallOutcome.ABANDONED
+    assert report.at == datetime(2026, 11, 28, 10, 0, tzinfo=UTC) and report.outcome in SILENT_OUTCOMES

@@ -5,6 +5,11 @@ sample register, operators, consents and opt-outs through the same CLI a user
 runs, starts a worker process, publishes sample intents as a dialer would,
 prints decisions as they arrive (numbers masked), shows a real-time opt-out
 taking effect, then prints a summary and stops everything it started.
+
+The worker decides by ``sample/demo-policy.toml``: the shipped Italian
+policy with calling hours open around the clock, so the demo shows the same
+at any hour; at the end ``callguard explain`` shows one intent under the real
+Italian hours at the time the demo runs.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
 SAMPLE = resources.files("callguard") / "sample"
 CLIENTS = ("acme", "acme", "acme", "beta")
 OPERATORS = ("op-roma",) * 6 + ("op-milano",) * 3 + ("op-napoli", "op-torino", "op-unknown")
+#: The caller ID each operator shows (declared in sample/operators.csv), and some that are not right.
+CALLER_IDS = {"op-roma": "+39 0844 000001", "op-milano": "+39 0844 000002"}
+#: The number the real-time opt-out is shown on: kept out of the random intents,
+#: which would otherwise use up its frequency cap (3 calls per 24 h per client).
+OPTOUT_INDEX = 7
 #: The same numbers written the ways dialers write them.
 WRITTEN_FORMS = ("+39 347 000 {:04d}", "0039 347 000{:04d}", "347-000{:04d}", "(347) 000{:04d}", "+39347000{:04d}")
 
@@ -47,19 +57,25 @@ def sample_intents(count: int, seed: int = 7) -> list[dict[str, Any]]:
     consent), some never checked, a few invalid, a few malformed."""
     rng = random.Random(seed)
     intents: list[dict[str, Any]] = []
+    indexes = [i for i in range(200) if i != OPTOUT_INDEX]
     for n in range(count):
-        index = rng.randrange(200)
-        callee = rng.choice(WRITTEN_FORMS).format(index)
+        callee = rng.choice(WRITTEN_FORMS).format(rng.choice(indexes))
+        operator = rng.choice(OPERATORS)
         intent = {
             "intent_id": f"demo-{n:05d}",
             "callee": callee,
-            "operator_id": rng.choice(OPERATORS),
+            "operator_id": operator,
             "client_id": rng.choice(CLIENTS),
             "campaign_id": "autumn-offers",
             "purpose": rng.choices(("marketing", "survey", "service"), (8, 1, 1))[0],
+            "caller_id": CALLER_IDS.get(operator, "+39 0844 000009"),
         }
         if n % 97 == 13:
             intent["callee"] = "12"  # invalid_number
+        if n % 89 == 5:
+            intent["caller_id"] = "anonymous"  # caller_id_missing
+        if n % 83 == 3:
+            intent["caller_id"] = "+39 06 9999 0000"  # caller_id_not_declared
         intents.append(intent)
     return intents
 
@@ -108,7 +124,13 @@ async def _exchange(
 
         # the real-time opt-out: the same number, allowed, then opted out, then denied
         print("\nreal-time opt-out:")
-        probe = {"callee": optout_callee, "operator_id": "op-roma", "client_id": "acme", "purpose": "marketing"}
+        probe = {
+            "callee": optout_callee,
+            "operator_id": "op-roma",
+            "client_id": "acme",
+            "purpose": "marketing",
+            "caller_id": CALLER_IDS["op-roma"],
+        }
         for step, message in (("before", None), ("after", {"callee": optout_callee, "client_id": "acme"})):
             if message is not None:
                 await producer.send_and_wait(OPTOUTS_TOPIC, orjson.dumps(message), key=optout_callee.encode())
@@ -146,6 +168,7 @@ def run_demo(intents: int = 2000, show: int = 25) -> int:
             "CALLGUARD_BROKER": embedded.broker_url,
             "CALLGUARD_REDIS_URL": embedded.redis_url,
             "CALLGUARD_WEB_PORT": str(web_port),
+            "CALLGUARD_POLICY": str(sample_path("demo-policy.toml")),
         }
         print(f"  broker {embedded.broker_url}   redis {embedded.redis_url}   worker web port {web_port}\n")
         _cli(["operators", "load", str(sample_path("operators.csv"))], env)
@@ -160,17 +183,26 @@ def run_demo(intents: int = 2000, show: int = 25) -> int:
         _cli(["consents", "load", str(sample_path("consents.csv"))], env)
         _cli(["optouts", "load", str(sample_path("optouts.csv"))], env)
 
+        _cli(["policy", "check", env["CALLGUARD_POLICY"]], env)
+
         log_path = embedded.workdir / "worker.log"
-        print(f"\n$ callguard worker   (log: {log_path})", flush=True)
+        print(f"\n$ CALLGUARD_POLICY={env['CALLGUARD_POLICY']} callguard worker   (log: {log_path})", flush=True)
         with log_path.open("wb") as log:
             worker = subprocess.Popen([sys.executable, "-m", "callguard", "worker"], env=env, stdout=log, stderr=log)
         try:
             wait_healthy(web_port, worker, timeout=90)
             print("  worker healthy: consuming callguard.intents, Redis answering", flush=True)
             decisions, elapsed = asyncio.run(
-                _exchange(embedded.broker_url, sample_intents(intents), show, "+393470000007")
+                _exchange(embedded.broker_url, sample_intents(intents), show, f"+39347000{OPTOUT_INDEX:04d}")
             )
             _summary(decisions, elapsed)
+            print("\nthe same kind of intent under the shipped Italian policy (real calling hours), right now:")
+            shipped = {k: v for k, v in env.items() if k != "CALLGUARD_POLICY"}
+            _cli(
+                ["explain", "--callee", "+39 347 000 0001", "--operator-id", "op-roma", "--client-id", "acme"]
+                + ["--caller-id", CALLER_IDS["op-roma"]],
+                shipped,
+            )
             print()
             _cli(["audit", "verify"], env)  # every decision's evidence, hash-chained
         finally:

@@ -1,0 +1,133 @@
+"""Policy files: the shipped Italian policy, merging onto a base, and errors
+that name their key (what ``callguard policy check`` prints)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import time, timedelta
+from pathlib import Path
+
+import pytest
+
+from callguard.config import load_settings
+from callguard.hours import LocalHoliday
+from callguard.policy import RULES, CapLimit, PolicySettings, RuleScope
+from callguard.policyfile import PolicyError, describe, load_policy, parse_policy, policy_for
+from callguard.schema import Purpose
+
+SAMPLE = Path(__file__).parent.parent / "src" / "callguard" / "sample" / "demo-policy.toml"
+POLICIES = Path(__file__).parent / "policies"
+
+
+def test_the_shipped_policy_is_the_documented_default() -> None:
+    """The defaults in code (which the table tests use) and policies/it.toml say the same."""
+    shipped = load_policy()
+    defaults = PolicySettings()
+    assert shipped.version.startswith("it/")
+    assert shipped == replace(
+        defaults,
+        version=shipped.version,
+        calling_hours=replace(defaults.calling_hours, local_holidays=shipped.calling_hours.local_holidays),
+    )
+    assert LocalHoliday("+3906", 6, 29, "Santi Pietro e Paolo (Roma)") in shipped.calling_hours.local_holidays
+
+
+@pytest.mark.parametrize("path", [*sorted(POLICIES.glob("*.toml")), SAMPLE])
+def test_every_policy_file_in_the_repository_is_valid(path: Path) -> None:
+    assert load_policy(path).version
+
+
+def test_a_file_changes_only_what_it_names_on_its_base() -> None:
+    policy = parse_policy(
+        """
+        base = "it"
+        version = "acme/1"
+        [rules.frequency_cap]
+        limits = [{ window = "90m", max = 1 }]
+        [rules.calling_hours]
+        saturday = "never"
+        purposes = ["marketing", "survey", "service"]
+        [rules.opposition_register]
+        max_age_days = 10
+        [rules.internal_dnc]
+        enabled = false
+        """
+    )
+    shipped = load_policy()
+    assert policy.version == "acme/1"
+    assert policy.frequency_limits == (CapLimit(timedelta(minutes=90), 1),)
+    assert policy.calling_hours.saturday is None
+    assert policy.calling_hours.weekday == shipped.calling_hours.weekday
+    assert policy.calling_hours.local_holidays == shipped.calling_hours.local_holidays
+    assert policy.scopes["calling_hours"] == RuleScope(True, frozenset(Purpose))
+    assert policy.scopes["internal_dnc"].enabled is False
+    assert policy.register_max_age_days == 10 and policy.contract_grace_days == 30
+
+
+def test_a_whole_day_window_and_describe_round_trip() -> None:
+    policy = load_policy(POLICIES / "open-hours.toml")
+    assert policy.calling_hours.sunday == (time(0, 0), time.max)
+    shown = describe(policy)
+    assert shown["rules"]["calling_hours"]["sunday"] == "00:00-24:00"
+    assert list(shown["rules"]) == list(RULES)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("version = ", "not valid TOML"),
+        ('base = "fr"', "base: unknown policy 'fr'"),
+        ('base = "it"\n[rules.caller_id]\nrequire_prefix = true', "version: a policy that changes a base must name"),
+        ('version = "x"\nfoo = 1', "foo: unknown key"),
+        ('version = "x"\ntimezone = "Mars/Olympus"', "timezone: 'Mars/Olympus' is not an IANA time zone"),
+        ('version = "x"\n[rules.callee_number]\nenabled = false', "rules.callee_number.enabled: this rule cannot be"),
+        ('version = "x"\n[rules.calling_houres]', "rules.calling_houres: unknown rule"),
+        (
+            'version = "x"\n[rules.calling_hours]\nweekday = "9-20"',
+            'rules.calling_hours.weekday: expected "HH:MM-HH:MM"',
+        ),
+        ('version = "x"\n[rules.calling_hours]\nweekday = "20:00-09:00"', "ends before it starts"),
+        ('version = "x"\n[rules.calling_hours]\npurposes = ["sales"]', "unknown purpose 'sales'"),
+        (
+            'version = "x"\n[rules.calling_hours]\nenabled = "yes"',
+            "rules.calling_hours.enabled: expected true or false",
+        ),
+        (
+            'version = "x"\n[rules.calling_hours]\nlocal_holidays = [{prefix = "+3906", date = "02-30", name = "x"}]',
+            'local_holidays[0].date: expected "MM-DD"',
+        ),
+        ('version = "x"\n[rules.frequency_cap]\nlimits = [{window = "2w", max = 3}]', "limits[0].window"),
+        ('version = "x"\n[rules.frequency_cap]\nlimits = [{window = "24h", max = 0}]', "limits[0].max"),
+        ('version = "x"\n[rules.frequency_cap]\nlimits = []', "rules.frequency_cap.limits: expected a list"),
+        ('version = "x"\n[rules.silent_calls]\nabandoned_rate_limit = 3', "expected a fraction 0-1"),
+        (
+            'version = "x"\n[rules.opposition_register]\nmax_age_days = 400',
+            "max_age_days: expected a whole number 0-366",
+        ),
+        ('version = "x"\n[rules.caller_id]\nprefixes = { marketing = "0844" }', "expected an E.164 prefix"),
+    ],
+)
+def test_errors_name_the_key_and_what_is_wrong(text: str, error: str) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(text, "p.toml")
+    assert any(error in message for message in raised.value.errors), raised.value.errors
+
+
+def test_every_error_is_reported_at_once() -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy('[rules.calling_hours]\nweekday = "x"\nsaturday = "y"\n[rules.nope]', "p.toml")
+    assert len(raised.value.errors) == 4  # version, weekday, saturday, unknown rule
+
+
+def test_the_register_max_age_variable_still_overrides_the_policy(tmp_path: Path) -> None:
+    assert policy_for(load_settings(environ={})).register_max_age_days == 15
+    settings = load_settings(environ={"CALLGUARD_REGISTER_MAX_AGE_DAYS": "7", "CALLGUARD_POLICY": str(SAMPLE)})
+    policy = policy_for(settings)
+    assert policy.register_max_age_days == 7 and policy.version.endswith("demo-open-hours")
+
+
+def test_a_missing_policy_file_is_a_configuration_error(tmp_path: Path) -> None:
+    from callguard.config import ConfigError
+
+    with pytest.raises(ConfigError, match="CALLGUARD_POLICY: no such file"):
+        load_settings(environ={"CALLGUARD_POLICY": str(tmp_path / "none.toml")})
