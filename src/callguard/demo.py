@@ -198,11 +198,8 @@ def run_demo(intents: int = 2000, show: int = 25) -> int:
             _summary(decisions, elapsed)
             print("\nthe same kind of intent under the shipped Italian policy (real calling hours), right now:")
             shipped = {k: v for k, v in env.items() if k != "CALLGUARD_POLICY"}
-            _cli(
-                ["explain", "--callee", "+39 347 000 0001", "--operator-id", "op-roma", "--client-id", "acme"]
-                + ["--caller-id", CALLER_IDS["op-roma"]],
-                shipped,
-            )
+            probe = ["--callee", "+39 347 000 0001", "--operator-id", "op-roma", "--client-id", "acme"]
+            _cli(["explain", *probe, "--caller-id", CALLER_IDS["op-roma"]], shipped)
             print()
             _cli(["audit", "verify"], env)  # every decision's evidence, hash-chained
         finally:
