@@ -76,3 +76,28 @@ def test_local_time_only_when_every_zone_of_the_number_agrees() -> None:
     assert callee_local_time("+12025550143", now).hour == 8  # Washington DC, EDT
     assert callee_local_time("+79161234567", now) is None  # Russian mobiles: eleven offsets
     assert callee_local_time("not a number", now) is None
+
+
+def test_the_country_fast_path_gives_the_same_local_time_as_a_full_parse() -> None:
+    """callee_local_time skips the parse when every zone of the country agrees;
+    on libphonenumber's example number of every region and type, the answer is
+    the one the number's own zones give."""
+    import phonenumbers
+    from phonenumbers import timezone as number_timezones
+
+    from callguard.hours import agreed_local_time
+
+    for now in (datetime(2026, 11, 28, 12, tzinfo=UTC), datetime(2026, 7, 1, 3, tzinfo=UTC)):
+        checked = 0
+        for region in phonenumbers.SUPPORTED_REGIONS:
+            for kind in range(12):
+                example = phonenumbers.example_number_for_type(region, kind)
+                if example is None:
+                    continue
+                e164 = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+                own = agreed_local_time(number_timezones.time_zones_for_number(example), now)
+                fast = callee_local_time(e164, now)
+                assert (fast is None) == (own is None), e164
+                assert fast is None or own is None or fast.utcoffset() == own.utcoffset(), e164
+                checked += 1
+        assert checked > 1000

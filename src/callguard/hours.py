@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers import timezone as number_timezones
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 ROME = ZoneInfo("Europe/Rome")
 
@@ -177,12 +178,39 @@ def callee_local_time(e164: str, now: datetime) -> datetime | None:
     is known only when all of them agree at this instant (Italian mobiles list
     Europe/Rome and Europe/Vatican, which always agree; Russian mobiles span
     eleven offsets and get None: never guess).
+
+    Fast path, same answer: when every zone libphonenumber lists anywhere in
+    the number's country agrees at this instant (Italy), the number's own
+    zones, a subset, agree too; only other countries pay for a parse.
     """
+    country = _country_zones(e164)
+    if country:
+        local = agreed_local_time(country, now)
+        if local is not None:
+            return local
     try:
         parsed = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
         return None
     return agreed_local_time(number_timezones.time_zones_for_number(parsed), now)
+
+
+@lru_cache(maxsize=1024)
+def _zones_of_country(code: str) -> tuple[str, ...]:
+    """Every zone libphonenumber lists for any number range of a country calling code."""
+    zones: set[str] = set()
+    for prefix, names in TIMEZONE_DATA.items():
+        if prefix.startswith(code):
+            zones.update(names)
+    return tuple(sorted(zones))
+
+
+def _country_zones(e164: str) -> tuple[str, ...]:
+    for length in (1, 2, 3):
+        code = e164[1 : 1 + length]
+        if code.isdigit() and int(code) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return _zones_of_country(code)
+    return ()
 
 
 def agreed_local_time(zone_names: Iterable[str], now: datetime) -> datetime | None:
