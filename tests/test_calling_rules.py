@@ -157,6 +157,20 @@ def test_outside_hours_says_when_the_next_window_opens() -> None:
     assert detail["local_time"] == "2026-11-28T19:30:00+01:00"
 
 
+def test_a_deny_that_time_lifts_says_when_to_ask_again() -> None:
+    saturday_evening = rome(2026, 11, 28, 19, 30)
+    d = run(now=saturday_evening, f=facts(saturday_evening, calls=calls(1, 2, 50, now=saturday_evening)))
+    assert d.to_message()["not_before"] == "2026-11-30T08:00:00.000Z"  # Monday 09:00 Rome
+    capped = run(f=facts(calls=calls(1, 2, 5)))
+    assert capped.to_message()["not_before"] == "2026-11-28T06:00:00.000Z"
+    both = run(now=rome(2026, 11, 27, 20, 30), f=facts(calls=calls(1, 2, 5, now=rome(2026, 11, 27, 20, 30))))
+    # the later of the two: the window opens Saturday 09:00Z, the cap frees at 14:30Z
+    assert both.to_message()["not_before"] == "2026-11-28T14:30:00.000Z"
+    # a reason that time does not lift: no hint
+    assert "not_before" not in run(intent(None), now=saturday_evening).to_message()
+    assert "not_before" not in run().to_message()
+
+
 def test_the_decision_time_decides_not_the_time_the_dialer_claims() -> None:
     claimed = replace(intent(), requested_at=rome(2026, 11, 27, 12, 0))
     assert not run(claimed, now=rome(2026, 11, 27, 21, 0)).allow

@@ -139,6 +139,7 @@ async def test_calling_rules_through_two_workers(broker: Broker, env: dict[str, 
     assert len(allowed) == 4 and "ce-cap-beta" in allowed  # 3 for ce-acme, and the other client is counted apart
     denied = [i for i in found if found[i][0]["decision"] == "deny"]
     assert len(denied) == 5 and all(reasons(found, i) == ["frequency_cap"] for i in denied)
+    assert all(found[i][0]["not_before"] > found[i][0]["decided_at"] for i in denied)  # about 24 h later
     assert {w.health()[1]["decisions"] > 0 for w in workers} == {True}, "both workers decided some intents"
     seen.add("frequency_cap")
 

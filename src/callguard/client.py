@@ -96,6 +96,13 @@ class GuardDecision:
         """True only for an ``allow``: the one result that permits dialling."""
         return self.decision == "allow"
 
+    @property
+    def not_before(self) -> str | None:
+        """On a deny that time alone lifts (calling hours, frequency cap,
+        silent-call block): the earliest RFC 3339 time worth asking again."""
+        value = self.message.get("not_before")
+        return value if isinstance(value, str) else None
+
     @classmethod
     def from_message(cls, message: Mapping[str, Any]) -> GuardDecision:
         # anything but an explicit "allow" is a deny: fail closed on surprises

@@ -163,6 +163,8 @@ class RuleResult:
     outcome: Outcome
     reasons: tuple[Reason, ...] = ()
     detail: dict[str, Any] = field(default_factory=dict)
+    #: For a deny that time alone lifts: when this rule would pass again, all else equal.
+    not_before: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"rule": self.rule, "outcome": self.outcome, "reasons": list(self.reasons), "detail": self.detail}
@@ -181,10 +183,14 @@ class Decision:
     versions: dict[str, str | None]
     rules: tuple[RuleResult, ...] = ()
     facts: dict[str, Any] = field(default_factory=dict)
+    #: When every deny reason is one that time alone lifts (calling hours,
+    #: frequency caps, silent-call blocks): the earliest time a new intent
+    #: could pass those rules, all else equal. A scheduling hint, not a promise.
+    not_before: datetime | None = None
 
     def to_message(self) -> dict[str, Any]:
         """The decision as published on ``callguard.decisions`` (public contract)."""
-        return {
+        message = {
             "intent_id": self.intent_id,
             "decision": "allow" if self.allow else "deny",
             "reasons": list(self.reasons),
@@ -193,6 +199,9 @@ class Decision:
             "retryable": self.retryable,
             "versions": self.versions,
         }
+        if self.not_before is not None:
+            message["not_before"] = rfc3339(self.not_before)
+        return message
 
     def to_audit(self, intent: Intent | None, source: dict[str, Any]) -> dict[str, Any]:
         """The audit record: the decision, the normalised inputs, every rule
@@ -464,7 +473,7 @@ def check_calling_hours(callee: str, now: datetime, settings: PolicySettings) ->
         return RuleResult("calling_hours", "pass", detail=detail)
     opens = next_window_start(local, extra, hours)
     detail["next_window"] = None if opens is None else rfc3339(opens)
-    return RuleResult("calling_hours", "deny", (Reason.OUTSIDE_CALLING_HOURS,), detail)
+    return RuleResult("calling_hours", "deny", (Reason.OUTSIDE_CALLING_HOURS,), detail, opens)
 
 
 def check_frequency(intent: Intent, calls: tuple[PastCall, ...], now: datetime, settings: PolicySettings) -> RuleResult:
@@ -493,7 +502,7 @@ def check_frequency(intent: Intent, calls: tuple[PastCall, ...], now: datetime, 
     if not over:
         return RuleResult("frequency_cap", "pass", detail=detail)
     detail["next_allowed"] = rfc3339(max(over))
-    return RuleResult("frequency_cap", "deny", (Reason.FREQUENCY_CAP,), detail)
+    return RuleResult("frequency_cap", "deny", (Reason.FREQUENCY_CAP,), detail, max(over))
 
 
 def check_silent_calls(silent_at: datetime | None, now: datetime, settings: PolicySettings) -> RuleResult:
@@ -510,7 +519,7 @@ def check_silent_calls(silent_at: datetime | None, now: datetime, settings: Poli
     until = silent_at + settings.silent_call_block
     detail = {"silent_call_at": rfc3339(silent_at), "blocked_until": rfc3339(until)}
     if now < until:
-        return RuleResult("silent_calls", "deny", (Reason.RECENT_SILENT_CALL,), detail)
+        return RuleResult("silent_calls", "deny", (Reason.RECENT_SILENT_CALL,), detail, until)
     return RuleResult("silent_calls", "pass", detail=detail)
 
 
@@ -572,9 +581,14 @@ def decide(
             facts_json["register"] = [r.to_json() for r in facts.register]
             facts_json["consents"] = [c.to_json() for c in facts.consents]
             facts_json["optouts"] = [o.to_json() for o in facts.optouts]
-    deny = tuple(reason for rule in rules if rule.outcome == "deny" for reason in rule.reasons)
+    denying = [rule for rule in rules if rule.outcome == "deny"]
+    deny = tuple(reason for rule in denying for reason in rule.reasons)
+    not_before = None
     if deny:
         reasons = deny
+        waits = [rule.not_before for rule in denying]
+        if all(wait is not None for wait in waits):
+            not_before = max(wait for wait in waits if wait is not None)
     else:
         reasons = tuple(dict.fromkeys(r for rule in rules if rule.outcome == "allow_exception" for r in rule.reasons))
     return Decision(
@@ -587,6 +601,7 @@ def decide(
         versions=versions,
         rules=tuple(rules),
         facts=facts_json,
+        not_before=not_before,
     )
 
 
