@@ -2,8 +2,9 @@
 
 Layout (every key under the ``cg:`` prefix)::
 
-    cg:reg:{e164 minus last 2 digits}   hash  "{last 2}"           -> "{as_of}|{o|c}|{registered_at}"  (all clients)
-                                              "{last 2}:{client}"  -> same, for one client only
+    cg:reg:{e164 minus last 4 digits}   string register results of 10 000 numbers, every scope, packed
+                                              (about 3.5 bytes a number; see callguard.register)
+    cg:register:hidden, next, lock      register loads in progress (callguard.register)
     cg:callee:{e164}                    hash  "consent:{client}"   -> "{granted_at}|{ends_at}"
                                               "contract:{client}"  -> "{granted_at}|{ends_at}"
                                               "optout:{client|*}"  -> "{at}"
@@ -18,11 +19,13 @@ Layout (every key under the ``cg:`` prefix)::
     cg:audit:heads                      hash  "{audit partition}"   -> "{offset, 20 digits}|{sha256 of that record}"
     cg:register:census                  hash  "{scope}|{as_of}"    -> numbers whose current result is that one
 
-Register results are bucketed by number (100 numbers a hash) so that Redis
-keeps them in its compact listpack encoding; the performance issue measures
-and refines this. One intent costs two ``HMGET`` s and a batch one more for its
-operators, all inside one server-side script: one round trip and one reply
-per batch (:meth:`Stores.lookup`).
+Register results are packed into one string per bucket of 10 000 numbers,
+binary-searched by the lookup script, and loaded atomically (staged, then
+committed at once): :mod:`callguard.register` describes the encoding, the hash
+tags and what a reader can observe during a load. One intent costs one
+register ``GET`` and one ``HMGET``, a batch one more for its operators, all
+inside one server-side script: one round trip and one reply per batch
+(:meth:`Stores.lookup`).
 """
 
 from __future__ import annotations
@@ -37,16 +40,18 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from callguard import register as register_store
 from callguard.facts import Consent, Facts, Operator, OptOut, PastCall, RegisterResult, When, intent_ref
+from callguard.register import LOOKUP_LUA, RegisterRows, register_key, register_result
 from callguard.schema import ALL_CLIENTS, OutcomeReport
 
 PREFIX = "cg:"
 OPERATORS_KEY = PREFIX + "operators"
 META_KEY = PREFIX + "meta"
-REGISTER_LOADS_KEY = PREFIX + "register:loads"
+REGISTER_LOADS_KEY = register_store.LOADS_KEY
 AUDIT_HEADS_KEY = PREFIX + "audit:heads"
 #: ``{scope}|{as_of}`` -> how many numbers hold a current result of that scope and day (kept by the loaders).
-REGISTER_CENSUS_KEY = PREFIX + "register:census"
+REGISTER_CENSUS_KEY = register_store.CENSUS_KEY
 
 # Writes a field only when the new value is not older than the stored one.
 # ARGV[1] is how many leading characters hold the sortable timestamp
@@ -97,7 +102,9 @@ return written
 # Everything a batch of intents needs, in one command (one round trip, one
 # reply to parse). KEYS: the operators and meta hashes, then per intent with a
 # valid callee its register bucket and callee hash. ARGV: the number of
-# operator ids, the ids, then per intent the bucket field and the client id.
+# operator ids, the ids, then per intent the number's suffix in its bucket and
+# the client id. ``register()`` is callguard.register.LOOKUP_LUA, prepended
+# when the script is registered.
 _LOOKUP = """
 local n = tonumber(ARGV[1])
 local operators = {}
@@ -110,7 +117,7 @@ local a = n + 2
 for i = 3, #KEYS, 2 do
   local suffix, client = ARGV[a], ARGV[a + 1]
   a = a + 2
-  out[#out + 1] = redis.call('HMGET', KEYS[i], suffix, suffix .. ':' .. client)
+  out[#out + 1] = register(KEYS[i], tonumber(suffix), client)
   out[#out + 1] = redis.call('HMGET', KEYS[i + 1], 'consent:' .. client, 'contract:' .. client,
                              'optout:' .. client, 'optout:*', 'calls:' .. client, 'silent:' .. client)
 end
@@ -267,11 +274,6 @@ class LookupUnavailable(Exception):
     """Redis did not answer (down, timed out, or returned an error)."""
 
 
-def register_key(e164: str) -> tuple[str, str]:
-    """The bucket key and field prefix of one number's register results."""
-    return PREFIX + "reg:" + e164[:-2], e164[-2:]
-
-
 def callee_key(e164: str) -> str:
     return PREFIX + "callee:" + e164
 
@@ -289,21 +291,6 @@ def format_when(when: When) -> str:
     if isinstance(when, datetime):
         return when.astimezone(UTC).isoformat()
     return when.isoformat()
-
-
-@lru_cache(maxsize=4_096)
-def _register_result(value: str, client_id: str) -> RegisterResult:
-    as_of, status, registered_at = value.split("|")
-    return RegisterResult(
-        opposed=status == "o",
-        as_of=date.fromisoformat(as_of),
-        registered_at=date.fromisoformat(registered_at) if registered_at else None,
-        client_id=client_id,
-    )
-
-
-def register_value(opposed: bool, as_of: date, registered_at: date | None) -> str:
-    return f"{as_of.isoformat()}|{'o' if opposed else 'c'}|{'' if registered_at is None else registered_at.isoformat()}"
 
 
 @lru_cache(maxsize=4_096)
@@ -350,10 +337,12 @@ class Query:
 class Stores:
     """All Redis access of callguard, reads batched into one round trip."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, url: str | None = None) -> None:
         self.redis = client
+        self.url = url  # lets register loads merge in several processes
+        self._raw: aioredis.Redis | None = None  # bytes replies: register buckets
         self._write_if_not_older = client.register_script(_WRITE_IF_NOT_OLDER)
-        self._lookup_script = client.register_script(_LOOKUP)
+        self._lookup_script = client.register_script(LOOKUP_LUA + _LOOKUP)
         self._record_script = client.register_script(_RECORD_ALLOWED)
         self._outcomes_script = client.register_script(_APPLY_OUTCOMES)
 
@@ -364,9 +353,18 @@ class Stores:
         client = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True, health_check_interval=0
         )
-        return cls(client)
+        return cls(client, url)
+
+    @property
+    def raw(self) -> aioredis.Redis:
+        """A client on the same server that answers bytes (register buckets)."""
+        if self._raw is None:
+            self._raw = register_store.raw_client(self.redis)
+        return self._raw
 
     async def close(self) -> None:
+        if self._raw is not None:
+            await self._raw.aclose()
         await self.redis.aclose()
 
     async def ping(self) -> bool:
@@ -390,7 +388,7 @@ class Stores:
             if q.callee is not None:
                 bucket, suffix = register_key(q.callee)
                 keys += (bucket, callee_key(q.callee))
-                args += (suffix, q.client_id)
+                args += (str(suffix), q.client_id)
         try:
             replies = await self._lookup_script(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -412,9 +410,9 @@ class Stores:
             position += 2
             register: list[RegisterResult] = []
             if reg_all is not None:
-                register.append(_register_result(reg_all, ALL_CLIENTS))
+                register.append(register_result(reg_all, ALL_CLIENTS))
             if reg_client is not None:
-                register.append(_register_result(reg_client, q.client_id))
+                register.append(register_result(reg_client, q.client_id))
             consents: list[Consent] = []
             if consent is not None:
                 consents.append(_consent(q.client_id, "consent", consent))
@@ -559,15 +557,37 @@ class Stores:
         client_id: str,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Add one consultation's results; ``rows`` are (E.164, opposed, registered_at)."""
+        """Add one consultation's results; ``rows`` are (E.164, opposed,
+        registered_at). Returns how many rows were applied (not older than
+        what was stored). The whole call is one atomic load."""
+        spill = RegisterRows.from_rows(rows, expected=len(rows) if isinstance(rows, Sequence) else 0)
+        try:
+            return (await self.load_register(spill, as_of, client_id, progress=progress)).applied
+        finally:
+            spill.cleanup()
 
-        def triples() -> Iterable[tuple[str, str, str]]:
-            for e164, opposed, registered_at in rows:
-                bucket, suffix = register_key(e164)
-                field = suffix if client_id == ALL_CLIENTS else f"{suffix}:{client_id}"
-                yield bucket, field, register_value(opposed, as_of, registered_at)
+    async def load_register(
+        self,
+        rows: RegisterRows,
+        as_of: date,
+        client_id: str,
+        *,
+        entry: dict[str, Any] | None = None,
+        progress: Callable[[int], None] | None = None,
+        workers: int = 1,
+    ) -> register_store.LoadResult:
+        """Apply one consultation's validated results atomically: readers see
+        the register before the load until its commit, and all of it after
+        (:mod:`callguard.register`). The most recent consultation wins per
+        number and scope. ``entry`` is logged in ``cg:register:loads`` by the
+        commit; ``workers`` > 1 merges in that many processes."""
+        return await register_store.load(
+            self.raw, rows, as_of, client_id, entry=entry, progress=progress, url=self.url, workers=workers
+        )
 
-        return await self.write_if_not_older(triples(), width=10, tally=f"census:{client_id}", progress=progress)
+    async def register_results(self, e164: str) -> dict[str, RegisterResult]:
+        """Every scope's current result for one number (tests and tools)."""
+        return await register_store.results(self.raw, e164)
 
     async def record_register_load(self, entry: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
