@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gc
 import hashlib
+import importlib
 import re
 import sys
 import time
@@ -33,12 +34,15 @@ from callguard.register import (
     RegisterRows,
     cpu_count,
     e164_number,
+    pack_row,
     partitions_for,
     payload,
     process_context,
     registered_code,
 )
 from callguard.schema import ALL_CLIENTS, MAX_ID_LENGTH
+
+_sre_parser: Any = importlib.import_module("re._parser")  # the widths a pattern can match
 
 #: How many bad lines a failed load lists before it only counts them.
 MAX_REPORTED_ERRORS = 20
@@ -273,22 +277,20 @@ class _SpillSink:
     def __init__(self, rows: RegisterRows) -> None:
         self.rows = rows
         self.writer = rows.writer()
-        self.numbers: list[int] = []
-        self.payloads: list[int] = []
+        self.buffer: list[int] = []
 
-    def append(self, row: tuple[str, bool, date | None]) -> None:
-        e164, opposed, registered_at = row
-        self.numbers.append(e164_number(e164))
-        self.payloads.append(payload(opposed, registered_at))
+    def append(self, parsed: tuple[str, bool, date | None]) -> None:
+        e164, opposed, registered_at = parsed
+        self.buffer.append(pack_row(e164_number(e164), payload(opposed, registered_at)))
         self.rows.rows += 1
         self.rows.opposed += opposed
-        if len(self.numbers) >= 100_000:
+        if len(self.buffer) >= 100_000:
             self.flush()
 
     def flush(self) -> None:
-        self.writer.add(self.numbers, self.payloads)
+        self.writer.add(self.buffer)
         self.writer.flush()
-        self.numbers, self.payloads = [], []
+        self.buffer = []
 
 
 # --- the fast register reader ---------------------------------------------------
@@ -302,8 +304,11 @@ def _desc_pattern(desc: Any) -> str | None:
         return None
     pattern = f"(?:{desc.national_number_pattern})(?!\\d)"
     if desc.possible_length:
-        lengths = "|".join(f"\\d{{{n}}}" for n in sorted(desc.possible_length))
-        pattern = f"(?=(?:{lengths})(?!\\d))" + pattern
+        # the lengths need checking only where the pattern itself allows others
+        shortest, longest = _sre_parser.parse(desc.national_number_pattern).getwidth()
+        if not set(range(shortest, longest + 1)) <= set(desc.possible_length):
+            lengths = "|".join(f"\\d{{{n}}}" for n in sorted(desc.possible_length))
+            pattern = f"(?=(?:{lengths})(?!\\d))" + pattern
     return pattern
 
 
@@ -464,8 +469,8 @@ class _RangeReader:
             except ValueError:
                 return False
             bits = map(or_, bits, map(self.dates.__getitem__, days))
-        numbers = list(map(int, map(b"39".__add__, map(itemgetter(spec.number), rows))))
-        self.writer.add(numbers, list(bits))
+        numbers = map(int, map(b"39".__add__, map(itemgetter(spec.number), rows)))
+        self.writer.add(list(map(or_, map((16).__rlshift__, numbers), bits)))
         self.result.records += len(rows)
         self.result.opposed += statuses.count(b"opposed")
         return True
@@ -495,7 +500,7 @@ class _RangeReader:
             except ValueError as exc:
                 self.error(base + offset, str(exc))
                 continue
-            self.writer.add([e164_number(e164)], [payload(opposed, registered_at)])
+            self.writer.add([pack_row(e164_number(e164), payload(opposed, registered_at))])
             self.result.opposed += opposed
 
 

@@ -87,6 +87,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import lru_cache
+from operator import or_
 from pathlib import Path
 from typing import Any
 
@@ -259,19 +260,28 @@ class Segment:
 
     def entries(self) -> tuple[list[int], list[int]]:
         """(suffixes, payloads), sorted by suffix."""
+        return self.suffixes(), self.payloads()
+
+    def suffixes(self) -> list[int]:
         raw, body, n = self.raw, self.body, self.n
         if self.format == PLAIN:
-            return _from_u16(raw[body : body + 2 * n]), _from_u16(raw[body + 2 * n : body + 4 * n])
-        base, bits = struct.unpack_from("<HB", raw, body)
+            return _from_u16(raw[body : body + 2 * n])
         body += 3
         starts = [*_from_u16(raw[body : body + INDEX_BYTES]), n]
         lows = raw[body + INDEX_BYTES : body + INDEX_BYTES + n]
         suffixes: list[int] = []
         for high in range(HIGH_PARTS):
             suffixes += map((high << 8).__add__, lows[starts[high] : starts[high + 1]])
-        codes = _unpack(raw[body + INDEX_BYTES + n : len(raw)], n, bits)
+        return suffixes
+
+    def payloads(self) -> list[int]:
+        raw, body, n = self.raw, self.body, self.n
+        if self.format == PLAIN:
+            return _from_u16(raw[body + 2 * n : body + 4 * n])
+        base, bits = struct.unpack_from("<HB", raw, body)
+        codes = _unpack(raw[body + 3 + INDEX_BYTES + n : len(raw)], n, bits)
         payload_of = {c: (c & 1) << 15 | (base + (c >> 1) - 1 if c >> 1 else 0) for c in set(codes)}
-        return suffixes, list(map(payload_of.__getitem__, codes))
+        return list(map(payload_of.__getitem__, codes))
 
 
 def segments(data: bytes) -> list[Segment]:
@@ -334,28 +344,33 @@ def find(body: bytes, suffix: int, client_id: str | None = None) -> dict[str, in
 
 
 def merge(
-    body: bytes | None, scope: bytes, day: int, new: dict[int, int]
+    body: bytes | None, scope: bytes, day: int, suffixes: list[int], payloads: list[int]
 ) -> tuple[bytes | None, list[int], Counter[int]]:
     """Merge one load's results for one bucket into the visible version's body.
 
-    ``new`` maps suffix -> payload (for scope ``scope``, consultation day
-    ``day``). Returns (the new body, or None when nothing changes; the suffixes
-    not applied because a more recent result is stored; census deltas by day).
+    ``suffixes`` (sorted, distinct) and ``payloads`` are the load's results
+    for scope ``scope`` and consultation day ``day``. Returns (the new body, or
+    None when nothing changes; the suffixes not applied because a more recent
+    result is stored; census deltas by day).
     """
     census: Counter[int] = Counter()
-    if not new:
+    if not suffixes:
         return None, [], census
+    if not body:  # nothing stored yet
+        census[day] = len(suffixes)
+        return encode_segment(scope, day, suffixes, payloads), [], census
+    new = dict(zip(suffixes, payloads, strict=True))
     kept: list[bytes] = []  # segments carried over unchanged
     rewritten: list[bytes] = []
     same_day: dict[int, int] = {}
     skipped: list[int] = []
     mine: list[Segment] = []
-    for seg in segments(body) if body else ():
+    for seg in segments(body):
         if seg.scope != scope:
             kept.append(seg.raw)
         elif seg.day > day:  # a more recent consultation: its numbers keep it
             kept.append(seg.raw)
-            for suffix in seg.entries()[0]:
+            for suffix in seg.suffixes():
                 if suffix in new:
                     del new[suffix]
                     skipped.append(suffix)
@@ -364,23 +379,29 @@ def merge(
     if not new:
         return None, skipped, census
     for seg in mine:
-        suffixes, payloads = seg.entries()
-        if new.keys().isdisjoint(suffixes):
+        stored = seg.suffixes()
+        if new.keys().isdisjoint(stored):
             if seg.day == day:
-                same_day.update(zip(suffixes, payloads, strict=True))
+                same_day.update(zip(stored, seg.payloads(), strict=True))
             else:
                 kept.append(seg.raw)
             continue
-        left = [(s, p) for s, p in zip(suffixes, payloads, strict=True) if s not in new]
-        census[seg.day] -= len(suffixes) - len(left)
+        if new.keys() >= set(stored):  # all replaced (a full reload)
+            census[seg.day] -= len(stored)
+            continue
+        left = [(s, p) for s, p in zip(stored, seg.payloads(), strict=True) if s not in new]
+        census[seg.day] -= len(stored) - len(left)
         if seg.day == day:
             same_day.update(left)
         elif left:
             rewritten.append(encode_segment(scope, seg.day, [s for s, _ in left], [p for _, p in left]))
     census[day] += len(new)
-    same_day.update(new)
-    order = sorted(same_day)
-    rewritten.append(encode_segment(scope, day, order, list(map(same_day.__getitem__, order))))
+    if same_day:
+        same_day.update(new)
+        order = sorted(same_day)
+        rewritten.append(encode_segment(scope, day, order, list(map(same_day.__getitem__, order))))
+    else:  # ``new`` is in suffix order
+        rewritten.append(encode_segment(scope, day, list(new), list(new.values())))
     return b"".join(kept + rewritten), skipped, census
 
 
@@ -566,7 +587,9 @@ return 0
 
 # --- validated rows, spilled by partition -------------------------------------
 
-_BLOCK = struct.Struct("<I")
+_BLOCK = struct.Struct("<IB")
+#: a row ``number << 16 | payload`` divided by this is the number's bucket
+_ROW_BUCKET = SUFFIX_SPACE << 16
 
 
 def partitions_for(rows: int) -> int:
@@ -576,66 +599,72 @@ def partitions_for(rows: int) -> int:
 
 
 class PartitionWriter:
-    """Buffers (number, payload) rows per partition and appends them to the
-    partition files in blocks: ``n u32 | number u64 × n | payload u16 × n``."""
+    """Buffers rows per partition and appends them to the partition files in
+    blocks: ``n u32 | 0 u8 | row u64 × n``, or when a number has 15 digits
+    ``n u32 | 1 u8 | number u64 × n | payload u16 × n``. A row is one
+    integer, ``number << 16 | payload`` (E.164 digits as an integer)."""
 
-    def __init__(self, directory: Path, partitions: int, tag: str, flush_rows: int = 500_000) -> None:
+    def __init__(self, directory: Path, partitions: int, tag: str, flush_rows: int = 1_000_000) -> None:
         self.directory = directory
         self.partitions = partitions
         self.tag = tag
         self.flush_rows = flush_rows
-        self.numbers: list[list[int]] = [[] for _ in range(partitions)]
-        self.payloads: list[list[int]] = [[] for _ in range(partitions)]
+        self.rows: list[list[int]] = [[] for _ in range(partitions)]
         self.buffered = 0
 
-    def add(self, numbers: Sequence[int], payloads: Sequence[int]) -> None:
-        """Add rows (E.164 digits as integers, payloads), in file order."""
+    def add(self, rows: Sequence[int]) -> None:
+        """Add rows in file order."""
         count = self.partitions
         if count == 1:
-            self.numbers[0] += numbers
-            self.payloads[0] += payloads
+            self.rows[0] += rows
         else:
-            parts = map(count.__rmod__, map(SUFFIX_SPACE.__rfloordiv__, numbers))
-            add_n = [b.append for b in self.numbers]
-            add_p = [b.append for b in self.payloads]
-            for part, number, bits in zip(parts, numbers, payloads, strict=False):
-                add_n[part](number)
-                add_p[part](bits)
-        self.buffered += len(numbers)
+            add = [part.append for part in self.rows]
+            for part, row in zip(map(count.__rmod__, map(_ROW_BUCKET.__rfloordiv__, rows)), rows, strict=False):
+                add[part](row)
+        self.buffered += len(rows)
         if self.buffered >= self.flush_rows:
             self.flush()
 
     def flush(self) -> None:
         for part in range(self.partitions):
-            numbers = self.numbers[part]
-            if not numbers:
+            rows = self.rows[part]
+            if not rows:
                 continue
             with (self.directory / f"{part:04d}-{self.tag}").open("ab") as handle:
-                handle.write(_BLOCK.pack(len(numbers)))
-                handle.write(array("Q", numbers).tobytes())
-                handle.write(_u16(self.payloads[part]))
-            self.numbers[part] = []
-            self.payloads[part] = []
+                try:
+                    data = array("Q", rows).tobytes()
+                    handle.write(_BLOCK.pack(len(rows), 0) + data)
+                except OverflowError:  # a 15-digit number
+                    handle.write(_BLOCK.pack(len(rows), 1))
+                    handle.write(array("Q", map((16).__rrshift__, rows)).tobytes())
+                    handle.write(_u16(map((0xFFFF).__and__, rows)))
+            self.rows[part] = []
         self.buffered = 0
 
 
-def read_partition(directory: Path, part: int) -> tuple[array[int], array[int]]:
-    """A partition's (numbers, payloads) in file order (files sorted by tag)."""
-    numbers: array[int] = array("Q")
-    payloads: array[int] = array("H")
+def read_partition(directory: Path, part: int) -> list[int]:
+    """A partition's rows (``number << 16 | payload``) in file order (files sorted by tag)."""
+    rows: list[int] = []
     for path in sorted(directory.glob(f"{part:04d}-*")):
         data = path.read_bytes()
         pos = 0
         while pos < len(data):
-            (n,) = _BLOCK.unpack_from(data, pos)
-            pos += 4
+            n, kind = _BLOCK.unpack_from(data, pos)
+            pos += _BLOCK.size
+            numbers: array[int] = array("Q")
             numbers.frombytes(data[pos : pos + 8 * n])
             pos += 8 * n
-            payloads.frombytes(data[pos : pos + 2 * n])
+            if kind == 0:
+                rows += numbers.tolist()
+                continue
+            payloads = _from_u16(data[pos : pos + 2 * n])
             pos += 2 * n
-    if not _LITTLE:  # pragma: no cover
-        payloads.byteswap()
-    return numbers, payloads
+            rows += map(or_, map((16).__rlshift__, numbers), payloads)
+    return rows
+
+
+def pack_row(number: int, bits: int) -> int:
+    return number << 16 | bits
 
 
 @dataclass
@@ -662,18 +691,16 @@ class RegisterRows:
         """Spill (E.164, opposed, registered_at) rows (tests, benchmarks, tools)."""
         spill = cls(partitions_for(expected))
         writer = spill.writer()
-        numbers: list[int] = []
-        payloads: list[int] = []
+        buffer: list[int] = []
         for e164, opposed, registered_at in rows:
-            numbers.append(e164_number(e164))
-            payloads.append(payload(opposed, registered_at))
+            buffer.append(pack_row(e164_number(e164), payload(opposed, registered_at)))
             spill.opposed += opposed
-            if len(numbers) >= 100_000:
-                writer.add(numbers, payloads)
-                spill.rows += len(numbers)
-                numbers, payloads = [], []
-        writer.add(numbers, payloads)
-        spill.rows += len(numbers)
+            if len(buffer) >= 100_000:
+                writer.add(buffer)
+                spill.rows += len(buffer)
+                buffer = []
+        writer.add(buffer)
+        spill.rows += len(buffer)
         writer.flush()
         return spill
 
@@ -728,38 +755,37 @@ async def stage_partition(
     """Merge one partition's rows into their buckets and stage the results as
     version ``plan.load_id`` (``client`` must not decode responses)."""
     scripts = scripts or _Scripts(client)
-    numbers, payloads = read_partition(Path(plan.directory), part)
-    result = Staged(rows=len(numbers))
-    latest = dict(zip(numbers, payloads, strict=True))  # the last row of a number wins, as in the file
-    multiple = Counter(numbers) if len(latest) < len(numbers) else None
-    del numbers, payloads
-    order = sorted(latest)
-    groups: list[tuple[int, dict[int, int]]] = []
-    i, total = 0, len(order)
+    rows = read_partition(Path(plan.directory), part)
+    result = Staged(rows=len(rows))
+    multiple: Counter[int] | None = None
+    if len(set(map((16).__rrshift__, rows))) < len(rows):  # a number twice: its last row wins, as the file reads
+        numbers = list(map((16).__rrshift__, rows))
+        multiple = Counter(numbers)
+        rows = [pack_row(n, p) for n, p in dict(zip(numbers, map((0xFFFF).__and__, rows), strict=True)).items()]
+        del numbers
+    rows.sort()
+    groups: list[tuple[int, list[int], list[int]]] = []
+    i, total = 0, len(rows)
     while i < total:
-        bucket = order[i] // SUFFIX_SPACE
-        j = bisect_left(order, (bucket + 1) * SUFFIX_SPACE, i)
-        chunk = order[i:j]
-        groups.append(
-            (
-                bucket,
-                dict(zip(map((-bucket * SUFFIX_SPACE).__add__, chunk), map(latest.__getitem__, chunk), strict=True)),
-            )
-        )
+        bucket = rows[i] // _ROW_BUCKET
+        j = bisect_left(rows, (bucket + 1) * _ROW_BUCKET, i)
+        chunk = rows[i:j]
+        suffixes = list(map((bucket * SUFFIX_SPACE).__rsub__, map((16).__rrshift__, chunk)))
+        groups.append((bucket, suffixes, list(map((0xFFFF).__and__, chunk))))
         i = j
-    del latest, order
+    del rows
     result.applied = result.rows
     for start in range(0, len(groups), BUCKETS_PER_ROUND):
         batch = groups[start : start + BUCKETS_PER_ROUND]
-        keys = [bucket_key(bucket) for bucket, _ in batch]
+        keys = [bucket_key(bucket) for bucket, _, _ in batch]
         olds: list[Any] = await client.mget(keys)
         async with client.pipeline(transaction=False) as pipe:
             staged: list[str] = []
-            sent = sum(len(new) for _, new in batch)
-            for key, (bucket, new), old in zip(keys, batch, olds, strict=True):
+            sent = sum(len(suffixes) for _, suffixes, _ in batch)
+            for key, (bucket, suffixes, payloads), old in zip(keys, batch, olds, strict=True):
                 seen = versions(old)
                 base = visible(old, plan.hidden)
-                body, skipped, census = merge(base[1] if base else None, plan.scope, plan.day, new)
+                body, skipped, census = merge(base[1] if base else None, plan.scope, plan.day, suffixes, payloads)
                 if skipped:
                     result.applied -= (
                         len(skipped) if multiple is None else sum(multiple[bucket * SUFFIX_SPACE + s] for s in skipped)
