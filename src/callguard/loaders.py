@@ -233,7 +233,9 @@ def _register_row_parser(region: str) -> Callable[[dict[str, str]], tuple[str, b
 REGISTER_COLUMNS = (("number", "status"), ("registered_at",))
 
 
-def parse_register(path: Path, region: str, workers: int | None = None, chunk_bytes: int = 8 << 20) -> Parsed:
+def parse_register(
+    path: Path, region: str, workers: int | None = None, chunk_bytes: int = 8 << 20, part_bytes: int = 1 << 20
+) -> Parsed:
     """``number,status[,registered_at]``: one consultation result of the RPO.
 
     Rows are spilled by partition to a temporary directory
@@ -245,7 +247,8 @@ def parse_register(path: Path, region: str, workers: int | None = None, chunk_by
     libphonenumber's own Italian metadata (:func:`fast_e164`); any other line
     goes through :func:`callguard.numbers.normalise` as before. Files over
     16 MB are read by ``workers`` processes (default: one a CPU), each its
-    own part of the file. The caller must ``cleanup()`` the rows.
+    own part of the file (at least ``part_bytes``), ``chunk_bytes`` at a
+    time. The caller must ``cleanup()`` the rows.
     """
     if not path.is_file():
         raise LoadError(str(path), [f"{path}: no such file"])
@@ -256,7 +259,7 @@ def parse_register(path: Path, region: str, workers: int | None = None, chunk_by
     try:
         with ThreadPoolExecutor(1) as hashing:  # hashlib releases the GIL on large blocks
             digest = hashing.submit(_sha256, path)
-            parsed = _parse_register_fast(path, region, rows, workers, chunk_bytes)
+            parsed = _parse_register_fast(path, region, rows, workers, chunk_bytes, part_bytes)
             if parsed is None:  # a line the fast reader cannot split alone (a quoted line break, a bare CR)
                 rows.cleanup()
                 rows = RegisterRows(partitions_for(size // 20))
@@ -570,7 +573,9 @@ def _line_starts(path: Path, start: int, size: int, parts: int) -> list[int]:
     return cuts
 
 
-def _parse_register_fast(path: Path, region: str, rows: RegisterRows, workers: int, chunk_bytes: int) -> Parsed | None:
+def _parse_register_fast(
+    path: Path, region: str, rows: RegisterRows, workers: int, chunk_bytes: int, part_bytes: int
+) -> Parsed | None:
     with path.open("rb") as handle:
         first = handle.readline()
     start = len(first)
@@ -593,7 +598,7 @@ def _parse_register_fast(path: Path, region: str, rows: RegisterRows, workers: i
         return None  # a repeated column: the line-by-line reader decides what it means
     spec = _RegisterSpec.build(header, region)
     size = path.stat().st_size
-    parts = max(1, min(workers, (size - start) // (1 << 20) + 1))
+    parts = max(1, min(workers, (size - start) // part_bytes + 1))
     cuts = _line_starts(path, start, size, parts)
     progress = Progress("register: read")
     jobs = [
