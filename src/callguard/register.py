@@ -923,7 +923,7 @@ async def load(
                 progress(written)
 
         if workers > 1 and url is not None and len(parts) > 1:
-            staged.add(await _stage_with_processes(url, plan, parts, workers, progress))
+            await _stage_with_processes(url, plan, parts, workers, progress, staged)
         else:
             for part in parts:
                 staged.add(await stage_partition(client, plan, part, tick, scripts))
@@ -962,11 +962,12 @@ async def load(
 
 
 async def _stage_with_processes(
-    url: str, plan: LoadPlan, parts: list[int], workers: int, progress: Callable[[int], None] | None
-) -> Staged:
+    url: str, plan: LoadPlan, parts: list[int], workers: int, progress: Callable[[int], None] | None, total: Staged
+) -> None:
+    """Stage ``parts`` in ``workers`` processes, adding what they staged to
+    ``total`` (also when one fails: the load then drops what was staged)."""
     context = process_context()
     counter = context.Value("q", 0)
-    total = Staged()
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_process, initargs=(counter,)) as pool:
         futures = [loop.run_in_executor(pool, _stage_in_process, url, plan, part) for part in parts]
@@ -985,7 +986,6 @@ async def _stage_with_processes(
                     total.add(future.result())
                 else:
                     future.cancel()
-    return total
 
 
 # --- reading (tests, tools) ----------------------------------------------------------
