@@ -991,6 +991,13 @@ async def _stage_with_processes(
 # --- reading (tests, tools) ----------------------------------------------------------
 
 
+def _results(value: bytes | None, hidden: Iterable[bytes], suffix: int) -> dict[str, RegisterResult]:
+    seen = visible(value, {int(x) for x in hidden})
+    if seen is None:
+        return {}
+    return {scope: register_result(answer, scope) for scope, answer in find(seen[1], suffix).items()}
+
+
 async def results(client: aioredis.Redis, e164: str) -> dict[str, RegisterResult]:
     """Every scope's current result for one number, as readers see it
     (``client`` must not decode responses)."""
@@ -999,10 +1006,7 @@ async def results(client: aioredis.Redis, e164: str) -> dict[str, RegisterResult
         pipe.get(key)
         pipe.smembers(HIDDEN_KEY)
         value, hidden = await pipe.execute()
-    seen = visible(value, {int(x) for x in hidden})
-    if seen is None:
-        return {}
-    return {scope: register_result(answer, scope) for scope, answer in find(seen[1], suffix).items()}
+    return _results(value, hidden, suffix)
 
 
 def read_results(client: redis.Redis, e164: str) -> dict[str, RegisterResult]:
@@ -1018,7 +1022,4 @@ def read_results(client: redis.Redis, e164: str) -> dict[str, RegisterResult]:
             value, hidden = pipe.execute()
     finally:
         raw.close()
-    seen = visible(value, {int(x) for x in hidden})
-    if seen is None:
-        return {}
-    return {scope: register_result(answer, scope) for scope, answer in find(seen[1], suffix).items()}
+    return _results(value, hidden, suffix)
