@@ -18,7 +18,10 @@ same run: its memory per number and its lookup rate are printed beside the
 new ones, and its load rate is estimated from the old parser (libphonenumber
 for every line) timed on a sample.
 
-    ./dev bench register [--numbers 1000000] [--density 0.04] [--seconds 5] [--runs 1]
+With ``--cluster`` it also loads the file into a 3-node Redis Cluster
+(embedded, ``redis+cluster://``) and times the same lookups there.
+
+    ./dev bench register [--numbers 1000000] [--density 0.04] [--seconds 5] [--runs 1] [--cluster]
     ./dev bench register --numbers 30000000 --csv /tmp/rpo-30m.csv
 """
 
@@ -39,7 +42,7 @@ from typing import Any
 
 import redis
 
-from callguard.embedded import Server, start_redis
+from callguard.embedded import RedisCluster, Server, start_redis, start_redis_cluster
 from callguard.numbers import normalise
 from callguard.register import LOOKUP_LUA, register_key
 from callguard.stores import Query, Stores, callee_key
@@ -216,7 +219,7 @@ def main(args: argparse.Namespace) -> None:
         print(f"using {csv_path} ({csv_path.stat().st_size / 2**20:,.0f} MiB)")
     compare = args.compare_old if args.compare_old is not None else args.numbers <= 2_000_000
     workdir = Path(tempfile.mkdtemp(prefix="callguard-bench-register-"))
-    servers: list[Server] = []
+    servers: list[Server | RedisCluster] = []
     try:
         (workdir / "new").mkdir()
         (workdir / "old").mkdir()
@@ -275,6 +278,15 @@ def main(args: argparse.Namespace) -> None:
                 f"so a load of these rows about {args.numbers / parse_rate + written:.0f}s "
                 f"(new: {median(fresh):.1f}s)"
             )
+        if args.cluster:
+            cluster = start_redis_cluster(workdir / "cluster")
+            servers.append(cluster)
+            cluster_load = load(cluster.url, csv_path, date(2026, 11, 1))
+            cluster_rates = asyncio.run(lookup_rates(cluster.url, numbers, args.seconds))
+            print(
+                f"3-node Redis Cluster: load {cluster_load:.1f}s; lookups via Stores.lookup median "
+                f"{median(cluster_rates):,.0f}/s (one Redis: {median(rates):,.0f}/s, same run)"
+            )
     finally:
         for server in servers:
             server.stop()
@@ -290,4 +302,5 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=1, help="loads to time (median)")
     parser.add_argument("--no-reload", action="store_true", help="skip the full reload")
     parser.add_argument("--compare-old", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--cluster", action="store_true", help="also on a 3-node Redis Cluster")
     main(parser.parse_args())

@@ -160,7 +160,13 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
             # one process merges about 400 000 numbers a second: more for large loads
             workers = min(cpu_count(), 8) if len(rows) > 500_000 else 1
             loaded = await stores.load_register(
-                rows, as_of, args.client, entry=entry, progress=Progress("register: written").tick, workers=workers
+                rows,
+                as_of,
+                args.client,
+                entry=entry,
+                progress=Progress("register: written").tick,
+                workers=workers,
+                grace=2 * settings.redis_timeout + 1,  # Redis Cluster: the workers' lookups in flight
             )
             written = loaded.applied
             scope = "every client" if args.client == ALL_CLIENTS else f"client {args.client}"

@@ -126,6 +126,11 @@ LAST_AS_OF = EPOCH + timedelta(days=0xFFFF)
 LOCK_LEASE = 60.0
 #: buckets read and staged per pipeline
 BUCKETS_PER_ROUND = 256
+#: on a Redis Cluster, seconds between a load's commit and the removal of the
+#: versions it replaced: a reader reads the hidden loads, then its buckets (two
+#: round trips, each bounded by CALLGUARD_REDIS_TIMEOUT; the CLI waits twice
+#: its own CALLGUARD_REDIS_TIMEOUT and a second)
+CLUSTER_GRACE = 3.0
 
 _LITTLE = sys.byteorder == "little"
 _HEAD = struct.Struct("<II")
@@ -735,8 +740,20 @@ class LoadPlan:
     hidden: frozenset[int]
 
 
+def is_cluster(client: Any) -> bool:
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
 class _Scripts:
-    def __init__(self, client: aioredis.Redis) -> None:
+    """The load's scripts. redis-py refuses EVALSHA in a cluster pipeline, so
+    there they are queued as plain commands, loaded on every node first."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.cluster = is_cluster(client)
+        self.loaded = False
         self.stage = client.register_script(_STAGE)
         self.compact = client.register_script(_COMPACT)
         self.drop = client.register_script(_DROP)
@@ -744,9 +761,20 @@ class _Scripts:
         self.renew = client.register_script(_RENEW)
         self.release = client.register_script(_RELEASE)
 
+    async def queue(self, pipe: Any, script: Any, key: str, *args: Any) -> None:
+        """Add one call of ``script`` on ``key`` to ``pipe``."""
+        if not self.cluster:
+            await script(keys=[key], args=list(args), client=pipe)
+            return
+        if not self.loaded:
+            for each in (self.stage, self.compact, self.drop):
+                await self.client.script_load(each.script)  # on every primary
+            self.loaded = True
+        pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
+
 
 async def stage_partition(
-    client: aioredis.Redis,
+    client: Any,
     plan: LoadPlan,
     part: int,
     progress: Callable[[int], None] | None = None,
@@ -778,7 +806,7 @@ async def stage_partition(
     for start in range(0, len(groups), BUCKETS_PER_ROUND):
         batch = groups[start : start + BUCKETS_PER_ROUND]
         keys = [bucket_key(bucket) for bucket, _, _ in batch]
-        olds: list[Any] = await client.mget(keys)
+        olds: list[Any] = await (client.mget_nonatomic(keys) if scripts.cluster else client.mget(keys))
         async with client.pipeline(transaction=False) as pipe:
             staged: list[str] = []
             sent = sum(len(suffixes) for _, suffixes, _ in batch)
@@ -794,10 +822,8 @@ async def stage_partition(
                     continue
                 result.census.update(census)
                 expected = ",".join(str(load_id) for load_id, _, _ in seen)
-                await scripts.stage(
-                    keys=[key],
-                    args=[expected, base[0] if base else 0, version(plan.load_id, (body,))],
-                    client=pipe,
+                await scripts.queue(
+                    pipe, scripts.stage, key, expected, base[0] if base else 0, version(plan.load_id, (body,))
                 )
                 staged.append(key)
             answers = await pipe.execute() if staged else []
@@ -828,7 +854,9 @@ def _count(rows: int) -> None:
 
 def _stage_in_process(url: str, plan: LoadPlan, part: int) -> Staged:
     async def run() -> Staged:
-        client = aioredis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10, decode_responses=False)
+        from callguard.cluster import connect
+
+        client = connect(url, timeout=30, decode_responses=False)
         try:
             return await stage_partition(client, plan, part, _count)
         finally:
@@ -870,7 +898,7 @@ class LoadResult:
 
 
 async def load(
-    client: aioredis.Redis,
+    client: Any,
     rows: RegisterRows,
     as_of: date,
     client_id: str,
@@ -880,13 +908,16 @@ async def load(
     url: str | None = None,
     workers: int = 1,
     wait_lock: float = 600.0,
+    grace: float | None = None,
     fail_after_staging: Callable[[], Awaitable[None]] | None = None,
 ) -> LoadResult:
     """Apply one consultation's results (``rows``) atomically (see the module
     docstring). ``client`` must not decode responses. With ``url`` and
     ``workers`` > 1 the partitions are merged by that many processes.
     ``entry``, when given, is logged in ``cg:register:loads`` by the commit
-    (with ``applied`` filled in). ``fail_after_staging`` is a test hook.
+    (with ``applied`` filled in). On a Redis Cluster the replaced versions are
+    removed ``grace`` seconds after the commit (default :data:`CLUSTER_GRACE`).
+    ``fail_after_staging`` is a test hook.
     """
     if not FIRST_AS_OF <= as_of <= LAST_AS_OF:
         raise RegisterError(f"as_of must be between {FIRST_AS_OF} and {LAST_AS_OF}")
@@ -936,12 +967,19 @@ async def load(
         for day, delta in sorted(staged.census.items()):
             if delta:
                 args += ((EPOCH + timedelta(days=day)).isoformat(), delta)
-        await scripts.commit(keys=[LOCK_KEY, HIDDEN_KEY, CENSUS_KEY, LOADS_KEY, META_KEY], args=args)
-        committed = True
+        if scripts.cluster:
+            await _commit_in_steps(client, args)
+            committed = True
+            # a reader read the hidden loads before its buckets: give the
+            # readers that still count this load as hidden time to finish
+            await asyncio.sleep(CLUSTER_GRACE if grace is None else grace)
+        else:
+            await scripts.commit(keys=[LOCK_KEY, HIDDEN_KEY, CENSUS_KEY, LOADS_KEY, META_KEY], args=args)
+            committed = True
         for start in range(0, len(staged.keys), 1000):
             async with client.pipeline(transaction=False) as pipe:
                 for key in staged.keys[start : start + 1000]:
-                    await scripts.compact(keys=[key], args=[load_id], client=pipe)
+                    await scripts.queue(pipe, scripts.compact, key, load_id)
                 await pipe.execute()
     except BaseException:
         if not committed:  # best effort: the id stays hidden, so leftovers are never seen anyway
@@ -949,7 +987,7 @@ async def load(
                 for start in range(0, len(staged.keys), 1000):
                     async with client.pipeline(transaction=False) as pipe:
                         for key in staged.keys[start : start + 1000]:
-                            await scripts.drop(keys=[key], args=[load_id], client=pipe)
+                            await scripts.queue(pipe, scripts.drop, key, load_id)
                         await pipe.execute()
         raise
     finally:
@@ -959,6 +997,24 @@ async def load(
         with contextlib.suppress(Exception):
             await scripts.release(keys=[LOCK_KEY], args=[token])
     return LoadResult(staged.rows, staged.applied, load_id)
+
+
+async def _commit_in_steps(client: Any, args: list[Any]) -> None:
+    """The commit on a Redis Cluster, where its keys live on several nodes: the
+    visibility switch (SREM from the hidden set) is still one command, the
+    census and the log follow it."""
+    token, load_id, scope, record, *deltas = args
+    if await client.get(LOCK_KEY) != token.encode():
+        raise RegisterError("the register load lock was lost")
+    await client.srem(HIDDEN_KEY, load_id)
+    for day, delta in zip(deltas[::2], deltas[1::2], strict=True):
+        field = f"{scope}|{day}"
+        if await client.hincrby(CENSUS_KEY, field, delta) <= 0:
+            await client.hdel(CENSUS_KEY, field)
+    if record:
+        await client.lpush(LOADS_KEY, record)
+        await client.ltrim(LOADS_KEY, 0, 999)
+        await client.hset(META_KEY, "register_last_load", record)
 
 
 async def _stage_with_processes(
@@ -998,11 +1054,11 @@ def _results(value: bytes | None, hidden: Iterable[bytes], suffix: int) -> dict[
     return {scope: register_result(answer, scope) for scope, answer in find(seen[1], suffix).items()}
 
 
-async def results(client: aioredis.Redis, e164: str) -> dict[str, RegisterResult]:
+async def results(client: Any, e164: str) -> dict[str, RegisterResult]:
     """Every scope's current result for one number, as readers see it
     (``client`` must not decode responses)."""
     key, suffix = register_key(e164)
-    async with client.pipeline(transaction=True) as pipe:
+    async with client.pipeline(transaction=not is_cluster(client)) as pipe:
         pipe.get(key)
         pipe.smembers(HIDDEN_KEY)
         value, hidden = await pipe.execute()

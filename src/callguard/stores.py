@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -337,6 +338,9 @@ class Query:
 class Stores:
     """All Redis access of callguard, reads batched into one round trip."""
 
+    #: a Redis Cluster (callguard.cluster.ClusterStores): no transaction spans keys of several slots
+    cluster = False
+
     def __init__(self, client: aioredis.Redis, url: str | None = None) -> None:
         self.redis = client
         self.url = url  # lets register loads merge in several processes
@@ -349,7 +353,12 @@ class Stores:
     @classmethod
     def from_url(cls, url: str, timeout: float = 1.0) -> Stores:
         """Connect lazily; ``timeout`` bounds every socket operation so that a
-        slow or dead Redis turns into ``lookup_unavailable``, not a stalled stream."""
+        slow or dead Redis turns into ``lookup_unavailable``, not a stalled stream.
+        A ``redis+cluster://`` URL gives :class:`callguard.cluster.ClusterStores`."""
+        if urlsplit(url).scheme.endswith("+cluster"):
+            from callguard.cluster import ClusterStores
+
+            return ClusterStores.from_url(url, timeout)
         client = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True, health_check_interval=0
         )
@@ -390,7 +399,7 @@ class Stores:
                 keys += (bucket, callee_key(q.callee))
                 args += (str(suffix), q.client_id)
         try:
-            replies = await self._lookup_script(keys=keys, args=args)
+            replies = await self._lookup_replies(keys, args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise LookupUnavailable(type(exc).__name__) from exc
         operators = {
@@ -435,6 +444,9 @@ class Stores:
                 )
             )
         return facts
+
+    async def _lookup_replies(self, keys: list[str], args: list[str]) -> list[Any]:
+        return cast(list[Any], await self._lookup_script(keys=keys, args=args))
 
     async def record_allowed(
         self, allowed: Sequence[Allowed], now: datetime, limits: Sequence[tuple[timedelta, int]]
@@ -575,26 +587,21 @@ class Stores:
         entry: dict[str, Any] | None = None,
         progress: Callable[[int], None] | None = None,
         workers: int = 1,
+        grace: float | None = None,
     ) -> register_store.LoadResult:
         """Apply one consultation's validated results atomically: readers see
         the register before the load until its commit, and all of it after
         (:mod:`callguard.register`). The most recent consultation wins per
         number and scope. ``entry`` is logged in ``cg:register:loads`` by the
-        commit; ``workers`` > 1 merges in that many processes."""
+        commit; ``workers`` > 1 merges in that many processes; ``grace``: see
+        :func:`callguard.register.load` (Redis Cluster only)."""
         return await register_store.load(
-            self.raw, rows, as_of, client_id, entry=entry, progress=progress, url=self.url, workers=workers
+            self.raw, rows, as_of, client_id, entry=entry, progress=progress, url=self.url, workers=workers, grace=grace
         )
 
     async def register_results(self, e164: str) -> dict[str, RegisterResult]:
         """Every scope's current result for one number (tests and tools)."""
         return await register_store.results(self.raw, e164)
-
-    async def record_register_load(self, entry: dict[str, Any]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(REGISTER_LOADS_KEY, orjson.dumps(entry))
-            pipe.ltrim(REGISTER_LOADS_KEY, 0, 999)
-            pipe.hset(META_KEY, "register_last_load", orjson.dumps(entry))
-            await pipe.execute()
 
     async def replace_operators(self, operators: Sequence[Operator], version: str) -> None:
         """Swap the whole certification list at once: readers see the old
@@ -616,7 +623,7 @@ class Stores:
         """Upsert (E.164, consent) rows; the last row for a callee, client and basis wins."""
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with self.redis.pipeline(transaction=not self.cluster) as pipe:
                 for e164, consent in part:
                     pipe.hset(callee_key(e164), f"{consent.basis}:{consent.client_id}", consent_value(consent))
                 added = await pipe.execute()
