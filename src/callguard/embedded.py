@@ -148,9 +148,9 @@ def start_broker(workdir: Path, port: int | None = None, timeout: float = 30.0) 
     return _spawn("broker", argv, port, workdir, timeout)
 
 
-def start_redis(workdir: Path, port: int | None = None, password: str | None = None, timeout: float = 15.0) -> Server:
-    port = port or free_port()
-    argv = [
+def _redis_argv(port: int, workdir: Path) -> list[str]:
+    """A throw-away redis-server on a loopback port: nothing saved to disk."""
+    return [
         redis_server_binary(),
         "--bind", "127.0.0.1",
         "--port", str(port),
@@ -158,6 +158,11 @@ def start_redis(workdir: Path, port: int | None = None, password: str | None = N
         "--appendonly", "no",
         "--dir", str(workdir),
     ]  # fmt: skip
+
+
+def start_redis(workdir: Path, port: int | None = None, password: str | None = None, timeout: float = 15.0) -> Server:
+    port = port or free_port()
+    argv = _redis_argv(port, workdir)
     if password:
         argv += ["--requirepass", password]
     return _spawn("redis", argv, port, workdir, timeout)
@@ -205,17 +210,7 @@ def start_redis_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) ->
             port = _cluster_port()
             home = workdir / f"cluster-{port}"
             home.mkdir(parents=True)
-            argv = [
-                redis_server_binary(),
-                "--bind", "127.0.0.1",
-                "--port", str(port),
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(home),
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "5000",
-            ]  # fmt: skip
+            argv = [*_redis_argv(port, home), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             cluster.nodes.append(_spawn(f"redis-{port}", argv, port, home, timeout))
         clients: list[Any] = [redis.Redis(port=node.port) for node in cluster.nodes]
         for i, client in enumerate(clients):

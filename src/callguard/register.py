@@ -498,24 +498,34 @@ end
 """
 )
 
+_VERSIONS_LUA = (
+    _LUA_HELPERS
+    + """
+-- the versions of a bucket value: {id, first byte, last byte} each
+local function reg_versions(s)
+  local out, pos = {}, 1
+  while s and pos <= #s do
+    local stop = pos + 8 + reg_u32(s, pos + 4)
+    out[#out + 1] = {reg_u32(s, pos), pos, stop - 1}
+    pos = stop
+  end
+  return out
+end
+local s = redis.call('GET', KEYS[1])
+"""
+)
+
 # Appends a staged version. KEYS[1] the bucket; ARGV: the ids of its versions
 # as the merge read them ("3,7", "" when absent), the id of the version the
 # merge started from (kept), the new version. Answers 0 when the bucket
 # changed meanwhile (another load: the load stops).
 _STAGE = (
-    _LUA_HELPERS
+    _VERSIONS_LUA
     + """
-local s = redis.call('GET', KEYS[1])
-local ids, base = {}, ''
-if s then
-  local pos, len, want = 1, #s, tonumber(ARGV[2])
-  while pos <= len do
-    local id = reg_u32(s, pos)
-    local stop = pos + 8 + reg_u32(s, pos + 4)
-    ids[#ids + 1] = string.format('%d', id)
-    if id == want then base = string.sub(s, pos, stop - 1) end
-    pos = stop
-  end
+local ids, base, want = {}, '', tonumber(ARGV[2])
+for _, v in ipairs(reg_versions(s)) do
+  ids[#ids + 1] = string.format('%d', v[1])
+  if v[1] == want then base = string.sub(s, v[2], v[3]) end
 end
 if table.concat(ids, ',') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], base .. ARGV[3])
@@ -525,17 +535,13 @@ return 1
 
 # After the commit: drops the versions before version ARGV[1] (superseded).
 _COMPACT = (
-    _LUA_HELPERS
+    _VERSIONS_LUA
     + """
-local s = redis.call('GET', KEYS[1])
-if not s then return 0 end
-local pos, len, want = 1, #s, tonumber(ARGV[1])
-while pos <= len do
-  if reg_u32(s, pos) == want then
-    if pos > 1 then redis.call('SET', KEYS[1], string.sub(s, pos)) end
+for _, v in ipairs(reg_versions(s)) do
+  if v[1] == tonumber(ARGV[1]) then
+    if v[2] > 1 then redis.call('SET', KEYS[1], string.sub(s, v[2])) end
     return 1
   end
-  pos = pos + 8 + reg_u32(s, pos + 4)
 end
 return 0
 """
@@ -543,15 +549,11 @@ return 0
 
 # A failed load: removes its version ARGV[1] again.
 _DROP = (
-    _LUA_HELPERS
+    _VERSIONS_LUA
     + """
-local s = redis.call('GET', KEYS[1])
-if not s then return 0 end
-local parts, pos, len, want, found = {}, 1, #s, tonumber(ARGV[1]), 0
-while pos <= len do
-  local stop = pos + 8 + reg_u32(s, pos + 4)
-  if reg_u32(s, pos) == want then found = 1 else parts[#parts + 1] = string.sub(s, pos, stop - 1) end
-  pos = stop
+local parts, found = {}, 0
+for _, v in ipairs(reg_versions(s)) do
+  if v[1] == tonumber(ARGV[1]) then found = 1 else parts[#parts + 1] = string.sub(s, v[2], v[3]) end
 end
 if found == 1 then
   if #parts == 0 then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], table.concat(parts)) end
