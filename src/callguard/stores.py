@@ -3,7 +3,7 @@
 Layout (every key under the ``cg:`` prefix)::
 
     cg:reg:{e164 minus last 4 digits}   string register results of 10 000 numbers, every scope, packed
-                                              (about 3.5 bytes a number; see callguard.register)
+                                              (about 3.4 bytes a number; see callguard.register)
     cg:register:hidden, next, lock      register loads in progress (callguard.register)
     cg:callee:{e164}                    hash  "consent:{client}"   -> "{granted_at}|{ends_at}"
                                               "contract:{client}"  -> "{granted_at}|{ends_at}"
@@ -57,14 +57,12 @@ REGISTER_CENSUS_KEY = register_store.CENSUS_KEY
 # Writes a field only when the new value is not older than the stored one.
 # ARGV[1] is how many leading characters hold the sortable timestamp
 # (0 = the whole value); ARGV[2] what to tally (operations, issue 5): '' nothing,
-# 'census:{scope}' the register census (numbers per scope and as-of day, in
-# cg:register:census), 'count:{field}' fields added (a cg:meta counter); then
-# field/value pairs, one per key in KEYS.
+# 'count:{field}' fields added (a cg:meta counter); then field/value pairs, one
+# per key in KEYS. (The register census is kept by callguard.register.)
 _WRITE_IF_NOT_OLDER = """
 local width = tonumber(ARGV[1])
 local tally = ARGV[2]
 local written, added = 0, 0
-local census = {}
 for i, key in ipairs(KEYS) do
   local field = ARGV[2 * i + 1]
   local value = ARGV[2 * i + 2]
@@ -77,23 +75,10 @@ for i, key in ipairs(KEYS) do
   if (not old) or a >= b then
     redis.call('HSET', key, field, value)
     written = written + 1
-    if not old then
-      added = added + 1
-    else
-      census[b] = (census[b] or 0) - 1
-    end
-    census[a] = (census[a] or 0) + 1
+    if not old then added = added + 1 end
   end
 end
-if string.sub(tally, 1, 7) == 'census:' then
-  local scope = string.sub(tally, 8)
-  for day, delta in pairs(census) do
-    if delta ~= 0 then
-      local now = redis.call('HINCRBY', 'cg:register:census', scope .. '|' .. day, delta)
-      if now <= 0 then redis.call('HDEL', 'cg:register:census', scope .. '|' .. day) end
-    end
-  end
-elseif string.sub(tally, 1, 6) == 'count:' and added > 0 then
+if string.sub(tally, 1, 6) == 'count:' and added > 0 then
   redis.call('HINCRBY', 'cg:meta', string.sub(tally, 7), added)
 end
 return written
