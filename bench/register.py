@@ -1,12 +1,28 @@
-"""How the register cache scales: load time, Redis memory per number, lookups/s.
+"""How the register scales: load time, Redis memory per number, lookups/s.
 
-Writes a CSV of N Italian mobile numbers (20 % opposed), loads it with the
-real ``callguard register load`` into an embedded Redis, reads the memory
-delta from INFO, then times pipelined batch lookups of 500 intents (the
-worker's lookup script) and projects the memory to Italy's register (about
-30 million numbers) and the US national registry (about 258.5 million).
+Writes (once, then reuses) a CSV of N Italian mobile numbers scattered over the
+numbering space like a real register (Italy: about 30 M registered among about
+800 M mobile numbers, a density of 4 %), 20 % opposed with registration days
+spread since the mobile register opened (2022-07-27), in canonical E.164.
+Loads it with the real ``callguard register load`` into an embedded Redis
+(a fresh load, then a full reload with a newer ``--as-of``, which replaces
+every result), reads the memory per number from INFO ``used_memory`` deltas,
+times batch lookups of 500 intents through the worker's lookup script, and
+projects the memory to Italy's register (30 M) and the US national registry
+(258.5 M).
 
-    ./dev bench register [--numbers 1000000] [--seconds 5]
+With ``--compare-old`` (default up to 2 M numbers) the same rows are also
+written in the previous layout (one hash field per number, 100 numbers a
+hash, ``as_of|o|registered_at`` strings) into a second embedded Redis in the
+same run: its memory per number and its lookup rate are printed beside the
+new ones, and its load rate is estimated from the old parser (libphonenumber
+for every line) timed on a sample.
+
+With ``--cluster`` it also loads the file into a 3-node Redis Cluster
+(embedded, ``redis+cluster://``) and times the same lookups there.
+
+    ./dev bench register [--numbers 1000000] [--density 0.04] [--seconds 5] [--runs 1] [--cluster]
+    ./dev bench register --numbers 30000000 --csv /tmp/rpo-30m.csv
 """
 
 from __future__ import annotations
@@ -20,96 +36,271 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import date, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import redis
 
-from callguard.embedded import start_redis
-from callguard.stores import Query, Stores
+from callguard.embedded import RedisCluster, Server, start_redis, start_redis_cluster
+from callguard.numbers import normalise
+from callguard.register import LOOKUP_LUA, register_key
+from callguard.stores import Query, Stores, callee_key
 
 ITALY = 30_000_000
 US = 258_500_000
+BATCH = 500
+MOBILE_REGISTER_OPENED = date(2022, 7, 27)
 
 
 def number(i: int) -> str:
-    return f"+39 3{20 + i % 80:02d} {i // 80:07d}"  # 320-399: mobile ranges
+    """The i-th number of the mobile space +39 320 000 0000 … +39 399 999 9999."""
+    return f"+393{20 + i % 80:02d}{i // 80:07d}"
 
 
 def spread(i: int, space: int) -> int:
-    """The i-th of the sampled numbers: the multiplier is prime, so i -> spread(i)
-    is a bijection of range(space): distinct numbers scattered over it."""
+    """The i-th sampled number: the multiplier is prime, so i -> spread(i) is a
+    bijection of range(space): distinct numbers scattered over it."""
     return (i * 2_654_435_761) % space
 
 
-def write_csv(path: Path, count: int, space: int) -> None:
-    with path.open("w") as handle:
-        handle.write("number,status,registered_at\n")
-        for i in range(count):
-            handle.write(f"{number(spread(i, space))},{'opposed,2023-05-01' if i % 5 == 0 else 'clear,'}\n")
-
-
-async def lookups(url: str, count: int, space: int, seconds: float) -> list[float]:
-    stores = Stores.from_url(url, timeout=10)
+def write_csv(path: Path, count: int, space: int, opposed: float) -> None:
     rng = random.Random(3)
+    days = (date(2026, 11, 1) - MOBILE_REGISTER_OPENED).days
+    registered = [(MOBILE_REGISTER_OPENED + timedelta(days=d)).isoformat() for d in range(days)]
+    tmp = path.with_suffix(".partial")
+    with tmp.open("w") as handle:
+        handle.write("number,status,registered_at\n")
+        lines = []
+        for i in range(count):
+            if rng.random() < opposed:
+                lines.append(f"{number(spread(i, space))},opposed,{registered[rng.randrange(days)]}\n")
+            else:
+                lines.append(f"{number(spread(i, space))},clear,\n")
+            if len(lines) >= 100_000:
+                handle.write("".join(lines))
+                lines = []
+        handle.write("".join(lines))
+    tmp.rename(path)
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def load(url: str, csv_path: Path, as_of: date) -> float:
+    env = {**os.environ, "CALLGUARD_REDIS_URL": url}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "callguard", "register", "load", str(csv_path), "--as-of", as_of.isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(result.stderr)
+    return elapsed
+
+
+def batches(count: int, space: int, rounds: int) -> list[list[str]]:
+    rng = random.Random(7)
+    return [[number(spread(rng.randrange(count), space)) for _ in range(BATCH)] for _ in range(rounds)]
+
+
+async def lookup_rates(url: str, numbers: list[list[str]], seconds: float) -> list[float]:
+    """Batches of 500 through ``Stores.lookup`` (the worker's call: one script, replies parsed into facts)."""
+    stores = Stores.from_url(url, timeout=10)
     rates = []
     try:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            batch = [
-                Query(number(spread(rng.randrange(count), space)).replace(" ", ""), "acme", "op-1") for _ in range(500)
-            ]
-            started = time.perf_counter()
-            await stores.lookup(batch)
-            rates.append(500 / (time.perf_counter() - started))
+            for batch in numbers:
+                queries = [Query(callee, "acme", "op-1") for callee in batch]
+                started = time.perf_counter()
+                await stores.lookup(queries)
+                rates.append(BATCH / (time.perf_counter() - started))
     finally:
         await stores.close()
     return rates
 
 
+# --- the previous layout, for comparison in the same run -------------------------
+
+# The register part of the previous lookup script: a hash per E.164 minus its
+# last two digits, a field per number and scope. The callee part is the same.
+OLD_LOOKUP = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local suffix, client = ARGV[i], ARGV[i + 1]
+  out[#out + 1] = redis.call('HMGET', KEYS[i], suffix, suffix .. ':' .. client)
+  out[#out + 1] = redis.call('HMGET', KEYS[i + 1], 'consent:' .. client, 'contract:' .. client,
+                             'optout:' .. client, 'optout:*', 'calls:' .. client, 'silent:' .. client)
+end
+return out
+"""
+
+NEW_LOOKUP = (
+    LOOKUP_LUA
+    + """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local suffix, client = ARGV[i], ARGV[i + 1]
+  out[#out + 1] = register(KEYS[i], tonumber(suffix), client)
+  out[#out + 1] = redis.call('HMGET', KEYS[i + 1], 'consent:' .. client, 'contract:' .. client,
+                             'optout:' .. client, 'optout:*', 'calls:' .. client, 'silent:' .. client)
+end
+return out
+"""
+)
+
+
+def old_key(e164: str) -> tuple[str, str]:
+    return "cg:reg:" + e164[:-2], e164[-2:]
+
+
+def write_old(client: redis.Redis, csv_path: Path, as_of: date) -> None:
+    with csv_path.open() as handle, client.pipeline(transaction=False) as pipe:
+        next(handle)
+        for n, line in enumerate(handle, 1):
+            e164, status, registered = line.rstrip("\n").split(",")
+            key, field = old_key(e164)
+            pipe.hset(key, field, f"{as_of.isoformat()}|{'o' if status == 'opposed' else 'c'}|{registered}")
+            if n % 10_000 == 0:
+                pipe.execute()
+        pipe.execute()
+
+
+def script_rates(
+    client: redis.Redis, script: str, key_of: Any, numbers: list[list[str]], seconds: float
+) -> list[float]:
+    """Batches of 500 through a bare script (the register and callee reads only)."""
+    run = client.register_script(script)
+    rates = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for batch in numbers:
+            keys: list[str] = []
+            args: list[str] = []
+            for e164 in batch:
+                bucket, suffix = key_of(e164)
+                keys += (bucket, callee_key(e164))
+                args += (str(suffix), "acme")
+            started = time.perf_counter()
+            run(keys=keys, args=args)
+            rates.append(BATCH / (time.perf_counter() - started))
+    return rates
+
+
+def old_parse_rate(csv_path: Path, sample: int = 50_000) -> float:
+    """Lines a second of the previous loader's per-line parsing (libphonenumber)."""
+    with csv_path.open() as handle:
+        next(handle)
+        lines = [next(handle) for _ in range(sample)]
+    normalise.cache_clear()
+    started = time.perf_counter()
+    for line in lines:
+        normalise(line.split(",", 1)[0], "IT")
+    return sample / (time.perf_counter() - started)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def main(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="callguard-register-"))
-    csv_path = workdir / "register.csv"
-    # numbers scattered like a real register: Italy's ~30 M among ~800 M mobile numbers
     space = max(args.numbers, int(args.numbers / args.density))
-    write_csv(csv_path, args.numbers, space)
-    server = start_redis(workdir)
+    csv_path = args.csv or Path(tempfile.gettempdir()) / f"callguard-register-{args.numbers}-{args.density}.csv"
+    if not csv_path.exists():
+        started = time.perf_counter()
+        write_csv(csv_path, args.numbers, space, args.opposed)
+        print(f"wrote {csv_path} ({csv_path.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - started:.0f}s")
+    else:
+        print(f"using {csv_path} ({csv_path.stat().st_size / 2**20:,.0f} MiB)")
+    compare = args.compare_old if args.compare_old is not None else args.numbers <= 2_000_000
+    workdir = Path(tempfile.mkdtemp(prefix="callguard-bench-register-"))
+    servers: list[Server | RedisCluster] = []
     try:
+        (workdir / "new").mkdir()
+        (workdir / "old").mkdir()
+        server = start_redis(workdir / "new")
+        servers.append(server)
         url = f"redis://127.0.0.1:{server.port}/0"
         client = redis.Redis(port=server.port)
-        before = int(client.info("memory")["used_memory"])
-        today = datetime.now(ZoneInfo("Europe/Rome")).date().isoformat()
-        env = {**os.environ, "CALLGUARD_REDIS_URL": url}
-        started = time.perf_counter()
-        result = subprocess.run(
-            [sys.executable, "-m", "callguard", "register", "load", str(csv_path), "--as-of", today],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        elapsed = time.perf_counter() - started
-        if result.returncode != 0:
-            raise SystemExit(result.stderr)
-        after = int(client.info("memory")["used_memory"])
-        per_number = (after - before) / args.numbers
+        fresh, reload, per_number = [], [], []
+        for run in range(args.runs):
+            client.flushall()
+            before = used_memory(client)
+            fresh.append(load(url, csv_path, date(2026, 11, 1)))
+            per_number.append((used_memory(client) - before) / args.numbers)
+            if not args.no_reload:
+                reload.append(load(url, csv_path, date(2026, 11, 2)))
+            print(
+                f"run {run + 1}: fresh load {fresh[-1]:.1f}s, "
+                + (f"full reload {reload[-1]:.1f}s, " if reload else "")
+                + f"{per_number[-1]:.2f} bytes a number"
+            )
+        memory = median(per_number)
+        after_reload = (used_memory(client) - before) / args.numbers
+        peak = int(client.info("memory")["used_memory_peak"])
         print(
-            f"loaded {args.numbers:,} numbers in {elapsed:.1f}s ({args.numbers / elapsed:,.0f} numbers/s, CLI included)"
+            f"loaded {args.numbers:,} numbers: fresh {median(fresh):.1f}s ({args.numbers / median(fresh):,.0f} numbers/s)"
+            + (f", full reload {median(reload):.1f}s ({args.numbers / median(reload):,.0f}/s)" if reload else "")
+            + " (median; the CLI as a user runs it, parsing and validation included)"
         )
-        print(f"redis memory: {after - before:,} bytes, {per_number:.1f} bytes per number")
-        print(f"projection at this density: Italy (30 M) {per_number * ITALY / 2**30:.2f} GiB, "
-              f"US (258.5 M) {per_number * US / 2**30:.2f} GiB")  # fmt: skip
-        rates = asyncio.run(lookups(url, args.numbers, space, args.seconds))
         print(
-            f"lookups (batches of 500, one script call each): median {statistics.median(rates):,.0f}/s over {len(rates)} batches"
+            f"redis memory: {memory:.2f} bytes a number (used_memory delta; {after_reload:.2f} after the reload; "
+            f"peak while staging {peak / 2**20:,.0f} MiB)"
         )
+        print(f"projection: Italy (30 M) {memory * ITALY / 2**30:.2f} GiB, US (258.5 M) {memory * US / 2**30:.2f} GiB")
+        numbers = batches(args.numbers, space, 50)
+        rates = asyncio.run(lookup_rates(url, numbers, args.seconds))
+        print(
+            f"lookups via Stores.lookup (batches of {BATCH}): median {median(rates):,.0f}/s over {len(rates)} batches"
+        )
+        new_rates = script_rates(client, NEW_LOOKUP, register_key, numbers, args.seconds)
+        print(f"register + callee script alone: median {median(new_rates):,.0f}/s")
+        if compare:
+            old_server = start_redis(workdir / "old")
+            servers.append(old_server)
+            old = redis.Redis(port=old_server.port)
+            before = used_memory(old)
+            started = time.perf_counter()
+            write_old(old, csv_path, date(2026, 11, 1))
+            written = time.perf_counter() - started
+            old_memory = (used_memory(old) - before) / args.numbers
+            old_rates = script_rates(old, OLD_LOOKUP, old_key, numbers, args.seconds)
+            parse_rate = old_parse_rate(csv_path)
+            print(
+                f"previous layout, same rows: {old_memory:.1f} bytes a number ({old_memory / memory:.1f}x); "
+                f"register + callee script median {median(old_rates):,.0f}/s "
+                f"(new/old {median(new_rates) / median(old_rates):.2f}); its parser {parse_rate:,.0f} lines/s, "
+                f"so a load of these rows about {args.numbers / parse_rate + written:.0f}s "
+                f"(new: {median(fresh):.1f}s)"
+            )
+        if args.cluster:
+            cluster = start_redis_cluster(workdir / "cluster")
+            servers.append(cluster)
+            cluster_load = load(cluster.url, csv_path, date(2026, 11, 1))
+            cluster_rates = asyncio.run(lookup_rates(cluster.url, numbers, args.seconds))
+            print(
+                f"3-node Redis Cluster: load {cluster_load:.1f}s; lookups via Stores.lookup median "
+                f"{median(cluster_rates):,.0f}/s (one Redis: {median(rates):,.0f}/s, same run)"
+            )
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--numbers", type=int, default=1_000_000)
-    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--density", type=float, default=0.04, help="share of the numbering space registered")
+    parser.add_argument("--opposed", type=float, default=0.2, help="share of the numbers opposed")
+    parser.add_argument("--csv", type=Path, help="the CSV to load (written there first when missing)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of lookups")
+    parser.add_argument("--runs", type=int, default=1, help="loads to time (median)")
+    parser.add_argument("--no-reload", action="store_true", help="skip the full reload")
+    parser.add_argument("--compare-old", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--cluster", action="store_true", help="also on a 3-node Redis Cluster")
     main(parser.parse_args())

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from callguard.stores import OPERATORS_KEY, callee_key, register_key
+from callguard.register import read_results
+from callguard.stores import OPERATORS_KEY, callee_key
 from tests.conftest import cli, today, write_csv
 
 pytestmark = pytest.mark.e2e
@@ -20,8 +21,14 @@ def r(embedded) -> redis.Redis:
 
 
 def register_fields(r: redis.Redis, e164: str) -> dict[str, str]:
-    bucket, suffix = register_key(e164)
-    return {k: v for k, v in r.hgetall(bucket).items() if k.split(":")[0] == suffix}
+    """A number's stored results as the former one-field-per-number layout
+    wrote them (``{last 2 digits}[:{client}]`` -> ``{as_of}|{o|c}|{registered_at}``),
+    read back from the packed buckets."""
+    suffix, fields = e164[-2:], {}
+    for scope, res in read_results(r, e164).items():
+        field = suffix if scope == "*" else f"{suffix}:{scope}"
+        fields[field] = f"{res.as_of}|{'o' if res.opposed else 'c'}|{res.registered_at or ''}"
+    return fields
 
 
 def test_register_load_reports_every_bad_line_and_writes_nothing(env, r, tmp_path: Path) -> None:

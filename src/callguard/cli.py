@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,6 +30,7 @@ from callguard.loaders import (
     parse_optouts,
     parse_register,
 )
+from callguard.register import RegisterError, RegisterRows, cpu_count
 from callguard.schema import ALL_CLIENTS, MAX_ID_LENGTH
 from callguard.stores import Stores
 
@@ -144,32 +145,34 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
     stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 10.0))
     try:
         if kind == "register":
-            opposed = 0
-
-            def counted() -> Iterator[tuple[str, bool, date | None]]:
-                nonlocal opposed
-                for row in parsed.rows:
-                    opposed += row[1]
-                    yield row
-
-            written = await stores.add_register_results(
-                counted(), as_of, args.client, progress=Progress("register: written").tick
-            )
+            rows = parsed.rows
+            assert isinstance(rows, RegisterRows)
             entry: dict[str, Any] = {
                 "as_of": as_of.isoformat(),
                 "client_id": args.client,
-                "rows": len(parsed.rows),
-                "opposed": opposed,
-                "applied": written,
+                "rows": len(rows),
+                "opposed": rows.opposed,
+                "applied": None,  # filled in by the load's commit
                 "file": args.file.name,
                 "sha256": parsed.sha256,
                 "loaded_at": now.isoformat(),
             }
-            await stores.record_register_load(entry)
+            # one process merges about 400 000 numbers a second: more for large loads
+            workers = min(cpu_count(), 8) if len(rows) > 500_000 else 1
+            loaded = await stores.load_register(
+                rows,
+                as_of,
+                args.client,
+                entry=entry,
+                progress=Progress("register: written").tick,
+                workers=workers,
+                grace=2 * settings.redis_timeout + 1,  # Redis Cluster: the workers' lookups in flight
+            )
+            written = loaded.applied
             scope = "every client" if args.client == ALL_CLIENTS else f"client {args.client}"
             print(
-                f"register: loaded {len(parsed.rows):,} results as of {as_of} for {scope} "
-                f"({opposed:,} opposed; {written:,} newer than what was stored)"
+                f"register: loaded {len(rows):,} results as of {as_of} for {scope} "
+                f"({rows.opposed:,} opposed; {written:,} newer than what was stored)"
             )
         elif kind == "operators":
             version = f"{now:%Y%m%dT%H%M%SZ}-{parsed.sha256[:12]}"
@@ -181,12 +184,17 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
             await stores.upsert_consents(parsed.rows)
             print(f"consents: upserted {len(parsed.rows):,} consents and contracts")
         else:
+            assert isinstance(parsed.rows, list)
             added = await stores.add_optouts(parsed.rows)
             print(f"optouts: added {added:,} opt-outs ({len(parsed.rows) - added:,} older than what was stored)")
     except (RedisError, OSError) as exc:
         return _fail(f"cannot write to Redis at {safe_url(settings.redis_url)}: {exc}")
+    except RegisterError as exc:
+        return _fail(f"register: {exc}; nothing was loaded")
     finally:
         await stores.close()
+        if isinstance(parsed.rows, RegisterRows):
+            parsed.rows.cleanup()
     return 0
 
 

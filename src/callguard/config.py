@@ -26,7 +26,8 @@ class ConfigError(Exception):
 class Settings:
     #: Kafka bootstrap servers, ``kafka://host:port[;host:port…]``.
     broker: str = "kafka://127.0.0.1:9092"
-    #: ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL of the cache.
+    #: ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL of the cache, or
+    #: ``redis+cluster://HOST:PORT[,HOST:PORT…]`` (``rediss+cluster://``) for a Redis Cluster.
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: Port of the worker's web server (``/health``).
     web_port: int = 6066
@@ -121,8 +122,10 @@ def validate(s: Settings) -> None:
         if not s.broker.startswith("kafka://") or ":" not in host or not host.rsplit(":", 1)[1].isdigit():
             raise ConfigError(f"CALLGUARD_BROKER: expected kafka://HOST:PORT[;HOST:PORT…], got {s.broker!r}")
     scheme = urlsplit(s.redis_url).scheme
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"CALLGUARD_REDIS_URL: expected redis://, rediss:// or unix:// URL, got scheme {scheme!r}")
+    if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+        raise ConfigError(
+            f"CALLGUARD_REDIS_URL: expected redis://, rediss://, unix:// or redis+cluster:// URL, got scheme {scheme!r}"
+        )
     if not 0 <= s.web_port <= 65535:
         raise ConfigError(f"CALLGUARD_WEB_PORT: expected a port 0-65535, got {s.web_port}")
     if s.policy and not os.path.isfile(s.policy):

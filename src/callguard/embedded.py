@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,6 +25,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class EmbeddedError(RuntimeError):
@@ -146,9 +148,9 @@ def start_broker(workdir: Path, port: int | None = None, timeout: float = 30.0) 
     return _spawn("broker", argv, port, workdir, timeout)
 
 
-def start_redis(workdir: Path, port: int | None = None, password: str | None = None, timeout: float = 15.0) -> Server:
-    port = port or free_port()
-    argv = [
+def _redis_argv(port: int, workdir: Path) -> list[str]:
+    """A throw-away redis-server on a loopback port: nothing saved to disk."""
+    return [
         redis_server_binary(),
         "--bind", "127.0.0.1",
         "--port", str(port),
@@ -156,9 +158,79 @@ def start_redis(workdir: Path, port: int | None = None, password: str | None = N
         "--appendonly", "no",
         "--dir", str(workdir),
     ]  # fmt: skip
+
+
+def start_redis(workdir: Path, port: int | None = None, password: str | None = None, timeout: float = 15.0) -> Server:
+    port = port or free_port()
+    argv = _redis_argv(port, workdir)
     if password:
         argv += ["--requirepass", password]
     return _spawn("redis", argv, port, workdir, timeout)
+
+
+@dataclass
+class RedisCluster:
+    """Redis Cluster nodes started by :func:`start_redis_cluster`."""
+
+    nodes: list[Server]
+
+    @property
+    def url(self) -> str:
+        """``CALLGUARD_REDIS_URL`` for it: every node, the client finds the slots."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (10 000 above it, Redis 6) is free too."""
+    for _ in range(200):
+        port = random.randint(20_000, 55_535)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 10_000))
+        except OSError:
+            continue
+        return port
+    raise EmbeddedError("no free pair of ports for a Redis cluster node")
+
+
+def start_redis_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) -> RedisCluster:
+    """A Redis Cluster of ``nodes`` primaries on free loopback ports, the 16 384
+    slots split evenly, formed with CLUSTER ADDSLOTS and CLUSTER MEET (what
+    ``redis-cli --cluster create`` does, without replicas)."""
+    import redis
+
+    cluster = RedisCluster([])
+    try:
+        for _ in range(nodes):
+            port = _cluster_port()
+            home = workdir / f"cluster-{port}"
+            home.mkdir(parents=True)
+            argv = [*_redis_argv(port, home), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            cluster.nodes.append(_spawn(f"redis-{port}", argv, port, home, timeout))
+        clients: list[Any] = [redis.Redis(port=node.port) for node in cluster.nodes]
+        for i, client in enumerate(clients):
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(i * 16384 // nodes, (i + 1) * 16384 // nodes))
+        for client in clients[1:]:
+            client.execute_command("CLUSTER", "MEET", "127.0.0.1", cluster.nodes[0].port)
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = [client.execute_command("CLUSTER", "INFO") for client in clients]
+            if all(b"cluster_state:ok" in info and b"cluster_known_nodes:%d" % nodes in info for info in infos):
+                break
+            if time.monotonic() > deadline:
+                raise EmbeddedError(f"the Redis cluster did not form within {timeout:.0f}s")
+            time.sleep(0.05)
+        for client in clients:
+            client.close()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
 
 
 # --- PostgreSQL (durable audit store, issue 6) ---------------------------------

@@ -9,19 +9,40 @@ clear: they name the line, and the line is in the user's own file.
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
+import importlib
+import re
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
+from functools import lru_cache
+from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any, TextIO
 
+import phonenumbers
+
 from callguard.facts import Consent, Operator, OptOut, When
 from callguard.numbers import normalise, normalise_caller_id
+from callguard.register import (
+    OPPOSED,
+    PartitionWriter,
+    RegisterRows,
+    cpu_count,
+    e164_number,
+    pack_row,
+    partitions_for,
+    payload,
+    process_context,
+    registered_code,
+)
 from callguard.schema import ALL_CLIENTS, MAX_ID_LENGTH
+
+_sre_parser: Any = importlib.import_module("re._parser")  # the widths a pattern can match
 
 #: How many bad lines a failed load lists before it only counts them.
 MAX_REPORTED_ERRORS = 20
@@ -63,36 +84,11 @@ class Progress:
             print(f"{self.label}: {count:,} rows ({rate:,.0f}/s)", file=self.stream, flush=True)
 
 
-class SpilledRows:
-    """Validated rows kept in a temporary file instead of memory, so that a
-    register result of tens of millions of lines loads in constant memory."""
-
-    def __init__(self, encode: Callable[[Any], str], decode: Callable[[str], Any]) -> None:
-        self.encode = encode
-        self.decode = decode
-        # unlinked at once on POSIX; its space is freed when this object goes
-        self.file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
-        self.count = 0
-
-    def append(self, row: Any) -> None:
-        self.file.write(self.encode(row) + "\n")
-        self.count += 1
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __iter__(self) -> Iterator[Any]:
-        self.file.flush()
-        self.file.seek(0)
-        for line in self.file:
-            yield self.decode(line[:-1])
-
-
 @dataclass
 class Parsed:
     """The validated rows of one file, with its fingerprint for the audit trail."""
 
-    rows: list[Any] | SpilledRows = field(default_factory=list)
+    rows: list[Any] | RegisterRows = field(default_factory=list)
     sha256: str = ""
     lines: int = 0
 
@@ -195,11 +191,12 @@ def _parse_file(
     optional: tuple[str, ...],
     parse_row: Callable[[dict[str, str]], Any],
     label: str,
-    rows: list[Any] | SpilledRows | None = None,
+    rows: Any = None,
 ) -> Parsed:
     if not path.is_file():
         raise LoadError(str(path), [f"{path}: no such file"])
-    parsed = Parsed(rows=[] if rows is None else rows, sha256=_sha256(path))
+    sink: Any = [] if rows is None else rows
+    parsed = Parsed(rows=sink, sha256=_sha256(path))
     errors: list[str] = []
     error_count = 0
     progress = Progress(f"{label}: read")
@@ -209,7 +206,7 @@ def _parse_file(
         try:
             if "__extra__" in row:
                 raise ValueError("more fields than the header has")
-            parsed.rows.append(parse_row(row))
+            sink.append(parse_row(row))
         except ValueError as exc:
             error_count += 1
             if len(errors) < MAX_REPORTED_ERRORS:
@@ -219,31 +216,411 @@ def _parse_file(
     return parsed
 
 
-def parse_register(path: Path, region: str) -> Parsed:
-    """``number,status[,registered_at]``: one consultation result of the RPO.
-
-    Rows are ``(E.164, opposed, registered_at)``, spilled to a temporary file
-    (a result covers a caller's whole contact list: millions of lines).
-    """
-
+def _register_row_parser(region: str) -> Callable[[dict[str, str]], tuple[str, bool, date | None]]:
     def row_parser(row: dict[str, str]) -> tuple[str, bool, date | None]:
         e164 = _number(row, "number", region)
         status = row.get("status", "")
         if status not in ("opposed", "clear"):
             raise ValueError(f"status must be 'opposed' or 'clear', not {status!r}")
         registered = row.get("registered_at", "")
-        return e164, status == "opposed", parse_date(registered) if registered else None
+        registered_at = parse_date(registered) if registered else None
+        registered_code(registered_at)  # raises when it cannot be stored
+        return e164, status == "opposed", registered_at
 
-    def encode(row: tuple[str, bool, date | None]) -> str:
-        e164, opposed, registered_at = row
-        return f"{e164}|{'o' if opposed else 'c'}|{'' if registered_at is None else registered_at.isoformat()}"
+    return row_parser
 
-    def decode(text: str) -> tuple[str, bool, date | None]:
-        e164, status, registered_at = text.split("|")
-        return e164, status == "o", date.fromisoformat(registered_at) if registered_at else None
 
-    spill = SpilledRows(encode, decode)
-    return _parse_file(path, ("number", "status"), ("registered_at",), row_parser, "register", spill)
+REGISTER_COLUMNS = (("number", "status"), ("registered_at",))
+
+
+def parse_register(
+    path: Path, region: str, workers: int | None = None, chunk_bytes: int = 8 << 20, part_bytes: int = 1 << 20
+) -> Parsed:
+    """``number,status[,registered_at]``: one consultation result of the RPO.
+
+    Rows are spilled by partition to a temporary directory
+    (:class:`~callguard.register.RegisterRows`, ``Parsed.rows``): a result
+    covers a caller's whole contact list, tens of millions of lines. Lines in
+    canonical form (``+39`` and the national number, or for region IT the
+    national number alone or after ``0039``; ``opposed``/``clear``; an ISO
+    date or nothing) are validated by one regular expression built from
+    libphonenumber's own Italian metadata (:func:`fast_e164`); any other line
+    goes through :func:`callguard.numbers.normalise` as before. Files over
+    16 MB are read by ``workers`` processes (default: one a CPU), each its
+    own part of the file (at least ``part_bytes``), ``chunk_bytes`` at a
+    time. The caller must ``cleanup()`` the rows.
+    """
+    if not path.is_file():
+        raise LoadError(str(path), [f"{path}: no such file"])
+    size = path.stat().st_size
+    if workers is None:
+        workers = min(cpu_count(), 8) if size > 16 << 20 else 1
+    rows = RegisterRows(partitions_for(size // 20))
+    try:
+        with ThreadPoolExecutor(1) as hashing:  # hashlib releases the GIL on large blocks
+            digest = hashing.submit(_sha256, path)
+            parsed = _parse_register_fast(path, region, rows, workers, chunk_bytes, part_bytes)
+            if parsed is None:  # a line the fast reader cannot split alone (a quoted line break, a bare CR)
+                rows.cleanup()
+                rows = RegisterRows(partitions_for(size // 20))
+                sink = _SpillSink(rows)
+                parsed = _parse_file(path, *REGISTER_COLUMNS, _register_row_parser(region), "register", sink)
+                sink.flush()
+                parsed.rows = rows
+            parsed.sha256 = digest.result()
+        return parsed
+    except BaseException:
+        rows.cleanup()
+        raise
+
+
+class _SpillSink:
+    """``Parsed.rows`` of the line-by-line reader, spilling into RegisterRows."""
+
+    def __init__(self, rows: RegisterRows) -> None:
+        self.rows = rows
+        self.writer = rows.writer()
+        self.buffer: list[int] = []
+
+    def append(self, parsed: tuple[str, bool, date | None]) -> None:
+        e164, opposed, registered_at = parsed
+        self.buffer.append(pack_row(e164_number(e164), payload(opposed, registered_at)))
+        self.rows.rows += 1
+        self.rows.opposed += opposed
+        if len(self.buffer) >= 100_000:
+            self.flush()
+
+    def flush(self) -> None:
+        self.writer.add(self.buffer)
+        self.writer.flush()
+        self.buffer = []
+
+
+# --- the fast register reader ---------------------------------------------------
+
+
+def _desc_pattern(desc: Any) -> str | None:
+    """A number description (national number pattern and possible lengths) as
+    a regular expression that matches a whole run of digits exactly when
+    libphonenumber's ``_is_number_matching_desc`` accepts it."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    pattern = f"(?:{desc.national_number_pattern})(?!\\d)"
+    if desc.possible_length:
+        # the lengths need checking only where the pattern itself allows others
+        shortest, longest = _sre_parser.parse(desc.national_number_pattern).getwidth()
+        if not set(range(shortest, longest + 1)) <= set(desc.possible_length):
+            lengths = "|".join(f"\\d{{{n}}}" for n in sorted(desc.possible_length))
+            pattern = f"(?=(?:{lengths})(?!\\d))" + pattern
+    return pattern
+
+
+@lru_cache(maxsize=1)
+def italian_national_pattern() -> str:
+    """A lookahead that accepts a run of digits exactly when libphonenumber
+    finds it a valid Italian national significant number: it matches the
+    general description and one number type (``_number_type_helper`` is not
+    UNKNOWN). Then ``+39`` and those digits parse to region IT and are valid.
+    (A number valid only as Vatican City, +39 06698, is not matched: it takes
+    the slow path, which asks libphonenumber.)"""
+    metadata: Any = phonenumbers.PhoneMetadata.metadata_for_region("IT")
+    general = _desc_pattern(metadata.general_desc)
+    kinds = [
+        metadata.mobile,  # the commonest first: the answer is the same in any order
+        metadata.fixed_line,
+        metadata.premium_rate,
+        metadata.toll_free,
+        metadata.shared_cost,
+        metadata.voip,
+        metadata.personal_number,
+        metadata.pager,
+        metadata.uan,
+        metadata.voicemail,
+    ]
+    types = [p for p in map(_desc_pattern, kinds) if p is not None]
+    assert general is not None and metadata.country_code == 39
+    return f"(?={general})(?=" + "|".join(f"(?:{p})" for p in types) + ")"
+
+
+def _number_pattern(region: str) -> str:
+    """The number field of the fast path; its one group is the national number.
+
+    ``+39`` works whatever the default region. For region IT also ``0039``
+    (IT's international prefix is 00) and the national number alone, which
+    libphonenumber never reads as starting with a country code when it is a
+    valid national number, nor as an international prefix (no valid Italian
+    number starts with 00)."""
+    prefix = r"(?:\+39|0039|(?!00))" if region == "IT" else r"\+39"
+    return prefix + "(" + italian_national_pattern() + r"\d+)"
+
+
+@lru_cache(maxsize=8)
+def _fast_number(region: str) -> re.Pattern[bytes]:
+    return re.compile(_number_pattern(region).encode())
+
+
+def fast_e164(raw: str, region: str) -> str | None:
+    """The E.164 form of ``raw`` when it is in a canonical form the fast path
+    takes (then it equals ``numbers.normalise(raw, region)``), else None."""
+    if not raw.isascii():
+        return None
+    match = _fast_number(region).fullmatch(raw.encode())
+    return None if match is None else "+39" + match.group(1).decode()
+
+
+_BLANK_LINE = re.compile(rb"^\r?\n", re.M)
+_STATUS_BITS = {b"opposed": OPPOSED, b"clear": 0}
+_SPACE = r"[ \t]*"
+
+
+@dataclass(frozen=True)
+class _RegisterSpec:
+    """How to read a register file's lines, from its header."""
+
+    region: str
+    header: tuple[str, ...]
+    line: re.Pattern[bytes]  # one line (re.M), groups in header order
+    number: int
+    status: int
+    registered_at: int | None
+
+    @classmethod
+    def build(cls, header: list[str], region: str) -> _RegisterSpec:
+        fields = {
+            "number": _number_pattern(region),
+            "status": "(opposed|clear)",
+            "registered_at": r"(\d{4}-\d\d-\d\d)?",
+        }
+        parts = [_SPACE + fields[name] + _SPACE for name in header]
+        body = ",".join(parts)
+        if header[-1] == "registered_at" and len(header) > 1:  # a missing last field reads as empty
+            body = ",".join(parts[:-1]) + "(?:," + parts[-1] + ")?"
+        line = re.compile(("^" + body + r"\r?$").encode(), re.M)
+        at = header.index("registered_at") if "registered_at" in header else None
+        return cls(region, tuple(header), line, header.index("number"), header.index("status"), at)
+
+
+@dataclass
+class _RangeResult:
+    """What reading one part of a register file found (lines relative to the part)."""
+
+    lines: int = 0
+    records: int = 0
+    opposed: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    error_count: int = 0
+    sequential: bool = False  # the fast reader cannot read this file: read it line by line
+
+
+class _Sequential(Exception):
+    """A line only the line-by-line reader can read (a record that spans lines)."""
+
+
+def _record_ends(text: str) -> bool:
+    """Whether a CSV record (default dialect) that starts at ``text`` ends with it."""
+    quoted, field_start, i = False, True, 0
+    while i < len(text):
+        c = text[i]
+        if quoted:
+            if c == '"':
+                if text[i + 1 : i + 2] == '"':
+                    i += 1
+                else:
+                    quoted = False
+        elif c == '"' and field_start:
+            quoted = True
+        field_start = c == "," and not quoted
+        i += 1
+    return not quoted
+
+
+class _RangeReader:
+    def __init__(self, spec: _RegisterSpec, writer: PartitionWriter, tick: Callable[[int], None]) -> None:
+        self.spec = spec
+        self.writer = writer
+        self.tick = tick
+        self.result = _RangeResult()
+        self.dates: dict[bytes, int] = {b"": 0}
+        self.row_parser = _register_row_parser(spec.region)
+
+    def error(self, line: int, message: str) -> None:
+        self.result.error_count += 1
+        if len(self.result.errors) < MAX_REPORTED_ERRORS:
+            self.result.errors.append((line, message))
+
+    def chunk(self, data: bytes) -> None:
+        """Read whole lines (``data`` ends with a newline)."""
+        spec = self.spec
+        lines = data.count(b"\n")
+        rows = spec.line.findall(data)
+        if len(rows) + len(_BLANK_LINE.findall(data)) != lines or not self._rows(rows):
+            self._lines(data)
+        self.result.lines += lines
+        self.tick(self.result.records)
+
+    def _rows(self, rows: list[tuple[bytes, ...]]) -> bool:
+        """Store rows that all matched the fast pattern; False (nothing stored)
+        when a date is not a real day or cannot be stored."""
+        spec = self.spec
+        statuses = list(map(itemgetter(spec.status), rows))
+        bits: Iterable[int] = map(_STATUS_BITS.__getitem__, statuses)
+        if spec.registered_at is not None:
+            days = list(map(itemgetter(spec.registered_at), rows))
+            try:
+                for day in set(days) - self.dates.keys():
+                    self.dates[day] = registered_code(date.fromisoformat(day.decode()))
+            except ValueError:
+                return False
+            bits = map(or_, bits, map(self.dates.__getitem__, days))
+        numbers = map(int, map(b"39".__add__, map(itemgetter(spec.number), rows)))
+        self.writer.add(list(map(or_, map((16).__rlshift__, numbers), bits)))
+        self.result.records += len(rows)
+        self.result.opposed += statuses.count(b"opposed")
+        return True
+
+    def _lines(self, data: bytes) -> None:
+        """Line by line: the fast pattern where it matches, else the CSV reader
+        and libphonenumber, exactly as :func:`_reader` and the row parser."""
+        spec = self.spec
+        base = self.result.lines
+        header = spec.header
+        for offset, line in enumerate(data.split(b"\n")[:-1], start=1):
+            match = spec.line.fullmatch(line)
+            if match is not None and self._rows([match.groups(b"")]):
+                continue
+            text = line.decode("utf-8")
+            if "\r" in text.removesuffix("\r") or not _record_ends(text):
+                raise _Sequential
+            fields = next(csv.reader([text + "\n"]), [])
+            if not fields:  # a blank line
+                continue
+            self.result.records += 1
+            try:
+                if len(fields) > len(header):
+                    raise ValueError("more fields than the header has")
+                row = {name: (fields[i].strip() if i < len(fields) else "") for i, name in enumerate(header)}
+                e164, opposed, registered_at = self.row_parser(row)
+            except ValueError as exc:
+                self.error(base + offset, str(exc))
+                continue
+            self.writer.add([pack_row(e164_number(e164), payload(opposed, registered_at))])
+            self.result.opposed += opposed
+
+
+_read_counter: Any = None
+
+
+def _init_reader(counter: Any) -> None:
+    global _read_counter
+    _read_counter = counter
+
+
+def _read_range(
+    path: str, start: int, stop: int, spec: _RegisterSpec, directory: str, partitions: int, tag: str, chunk_bytes: int
+) -> _RangeResult:
+    """Read bytes [start, stop) of a register file (whole lines) into partition files."""
+    writer = PartitionWriter(Path(directory), partitions, tag)
+    reported = 0
+
+    def tick(records: int) -> None:
+        nonlocal reported
+        if _read_counter is not None:
+            with _read_counter.get_lock():
+                _read_counter.value += records - reported
+            reported = records
+
+    reader = _RangeReader(spec, writer, tick)
+    gc_was = gc.isenabled()
+    gc.disable()  # millions of small objects, no cycles: the collector only costs time here
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            carry = b""
+            position = start
+            while position < stop or carry:
+                block = handle.read(min(chunk_bytes, stop - position)) if position < stop else b""
+                position += len(block)
+                data = carry + block
+                if position < stop:
+                    cut = data.rfind(b"\n") + 1
+                    data, carry = data[:cut], data[cut:]
+                    if not data:
+                        continue
+                else:
+                    carry = b""
+                    if not data.endswith(b"\n"):
+                        data += b"\n"
+                reader.chunk(data)
+    except _Sequential:
+        reader.result.sequential = True
+    finally:
+        if gc_was:
+            gc.enable()
+    writer.flush()
+    return reader.result
+
+
+def _line_starts(path: Path, start: int, size: int, parts: int) -> list[int]:
+    """``parts`` + 1 offsets that cut [start, size) at line starts."""
+    cuts = [start]
+    with path.open("rb") as handle:
+        for k in range(1, parts):
+            guess = max(start + (size - start) * k // parts, cuts[-1])
+            handle.seek(guess)
+            handle.readline()
+            cuts.append(min(handle.tell(), size))
+    cuts.append(size)
+    return cuts
+
+
+def _parse_register_fast(
+    path: Path, region: str, rows: RegisterRows, workers: int, chunk_bytes: int, part_bytes: int
+) -> Parsed | None:
+    with path.open("rb") as handle:
+        first = handle.readline()
+    start = len(first)
+    text = first.decode("utf-8").removeprefix("\ufeff")
+    if "\r" in text.rstrip("\r\n") or not _record_ends(text.rstrip("\r\n")):
+        return None
+    header = [h.strip() for h in next(csv.reader([text]), [])]
+    required, optional = REGISTER_COLUMNS
+    if sorted(header) not in (sorted(required), sorted(required + optional)):
+        return None  # a header to complain about: the line-by-line reader says what is wrong at once
+    spec = _RegisterSpec.build(header, region)
+    size = path.stat().st_size
+    parts = max(1, min(workers, (size - start) // part_bytes + 1))
+    cuts = _line_starts(path, start, size, parts)
+    progress = Progress("register: read")
+    jobs = [
+        (str(path), cuts[k], cuts[k + 1], spec, str(rows.directory), rows.partitions, f"{k:03d}", chunk_bytes)
+        for k in range(parts)
+    ]
+    if parts == 1:
+        results = [_read_range(*jobs[0])]
+    else:
+        context = process_context()
+        counter = context.Value("q", 0)
+        with ProcessPoolExecutor(parts, mp_context=context, initializer=_init_reader, initargs=(counter,)) as pool:
+            futures = [pool.submit(_read_range, *job) for job in jobs]
+            while wait(futures, timeout=1.0).not_done:
+                progress.tick(int(counter.value))
+            results = [f.result() for f in futures]
+    if any(r.sequential for r in results):
+        return None
+    errors: list[str] = []
+    error_count = 0
+    first_line = 2  # the header is line 1
+    for result in results:
+        for line, message in result.errors:
+            if len(errors) < MAX_REPORTED_ERRORS:
+                errors.append(f"{path}:{first_line + line - 1}: {message}")
+        error_count += result.error_count
+        first_line += result.lines
+    if error_count:
+        raise LoadError(str(path), errors, error_count)
+    rows.rows = sum(r.records for r in results)
+    rows.opposed = sum(r.opposed for r in results)
+    return Parsed(rows=rows, lines=rows.rows)
 
 
 def parse_operators(path: Path, region: str = "IT") -> Parsed:

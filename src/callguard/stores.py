@@ -2,8 +2,9 @@
 
 Layout (every key under the ``cg:`` prefix)::
 
-    cg:reg:{e164 minus last 2 digits}   hash  "{last 2}"           -> "{as_of}|{o|c}|{registered_at}"  (all clients)
-                                              "{last 2}:{client}"  -> same, for one client only
+    cg:reg:{e164 minus last 4 digits}   string register results of 10 000 numbers, every scope, packed
+                                              (about 3.4 bytes a number; see callguard.register)
+    cg:register:hidden, next, lock      register loads in progress (callguard.register)
     cg:callee:{e164}                    hash  "consent:{client}"   -> "{granted_at}|{ends_at}"
                                               "contract:{client}"  -> "{granted_at}|{ends_at}"
                                               "optout:{client|*}"  -> "{at}"
@@ -18,11 +19,13 @@ Layout (every key under the ``cg:`` prefix)::
     cg:audit:heads                      hash  "{audit partition}"   -> "{offset, 20 digits}|{sha256 of that record}"
     cg:register:census                  hash  "{scope}|{as_of}"    -> numbers whose current result is that one
 
-Register results are bucketed by number (100 numbers a hash) so that Redis
-keeps them in its compact listpack encoding; the performance issue measures
-and refines this. One intent costs two ``HMGET`` s and a batch one more for its
-operators, all inside one server-side script: one round trip and one reply
-per batch (:meth:`Stores.lookup`).
+Register results are packed into one string per bucket of 10 000 numbers,
+binary-searched by the lookup script, and loaded atomically (staged, then
+committed at once): :mod:`callguard.register` describes the encoding, the hash
+tags and what a reader can observe during a load. One intent costs one
+register ``GET`` and one ``HMGET``, a batch one more for its operators, all
+inside one server-side script: one round trip and one reply per batch
+(:meth:`Stores.lookup`).
 """
 
 from __future__ import annotations
@@ -32,33 +35,34 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from callguard import register as register_store
 from callguard.facts import Consent, Facts, Operator, OptOut, PastCall, RegisterResult, When, intent_ref
+from callguard.register import LOOKUP_LUA, RegisterRows, register_key, register_result
 from callguard.schema import ALL_CLIENTS, OutcomeReport
 
 PREFIX = "cg:"
 OPERATORS_KEY = PREFIX + "operators"
 META_KEY = PREFIX + "meta"
-REGISTER_LOADS_KEY = PREFIX + "register:loads"
+REGISTER_LOADS_KEY = register_store.LOADS_KEY
 AUDIT_HEADS_KEY = PREFIX + "audit:heads"
 #: ``{scope}|{as_of}`` -> how many numbers hold a current result of that scope and day (kept by the loaders).
-REGISTER_CENSUS_KEY = PREFIX + "register:census"
+REGISTER_CENSUS_KEY = register_store.CENSUS_KEY
 
 # Writes a field only when the new value is not older than the stored one.
 # ARGV[1] is how many leading characters hold the sortable timestamp
 # (0 = the whole value); ARGV[2] what to tally (operations, issue 5): '' nothing,
-# 'census:{scope}' the register census (numbers per scope and as-of day, in
-# cg:register:census), 'count:{field}' fields added (a cg:meta counter); then
-# field/value pairs, one per key in KEYS.
+# 'count:{field}' fields added (a cg:meta counter); then field/value pairs, one
+# per key in KEYS. (The register census is kept by callguard.register.)
 _WRITE_IF_NOT_OLDER = """
 local width = tonumber(ARGV[1])
 local tally = ARGV[2]
 local written, added = 0, 0
-local census = {}
 for i, key in ipairs(KEYS) do
   local field = ARGV[2 * i + 1]
   local value = ARGV[2 * i + 2]
@@ -71,23 +75,10 @@ for i, key in ipairs(KEYS) do
   if (not old) or a >= b then
     redis.call('HSET', key, field, value)
     written = written + 1
-    if not old then
-      added = added + 1
-    else
-      census[b] = (census[b] or 0) - 1
-    end
-    census[a] = (census[a] or 0) + 1
+    if not old then added = added + 1 end
   end
 end
-if string.sub(tally, 1, 7) == 'census:' then
-  local scope = string.sub(tally, 8)
-  for day, delta in pairs(census) do
-    if delta ~= 0 then
-      local now = redis.call('HINCRBY', 'cg:register:census', scope .. '|' .. day, delta)
-      if now <= 0 then redis.call('HDEL', 'cg:register:census', scope .. '|' .. day) end
-    end
-  end
-elseif string.sub(tally, 1, 6) == 'count:' and added > 0 then
+if string.sub(tally, 1, 6) == 'count:' and added > 0 then
   redis.call('HINCRBY', 'cg:meta', string.sub(tally, 7), added)
 end
 return written
@@ -97,7 +88,9 @@ return written
 # Everything a batch of intents needs, in one command (one round trip, one
 # reply to parse). KEYS: the operators and meta hashes, then per intent with a
 # valid callee its register bucket and callee hash. ARGV: the number of
-# operator ids, the ids, then per intent the bucket field and the client id.
+# operator ids, the ids, then per intent the number's suffix in its bucket and
+# the client id. ``register()`` is callguard.register.LOOKUP_LUA, prepended
+# when the script is registered.
 _LOOKUP = """
 local n = tonumber(ARGV[1])
 local operators = {}
@@ -110,7 +103,7 @@ local a = n + 2
 for i = 3, #KEYS, 2 do
   local suffix, client = ARGV[a], ARGV[a + 1]
   a = a + 2
-  out[#out + 1] = redis.call('HMGET', KEYS[i], suffix, suffix .. ':' .. client)
+  out[#out + 1] = register(KEYS[i], tonumber(suffix), client)
   out[#out + 1] = redis.call('HMGET', KEYS[i + 1], 'consent:' .. client, 'contract:' .. client,
                              'optout:' .. client, 'optout:*', 'calls:' .. client, 'silent:' .. client)
 end
@@ -267,11 +260,6 @@ class LookupUnavailable(Exception):
     """Redis did not answer (down, timed out, or returned an error)."""
 
 
-def register_key(e164: str) -> tuple[str, str]:
-    """The bucket key and field prefix of one number's register results."""
-    return PREFIX + "reg:" + e164[:-2], e164[-2:]
-
-
 def callee_key(e164: str) -> str:
     return PREFIX + "callee:" + e164
 
@@ -289,21 +277,6 @@ def format_when(when: When) -> str:
     if isinstance(when, datetime):
         return when.astimezone(UTC).isoformat()
     return when.isoformat()
-
-
-@lru_cache(maxsize=4_096)
-def _register_result(value: str, client_id: str) -> RegisterResult:
-    as_of, status, registered_at = value.split("|")
-    return RegisterResult(
-        opposed=status == "o",
-        as_of=date.fromisoformat(as_of),
-        registered_at=date.fromisoformat(registered_at) if registered_at else None,
-        client_id=client_id,
-    )
-
-
-def register_value(opposed: bool, as_of: date, registered_at: date | None) -> str:
-    return f"{as_of.isoformat()}|{'o' if opposed else 'c'}|{'' if registered_at is None else registered_at.isoformat()}"
 
 
 @lru_cache(maxsize=4_096)
@@ -350,23 +323,42 @@ class Query:
 class Stores:
     """All Redis access of callguard, reads batched into one round trip."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    #: a Redis Cluster (callguard.cluster.ClusterStores): no transaction spans keys of several slots
+    cluster = False
+
+    def __init__(self, client: aioredis.Redis, url: str | None = None) -> None:
         self.redis = client
+        self.url = url  # lets register loads merge in several processes
+        self._raw: aioredis.Redis | None = None  # bytes replies: register buckets
         self._write_if_not_older = client.register_script(_WRITE_IF_NOT_OLDER)
-        self._lookup_script = client.register_script(_LOOKUP)
+        self._lookup_script = client.register_script(LOOKUP_LUA + _LOOKUP)
         self._record_script = client.register_script(_RECORD_ALLOWED)
         self._outcomes_script = client.register_script(_APPLY_OUTCOMES)
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 1.0) -> Stores:
         """Connect lazily; ``timeout`` bounds every socket operation so that a
-        slow or dead Redis turns into ``lookup_unavailable``, not a stalled stream."""
+        slow or dead Redis turns into ``lookup_unavailable``, not a stalled stream.
+        A ``redis+cluster://`` URL gives :class:`callguard.cluster.ClusterStores`."""
+        if urlsplit(url).scheme.endswith("+cluster"):
+            from callguard.cluster import ClusterStores
+
+            return ClusterStores.from_url(url, timeout)
         client = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True, health_check_interval=0
         )
-        return cls(client)
+        return cls(client, url)
+
+    @property
+    def raw(self) -> aioredis.Redis:
+        """A client on the same server that answers bytes (register buckets)."""
+        if self._raw is None:
+            self._raw = register_store.raw_client(self.redis)
+        return self._raw
 
     async def close(self) -> None:
+        if self._raw is not None:
+            await self._raw.aclose()
         await self.redis.aclose()
 
     async def ping(self) -> bool:
@@ -390,9 +382,9 @@ class Stores:
             if q.callee is not None:
                 bucket, suffix = register_key(q.callee)
                 keys += (bucket, callee_key(q.callee))
-                args += (suffix, q.client_id)
+                args += (str(suffix), q.client_id)
         try:
-            replies = await self._lookup_script(keys=keys, args=args)
+            replies = await self._lookup_replies(keys, args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise LookupUnavailable(type(exc).__name__) from exc
         operators = {
@@ -412,9 +404,9 @@ class Stores:
             position += 2
             register: list[RegisterResult] = []
             if reg_all is not None:
-                register.append(_register_result(reg_all, ALL_CLIENTS))
+                register.append(register_result(reg_all, ALL_CLIENTS))
             if reg_client is not None:
-                register.append(_register_result(reg_client, q.client_id))
+                register.append(register_result(reg_client, q.client_id))
             consents: list[Consent] = []
             if consent is not None:
                 consents.append(_consent(q.client_id, "consent", consent))
@@ -437,6 +429,9 @@ class Stores:
                 )
             )
         return facts
+
+    async def _lookup_replies(self, keys: list[str], args: list[str]) -> list[Any]:
+        return cast(list[Any], await self._lookup_script(keys=keys, args=args))
 
     async def record_allowed(
         self, allowed: Sequence[Allowed], now: datetime, limits: Sequence[tuple[timedelta, int]]
@@ -559,22 +554,39 @@ class Stores:
         client_id: str,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Add one consultation's results; ``rows`` are (E.164, opposed, registered_at)."""
+        """Add one consultation's results; ``rows`` are (E.164, opposed,
+        registered_at). Returns how many rows were applied (not older than
+        what was stored). The whole call is one atomic load."""
+        spill = RegisterRows.from_rows(rows, expected=len(rows) if isinstance(rows, Sequence) else 0)
+        try:
+            return (await self.load_register(spill, as_of, client_id, progress=progress)).applied
+        finally:
+            spill.cleanup()
 
-        def triples() -> Iterable[tuple[str, str, str]]:
-            for e164, opposed, registered_at in rows:
-                bucket, suffix = register_key(e164)
-                field = suffix if client_id == ALL_CLIENTS else f"{suffix}:{client_id}"
-                yield bucket, field, register_value(opposed, as_of, registered_at)
+    async def load_register(
+        self,
+        rows: RegisterRows,
+        as_of: date,
+        client_id: str,
+        *,
+        entry: dict[str, Any] | None = None,
+        progress: Callable[[int], None] | None = None,
+        workers: int = 1,
+        grace: float | None = None,
+    ) -> register_store.LoadResult:
+        """Apply one consultation's validated results atomically: readers see
+        the register before the load until its commit, and all of it after
+        (:mod:`callguard.register`). The most recent consultation wins per
+        number and scope. ``entry`` is logged in ``cg:register:loads`` by the
+        commit; ``workers`` > 1 merges in that many processes; ``grace``: see
+        :func:`callguard.register.load` (Redis Cluster only)."""
+        return await register_store.load(
+            self.raw, rows, as_of, client_id, entry=entry, progress=progress, url=self.url, workers=workers, grace=grace
+        )
 
-        return await self.write_if_not_older(triples(), width=10, tally=f"census:{client_id}", progress=progress)
-
-    async def record_register_load(self, entry: dict[str, Any]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(REGISTER_LOADS_KEY, orjson.dumps(entry))
-            pipe.ltrim(REGISTER_LOADS_KEY, 0, 999)
-            pipe.hset(META_KEY, "register_last_load", orjson.dumps(entry))
-            await pipe.execute()
+    async def register_results(self, e164: str) -> dict[str, RegisterResult]:
+        """Every scope's current result for one number (tests and tools)."""
+        return await register_store.results(self.raw, e164)
 
     async def replace_operators(self, operators: Sequence[Operator], version: str) -> None:
         """Swap the whole certification list at once: readers see the old
@@ -596,7 +608,7 @@ class Stores:
         """Upsert (E.164, consent) rows; the last row for a callee, client and basis wins."""
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with self.redis.pipeline(transaction=not self.cluster) as pipe:
                 for e164, consent in part:
                     pipe.hset(callee_key(e164), f"{consent.basis}:{consent.client_id}", consent_value(consent))
                 added = await pipe.execute()

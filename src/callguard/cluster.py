@@ -1,0 +1,383 @@
+"""The stores on a Redis Cluster, through redis-py's ``RedisCluster`` client.
+
+``CALLGUARD_REDIS_URL=redis+cluster://HOST:PORT[,HOST:PORT…]`` (or
+``rediss+cluster://`` for TLS; user and password as in ``redis://``) selects
+it; any node will do, the client asks for the slot map and follows it.
+
+The key layout is the same as on one Redis. What changes is how the scripts
+are called: a script may touch the keys of one slot only, so
+
+- a batch's lookups become one pipeline per round trip, grouped by node by the
+  client: per intent one register script on its bucket and one ``HMGET`` of
+  its callee hash; the operators list is cached in process and read again only
+  when ``operators_version`` changes, and the register's hidden loads are read
+  with that version, in a first round trip (so a lookup costs two);
+- recording allowed intents: the frequency-cap script runs on the callee hash,
+  then the intent is remembered on its own key (two steps: a crash between
+  them counts the call but forgets the intent, whose outcome then goes to the
+  dead letters as unknown);
+- outcomes: the intent key is claimed by a script, then the campaign counter
+  and the callee's silent-call block are written;
+- register loads stage and compact bucket by bucket as on one Redis; the
+  commit is a few commands instead of one script (the visibility switch is
+  still one command, ``SREM`` from the hidden set), and the versions a load
+  replaced are removed only :data:`callguard.register.CLUSTER_GRACE` seconds
+  after it, because a reader reads the hidden loads and its buckets in two
+  round trips;
+- the certification list is staged under a key in the list's own slot
+  (``{cg:operators}:staging``) so that ``RENAME`` stays atomic.
+
+The standalone scripts and these are twins: ``tests/test_cluster.py`` runs
+the same data and calls through both and compares what they answer and store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoScriptError, RedisError
+
+from callguard import register as register_store
+from callguard.facts import Operator, PastCall, RegisterResult, intent_ref
+from callguard.register import HIDDEN_KEY, LOOKUP_LUA
+from callguard.schema import OutcomeReport
+from callguard.stores import (
+    META_KEY,
+    NO_CAMPAIGN,
+    OPERATORS_KEY,
+    OUTCOME_COUNTERS_LIFETIME,
+    OUTCOME_MEMORY,
+    PREFIX,
+    Allowed,
+    LookupUnavailable,
+    Stores,
+    callee_key,
+    epoch_ms,
+    format_when,
+    intent_key,
+    operator_value,
+    parse_calls,
+)
+
+
+def connect(url: str, timeout: float, decode_responses: bool = True) -> Any:
+    """A client for ``url``: ``RedisCluster`` for ``redis+cluster://``, else a plain one."""
+    parts = urlsplit(url)
+    if not parts.scheme.endswith("+cluster"):
+        return aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=decode_responses,
+            health_check_interval=0,
+        )
+    nodes = []
+    for host in parts.netloc.rpartition("@")[2].split(","):
+        name, _, port = host.rpartition(":")
+        nodes.append(ClusterNode(name or "127.0.0.1", int(port or 6379)))
+    return RedisCluster(
+        startup_nodes=nodes,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss+cluster",
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=decode_responses,
+    )
+
+
+#: The register half of stores._LOOKUP for one bucket; the hidden loads come in ARGV[3:].
+_REGISTER_ONE = (
+    LOOKUP_LUA
+    + """
+reg_hidden = {}
+for i = 3, #ARGV do reg_hidden[tonumber(ARGV[i])] = true end
+return register(KEYS[1], tonumber(ARGV[1]), ARGV[2])
+"""
+)
+
+#: The fields stores._LOOKUP reads from a callee hash, for client {c}.
+CALLEE_FIELDS = ("consent:{c}", "contract:{c}", "optout:{c}", "optout:*", "calls:{c}", "silent:{c}")
+
+# stores._RECORD_ALLOWED's frequency-cap part for one intent: KEYS[1] its
+# callee hash; ARGV: L, L pairs (window ms, max), keep ms, client, ref, now ms.
+# Answers 1 (recorded, or recorded before) or the calls stored (a cap is full).
+_RECORD_CALLS = """
+local nl = tonumber(ARGV[1])
+local a = 2
+local limits = {}
+for j = 1, nl do
+  limits[j] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1])}
+  a = a + 2
+end
+local keep = tonumber(ARGV[a])
+local client, ref, stamp = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+local now = tonumber(stamp)
+local field = 'calls:' .. client
+local old = redis.call('HGET', KEYS[1], field) or ''
+local kept, times, seen = {}, {}, false
+for ts, r in string.gmatch(old, '(%d+):(%x+)') do
+  local t = tonumber(ts)
+  if r == ref then seen = true end
+  if t > now - keep then
+    kept[#kept + 1] = ts .. ':' .. r
+    times[#times + 1] = t
+  end
+end
+if seen then return 1 end
+for _, limit in ipairs(limits) do
+  local n = 0
+  for _, t in ipairs(times) do
+    if t > now - limit[1] then n = n + 1 end
+  end
+  if n >= limit[2] then return old end
+end
+kept[#kept + 1] = stamp .. ':' .. ref
+redis.call('HSET', KEYS[1], field, table.concat(kept, ','))
+return 1
+"""
+
+# stores._RECORD_ALLOWED's second part: KEYS[1] the intent key; ARGV callee,
+# client, campaign, memory seconds.
+_REMEMBER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'callee', ARGV[1], 'client', ARGV[2], 'campaign', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+return 1
+"""
+
+# stores._APPLY_OUTCOMES's first part: KEYS[1] the intent key, ARGV[1] the
+# outcome. Answers 0 (unknown intent), -1 (reported before) or {callee, client, campaign}.
+_CLAIM_OUTCOME = """
+local memo = redis.call('HMGET', KEYS[1], 'callee', 'client', 'campaign', 'outcome')
+if not memo[1] then return 0 end
+if memo[4] then return -1 end
+redis.call('HSET', KEYS[1], 'outcome', ARGV[1])
+return {memo[1], memo[2], memo[3]}
+"""
+
+# The silent-call block (newest kept): KEYS[1] the callee hash; ARGV field, at.
+_BLOCK_SILENT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if (not old) or ARGV[2] > old then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+# stores._WRITE_IF_NOT_OLDER for the fields of one key: ARGV width, then
+# field/value pairs. Answers {written, added}.
+_WRITE_ONE = """
+local width = tonumber(ARGV[1])
+local written, added = 0, 0
+for i = 2, #ARGV, 2 do
+  local field, value = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', KEYS[1], field)
+  local a, b = value, old
+  if width > 0 then
+    a = string.sub(value, 1, width)
+    if old then b = string.sub(old, 1, width) end
+  end
+  if (not old) or a >= b then
+    redis.call('HSET', KEYS[1], field, value)
+    written = written + 1
+    if not old then added = added + 1 end
+  end
+end
+return {written, added}
+"""
+
+_SCRIPTS = {
+    "register_one": _REGISTER_ONE,
+    "record_calls": _RECORD_CALLS,
+    "remember": _REMEMBER,
+    "claim_outcome": _CLAIM_OUTCOME,
+    "block_silent": _BLOCK_SILENT,
+    "write_one": _WRITE_ONE,
+}
+
+
+class ClusterStores(Stores):
+    """:class:`~callguard.stores.Stores` on a Redis Cluster (see the module docstring)."""
+
+    cluster = True
+
+    def __init__(self, client: RedisCluster, url: str, timeout: float = 1.0) -> None:
+        super().__init__(cast(Any, client), url)
+        self.timeout = timeout
+        self._sha = {name: client.register_script(text).sha for name, text in _SCRIPTS.items()}
+        self._loaded = False
+        self._operators: dict[str, str] = {}
+        self._operators_version: object = self  # no version read yet
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 1.0) -> ClusterStores:
+        return cls(connect(url, timeout), url, timeout)
+
+    @property
+    def raw(self) -> Any:
+        if self._raw is None:
+            self._raw = connect(self.url or "", max(self.timeout, 10.0), decode_responses=False)
+        return self._raw
+
+    async def _pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Run ``commands`` in one cluster pipeline (redis-py sends each node its
+        share), loading the scripts on every primary first and again after a
+        NOSCRIPT (a node restarted or was flushed)."""
+        for attempt in (1, 2):
+            if not self._loaded:
+                for text in _SCRIPTS.values():
+                    await self.redis.script_load(text)
+                self._loaded = True
+            try:
+                async with self.redis.pipeline() as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    return await pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self._loaded = False
+        raise AssertionError("unreachable")
+
+    def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
+        """A script call as a pipeline command (redis-py refuses ``evalsha`` in
+        a cluster pipeline, not the command)."""
+        return ("EVALSHA", self._sha[name], 1, key, *args)
+
+    # --- reads ---------------------------------------------------------------
+
+    async def _lookup_replies(self, keys: list[str], args: list[str]) -> list[Any]:
+        """The reply stores._LOOKUP gives, built from single-slot commands."""
+        count = int(args[0])
+        operator_ids = args[1 : count + 1]
+        version, hidden = await self._pipeline([("HGET", META_KEY, "operators_version"), ("SMEMBERS", HIDDEN_KEY)])
+        if version != self._operators_version:
+            # read after the version: a list newer than its version is read again next time
+            self._operators = cast(dict[str, str], await self.redis.hgetall(OPERATORS_KEY))
+            self._operators_version = version
+        hidden_ids = sorted(hidden)
+        commands: list[Sequence[Any]] = []
+        a = count + 1
+        for i in range(2, len(keys), 2):
+            suffix, client = args[a], args[a + 1]
+            a += 2
+            commands.append(self._script("register_one", keys[i], suffix, client, *hidden_ids))
+            commands.append(("HMGET", keys[i + 1], *(field.format(c=client) for field in CALLEE_FIELDS)))
+        replies = await self._pipeline(commands) if commands else []
+        return [[self._operators.get(op_id) for op_id in operator_ids], version, *replies]
+
+    async def register_results(self, e164: str) -> dict[str, RegisterResult]:
+        return await register_store.results(self.raw, e164)
+
+    # --- writes ----------------------------------------------------------------
+
+    async def record_allowed(
+        self, allowed: Sequence[Allowed], now: datetime, limits: Sequence[tuple[timedelta, int]]
+    ) -> list[tuple[PastCall, ...] | None]:
+        if not allowed:
+            return []
+        stamp = str(epoch_ms(now))
+        keep = max((window for window, _ in limits), default=timedelta(0))
+        head: list[Any] = [len(limits)]
+        for window, maximum in limits:
+            head += (int(window / timedelta(milliseconds=1)), maximum)
+        head.append(int(keep / timedelta(milliseconds=1)))
+        memory = int(OUTCOME_MEMORY.total_seconds())
+        capped = [i for i, item in enumerate(allowed) if item.capped]
+        results: list[Any] = [1] * len(allowed)
+        try:
+            calls = [
+                self._script("record_calls", callee_key(allowed[i].callee), *head, allowed[i].client_id,
+                             intent_ref(allowed[i].intent_id), stamp)
+                for i in capped
+            ]  # fmt: skip
+            for i, answer in zip(capped, await self._pipeline(calls) if calls else [], strict=True):
+                results[i] = answer
+            remember = [
+                self._script("remember", intent_key(item.intent_id), item.callee, item.client_id,
+                             item.campaign_id or NO_CAMPAIGN, memory)
+                for item, result in zip(allowed, results, strict=True)
+                if result == 1
+            ]  # fmt: skip
+            if remember:
+                await self._pipeline(remember)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise LookupUnavailable(type(exc).__name__) from exc
+        return [None if result == 1 else parse_calls(result) for result in results]
+
+    async def apply_outcomes(self, outcomes: Sequence[tuple[OutcomeReport, bool]], tz: tzinfo) -> list[str | int]:
+        if not outcomes:
+            return []
+        claims = await self._pipeline(
+            [
+                self._script("claim_outcome", intent_key(report.intent_id), report.outcome.value)
+                for report, _ in outcomes
+            ]
+        )
+        lifetime = int(OUTCOME_COUNTERS_LIFETIME.total_seconds())
+        commands: list[Sequence[Any]] = []
+        for (report, silent), claim in zip(outcomes, claims, strict=True):
+            if not isinstance(claim, list):
+                continue
+            callee, client, campaign = claim
+            counters = f"{PREFIX}outcomes:{report.at.astimezone(tz).date().isoformat()}"
+            commands += [("HINCRBY", counters, f"{campaign}|{report.outcome.value}", 1), ("EXPIRE", counters, lifetime)]
+            if silent:
+                commands.append(
+                    self._script("block_silent", callee_key(callee), f"silent:{client}", format_when(report.at))
+                )
+        if commands:
+            await self._pipeline(commands)
+        return [claim[2] if isinstance(claim, list) else int(claim) for claim in claims]
+
+    async def write_if_not_older(
+        self,
+        triples: Iterable[tuple[str, str, str]],
+        width: int,
+        chunk: int = 1000,
+        tally: str = "",
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        written = added = 0
+        pending: dict[str, list[str]] = {}
+
+        async def flush() -> None:
+            nonlocal written, added
+            answers = await self._pipeline(
+                [self._script("write_one", key, width, *pairs) for key, pairs in pending.items()]
+            )
+            written += sum(int(w) for w, _ in answers)
+            added += sum(int(a) for _, a in answers)
+            pending.clear()
+
+        for sent, (key, field, value) in enumerate(triples, 1):
+            pending.setdefault(key, []).extend((field, value))
+            if sent % chunk == 0:
+                await flush()
+                if progress is not None:
+                    progress(sent)
+        if pending:
+            await flush()
+        if tally and added:
+            await self.redis.hincrby(META_KEY, tally.removeprefix("count:"), added)
+        return written
+
+    async def replace_operators(self, operators: Sequence[Operator], version: str) -> None:
+        """As on one Redis; the staging key shares the list's slot, so ``RENAME``
+        is still atomic, and the version follows it (readers that see the new
+        version read the new list)."""
+        staging = "{" + OPERATORS_KEY + "}:staging"
+        await self.redis.delete(staging)
+        for start in range(0, len(operators), 5000):
+            chunk = operators[start : start + 5000]
+            await self.redis.hset(staging, mapping={op.operator_id: operator_value(op) for op in chunk})
+        if operators:
+            await self.redis.rename(staging, OPERATORS_KEY)
+        else:
+            await self.redis.delete(OPERATORS_KEY)
+        await self.redis.hset(META_KEY, "operators_version", version)

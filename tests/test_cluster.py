@@ -1,0 +1,264 @@
+"""Redis Cluster: three primaries on loopback ports, formed from Python
+(CLUSTER ADDSLOTS, CLUSTER MEET), and callguard on it through
+``CALLGUARD_REDIS_URL=redis+cluster://…``.
+
+- the cluster stores answer and store exactly what the single-Redis stores do,
+  given the same data and calls (lookups, frequency caps, outcomes, loaders);
+- a register load through the CLI stays atomic for a reader on the cluster;
+- a worker end to end on the cluster, with its own broker: register,
+  consents, opt-outs, frequency caps and a silent-call outcome.
+
+Numbers of this module: +39 353 …; everything runs on servers it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from callguard import register as reg
+from callguard.client import GuardClient
+from callguard.cluster import ClusterStores
+from callguard.config import safe_url
+from callguard.embedded import RedisCluster, Server, start_broker, start_redis, start_redis_cluster
+from callguard.facts import Consent, Operator, OptOut
+from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC, CallOutcome, OutcomeReport
+from callguard.stores import Allowed, Query, Stores, callee_key, intent_key
+from tests.conftest import OPEN_HOURS_POLICY, Worker, cli, collect, env_for, load_all, produce, today, write_csv
+
+pytestmark = pytest.mark.e2e
+
+ROME = ZoneInfo("Europe/Rome")
+TODAY = date.fromisoformat(today())
+
+
+def e164(n: int) -> str:
+    return f"+39353{n:07d}"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    nodes = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A Redis of this module's own, for the side-by-side run (it replaces the operators list)."""
+    server = start_redis(tmp_path_factory.mktemp("single"))
+    yield server
+    server.stop()
+
+
+async def scenario(stores: Stores) -> dict[str, Any]:
+    """The same data and calls, on either kind of stores; what they answered and stored."""
+    out: dict[str, Any] = {}
+    numbers = [e164(n) for n in range(10)]
+    await stores.replace_operators(
+        [
+            Operator("cl-ok", "active", date(2024, 1, 1), date(2030, 1, 1), ("+390844000001",)),
+            Operator("cl-susp", "suspended", date(2024, 1, 1), date(2030, 1, 1)),
+        ],
+        "cl-v1",
+    )
+    yesterday = TODAY - timedelta(days=1)
+    out["register"] = [
+        await stores.add_register_results(
+            [(n, i % 2 == 0, date(2024, 1, 1) if i % 2 == 0 else None) for i, n in enumerate(numbers[:8])],
+            yesterday,
+            "*",
+        ),
+        await stores.add_register_results([(numbers[1], True, None)], TODAY, "beta"),
+        await stores.add_register_results([(numbers[3], True, None)], TODAY - timedelta(days=9), "*"),  # older
+    ]
+    await stores.upsert_consents([(numbers[0], Consent("acme", "consent", date(2025, 3, 1)))])
+    out["optouts"] = await stores.add_optouts(
+        [
+            (numbers[2], OptOut("*", date(2025, 5, 5))),
+            (numbers[2], OptOut("*", date(2025, 1, 1))),
+            (numbers[3], OptOut("acme", datetime(2025, 6, 1, 12, tzinfo=UTC))),
+        ]
+    )
+    queries = [Query(n, client, op) for n in numbers for client in ("acme", "beta") for op in ("cl-ok", "cl-susp", "x")]
+    out["facts"] = await stores.lookup([*queries, Query(None, "acme", "cl-ok")])
+    now = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    limits = [(timedelta(hours=24), 2), (timedelta(days=30), 5)]
+    allowed = [Allowed(numbers[5], "acme", f"cl-cap-{n}", "cl-camp", True) for n in range(3)]
+    allowed.append(Allowed(numbers[6], "acme", "cl-free", None, False))
+    out["record"] = await stores.record_allowed(allowed, now, limits)  # the third is over the cap
+    out["redelivered"] = await stores.record_allowed(allowed[:1], now + timedelta(minutes=1), limits)
+    reports = [
+        (OutcomeReport("cl-cap-0", CallOutcome.SILENT, now + timedelta(minutes=2)), True),
+        (OutcomeReport("cl-free", CallOutcome.ANSWERED, now + timedelta(minutes=3)), False),
+        (OutcomeReport("cl-never", CallOutcome.ANSWERED, now), False),
+    ]
+    out["outcomes"] = await stores.apply_outcomes(reports, ROME)
+    out["outcomes_again"] = await stores.apply_outcomes(reports[:1], ROME)
+    out["after"] = await stores.lookup([Query(numbers[5], "acme", "cl-ok"), Query(numbers[6], "acme", "cl-ok")])
+    out["counts"] = await stores.outcome_counts(3, date(2026, 11, 20))
+    out["census"] = await stores.register_census()
+    keys = [callee_key(n) for n in numbers] + [intent_key(f"cl-cap-{n}") for n in range(3)] + [intent_key("cl-free")]
+    out["stored"] = {key: await stores.redis.hgetall(key) for key in keys}
+    out["results"] = [await stores.register_results(n) for n in numbers]
+    return out
+
+
+async def test_the_cluster_stores_do_what_the_single_redis_stores_do(
+    single: Server, cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reg, "CLUSTER_GRACE", 0.1)  # no reader runs meanwhile
+    one = Stores.from_url(f"redis://127.0.0.1:{single.port}/0", timeout=10)
+    many = Stores.from_url(cluster.url, timeout=10)
+    assert isinstance(many, ClusterStores) and not isinstance(one, ClusterStores)
+    try:
+        expected, found = await scenario(one), await scenario(many)
+    finally:
+        await one.close()
+        await many.close()
+    assert expected["record"][2] is not None and expected["outcomes"][2] == 0  # the scenario reaches the edges
+    for part in expected:
+        assert found[part] == expected[part], part
+
+
+def spread(count: int, space: int = 10_000_000) -> range:
+    return range(0, space, space // count)
+
+
+async def test_a_register_load_on_the_cluster_is_atomic_for_a_reader(cluster: RedisCluster, tmp_path: Path) -> None:
+    stores = Stores.from_url(cluster.url, timeout=10)
+    numbers = spread(200_000)
+    old_day, new_day = TODAY - timedelta(days=3), TODAY - timedelta(days=1)
+    path = tmp_path / "new.csv"
+    path.write_text("number,status,registered_at\n" + "".join(f"{e164(n)},opposed,2024-05-06\n" for n in numbers))
+    raw = stores.raw
+    rng = random.Random(5)
+    seen: Counter[str] = Counter()
+    try:
+        await stores.add_register_results([(e164(n), False, None) for n in numbers], old_day, "cl-swap")
+        env = env_for("kafka://127.0.0.1:1", cluster.url)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "callguard",
+                "register",
+                "load",
+                str(path),
+                "--as-of",
+                str(new_day),
+                "--client",
+                "cl-swap",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            while process.poll() is None:
+                facts = await stores.lookup([Query(e164(n), "cl-swap", "op") for n in rng.sample(numbers, 300)])
+                states = {(f.register[0].opposed, f.register[0].as_of) for f in facts}
+                assert states in ({(False, old_day)}, {(True, new_day)}), states
+                seen["old" if states == {(False, old_day)} else "new"] += 1
+            _, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, err
+        assert seen["old"] > 0 and seen["new"] > 0, seen  # the reader ran before and after the commit
+        facts = await stores.lookup([Query(e164(n), "cl-swap", "op") for n in numbers[::400]])
+        assert {(f.register[0].opposed, f.register[0].as_of) for f in facts} == {(True, new_day)}
+        for n in numbers[::4000]:  # compacted once the grace was over
+            assert len(reg.versions(await raw.get(reg.register_key(e164(n))[0]))) == 1
+        assert (await stores.register_census())["cl-swap"] == {new_day: len(numbers)}
+    finally:
+        await stores.close()
+
+
+# --- a worker on the cluster ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_env(cluster: RedisCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    directory = tmp_path_factory.mktemp("cluster-e2e")
+    broker = start_broker(directory)
+    env = env_for(f"kafka://127.0.0.1:{broker.port}", cluster.url, CALLGUARD_POLICY=OPEN_HOURS_POLICY)
+    t = TODAY
+    load_all(
+        env,
+        ("operators", "load", str(write_csv(directory / "ops.csv", "operator_id,status,valid_from,valid_until,caller_ids",
+                                            ["cl-op,active,2024-01-01,2030-12-31,+39 0844 000001"]))),
+        ("register", "load", str(write_csv(directory / "reg.csv", "number,status,registered_at",
+                                           [f"{e164(n)},clear," for n in range(100, 104)]
+                                           + [f"{e164(104)},opposed,2024-02-01", f"{e164(105)},opposed,2024-02-01"])),
+         "--as-of", str(t - timedelta(days=1))),
+        ("consents", "load", str(write_csv(directory / "consents.csv", "callee,client_id,basis,granted_at",
+                                           [f"{e164(105)},cl-acme,consent,2025-03-01"]))),
+        ("optouts", "load", str(write_csv(directory / "optouts.csv", "callee,client_id,at", [f"{e164(103)},*,2025-05-05"]))),
+    )  # fmt: skip
+    yield env
+    broker.stop()
+
+
+async def test_a_worker_decides_on_the_cluster(cluster_env: dict[str, str], tmp_path: Path) -> None:
+    worker = Worker(cluster_env, tmp_path / "worker.log").start()
+    broker_url = cluster_env["CALLGUARD_BROKER"]
+
+    def intent(intent_id: str, n: int) -> bytes:
+        return orjson.dumps({"intent_id": intent_id, "callee": e164(n), "operator_id": "cl-op", "client_id": "cl-acme",
+                             "caller_id": "+39 0844 000001", "campaign_id": "cl-e2e-camp"})  # fmt: skip
+
+    async def decide(cases: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+        await produce(broker_url, INTENTS_TOPIC, [intent(i, n) for i, n in cases.items()])
+        return await collect(broker_url, DECISIONS_TOPIC, set(cases), timeout=60)
+
+    try:
+        found = await decide({"cl-clear": 100, "cl-opposed": 104, "cl-consent": 105, "cl-dnc": 103, "cl-unknown": 199}
+                             | {f"cl-cap-{k}": 101 for k in range(4)})  # fmt: skip
+        reasons = {i: (d[-1]["decision"], *d[-1]["reasons"]) for i, d in found.items()}
+        assert reasons["cl-clear"] == ("allow",)
+        assert reasons["cl-opposed"] == ("deny", "opposition_register")
+        assert reasons["cl-consent"] == ("allow", "consent")
+        assert reasons["cl-dnc"] == ("deny", "internal_dnc")
+        assert reasons["cl-unknown"] == ("deny", "not_checked")
+        caps = Counter(reasons[f"cl-cap-{k}"] for k in range(4))
+        assert caps == Counter({("allow",): 3, ("deny", "frequency_cap"): 1}), caps  # the Italian cap: 3 a day
+
+        async with GuardClient(broker_url, timeout=10) as guard:
+            await guard.report_outcome("cl-clear", "silent")
+        stores = Stores.from_url(cluster_env["CALLGUARD_REDIS_URL"], timeout=10)
+        try:
+            for _ in range(100):  # outcomes and intents are separate topics: wait for the block
+                if (await stores.redis.hget(callee_key(e164(100)), "silent:cl-acme")) is not None:
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            await stores.close()
+        found = await decide({"cl-after-silent": 100})
+        assert found["cl-after-silent"][-1]["reasons"] == ["recent_silent_call"]
+        status = cli(cluster_env, "status")
+        assert status.returncode == 0, status.stderr
+        assert "campaign cl-e2e-camp, last 30 days: silent 1;" in status.stdout, status.stdout
+        assert "data: ok" in status.stdout and "register for every client:" in status.stdout
+    finally:
+        worker.stop()
+
+
+def test_a_cluster_url_is_checked_and_its_password_never_printed() -> None:
+    assert (
+        safe_url("redis+cluster://app:s3cret@10.0.0.1:6379,10.0.0.2:6379")
+        == "redis+cluster://app:***@10.0.0.1:6379,10.0.0.2:6379"
+    )
+    result = cli(env_for("kafka://127.0.0.1:1", "redis+clusters://127.0.0.1:1"), "status")
+    assert result.returncode == 2 and "expected redis://, rediss://, unix:// or redis+cluster://" in result.stderr
