@@ -46,6 +46,7 @@ from callguard.logs import logging_config
 from callguard.metrics import CONTENT_TYPE, Metrics
 from callguard.policy import PolicySettings
 from callguard.policyfile import PolicyError, policy_for
+from callguard.publishing import BatchPublisher
 from callguard.schema import (
     AUDIT_TOPIC,
     DEADLETTER_TOPIC,
@@ -169,8 +170,9 @@ def create_app(
     if policy is None:
         policy = policy_for(settings)
 
-    async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
-        return await app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
+    # Faust's own aiokafka producer (acks=all), one record batch per partition and publish
+    producer: Any = app.producer
+    send = BatchPublisher(lambda: producer._ensure_producer())
 
     tail_reader: list[AIOKafkaConsumer] = []
 
