@@ -26,9 +26,9 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -62,14 +62,9 @@ async def load(stores: Stores, size: int, today: date) -> None:
     await stores.add_optouts([(number(i), OptOut("*", date(2025, 1, 1))) for i in range(7, size, 100)])
 
 
-async def acknowledged(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
-    class Metadata:
-        offset = 0
-
-    Metadata.partition = partition or 0  # type: ignore[attr-defined]
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_result(Metadata)
-    return future
+async def acknowledged(messages: Sequence[tuple[str, bytes | None, bytes, int | None]]) -> list[tuple[int, int]]:
+    """A broker that acknowledges everything at once: (partition, offset) per message."""
+    return [(partition or 0, 0) for _, _, _, partition in messages]
 
 
 def batches(start: int, count: int) -> list[list[Raw]]:
