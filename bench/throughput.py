@@ -1,92 +1,78 @@
 """Decisions per second of a callguard worker vs. a raw aiokafka pass-through.
 
-Both run in the same process tree, on the same embedded broker and Redis, on
-the same pre-published intents, so the ratio is meaningful on a noisy machine.
+Both run on the same embedded broker and Redis, on the same pre-published
+intents, one after the other in every run, so the ratio is meaningful on a
+noisy machine. The data and the intent mix are ``bench/mix.py``'s: a
+register of ``--register`` numbers (20 % opposed), consents, contracts,
+opt-outs, 50 operators with declared caller IDs; the worker decides by the
+Italian policy with calling hours open around the clock (every rule runs).
 
 - baseline: one aiokafka consumer + producer that only decodes each intent
-  with orjson, re-encodes it and forwards it, gathering sends per fetch and
-  committing after each (what a guard that decides nothing would cost);
-- callguard: a real ``callguard worker`` process (two outputs per intent:
-  decision and audit record), timed from its first decision to its last.
+  with orjson, re-encodes it and forwards it, gathering the sends of each
+  fetch and committing after each (what a guard that decides nothing costs);
+- callguard: a real ``callguard worker`` process (new consumer group each
+  run; two outputs per intent, decision and audit record, plus the Redis
+  lookup and the record of allowed calls), timed by the broker timestamps of
+  its first and last decision (so the group join and the reader's fetch
+  waits are not counted);
+- ``--compare SRC``: also a worker run from another source tree (for example
+  ``git worktree add /tmp/before main`` and ``--compare /tmp/before/src``),
+  for a before/after in the same run.
 
-    ./dev bench throughput [--intents 50000] [--register 200000] [--runs 3]
+    ./dev bench throughput [--intents 200000] [--register 1000000] [--runs 3]
+                           [--compare SRC] [--worker-env NAME=VALUE ...] [--profile DIR]
+
+``--profile DIR`` samples every worker with py-spy (``.venv/bin/pip install
+py-spy``) and prints where its CPU time went (``bench/pyspy.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import random
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from mix import POLICY, intents, load_data
+from pyspy import profiled, summary
 
 from callguard.embedded import Embedded, free_port
-from callguard.facts import Consent, Operator, OptOut
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
-from callguard.stores import Stores
 
 PARTITIONS = 6
 
 
-def number(i: int) -> str:
-    return f"+39347{i:07d}"
-
-
-async def load_data(redis_url: str, register_size: int, today: date) -> None:
-    """A register with 20 % opposed, consents for 2 %, opt-outs for 1 %, 50 operators."""
-    stores = Stores.from_url(redis_url, timeout=30)
-    rows = ((number(i), i % 5 == 0, date(2023, 5, 1) if i % 10 == 0 else None) for i in range(register_size))
-    await stores.add_register_results(rows, today, "*")
-    await stores.replace_operators(
-        [
-            Operator(f"op-{n}", "active" if n < 45 else "suspended", date(2024, 1, 1), date(2030, 1, 1))
-            for n in range(50)
-        ],
-        "bench",
-    )
-    await stores.upsert_consents(
-        [(number(i), Consent("acme", "consent", date(2025, 1, 1))) for i in range(0, register_size, 50)]
-    )
-    await stores.add_optouts([(number(i), OptOut("*", date(2025, 1, 1))) for i in range(7, register_size, 100)])
-    await stores.close()
-
-
-async def publish(bootstrap: str, topic: str, count: int, register_size: int) -> None:
-    rng = random.Random(1)
+async def publish(bootstrap: str, count: int, register_size: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in (topic, DECISIONS_TOPIC)])
+    await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in (INTENTS_TOPIC, DECISIONS_TOPIC)])
     await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, max_batch_size=512 * 1024)
     await producer.start()
     futures = []
-    for n in range(count):
-        callee = number(rng.randrange(int(register_size * 1.05)))  # 5 % never checked
-        intent = {
-            "intent_id": f"b-{n}",
-            "callee": callee,
-            "operator_id": f"op-{rng.randrange(52)}",
-            "client_id": rng.choice(("acme", "beta")),
-            "purpose": "marketing",
-        }
-        futures.append(await producer.send(topic, orjson.dumps(intent), key=callee.encode()))
+    for key, value in intents(count, register_size):
+        futures.append(await producer.send(INTENTS_TOPIC, value, key=key))
+        if len(futures) >= 20_000:
+            await asyncio.gather(*futures)
+            futures.clear()
     await asyncio.gather(*futures)
     await producer.stop()
 
 
-async def baseline(bootstrap: str, topic: str, count: int, run: int) -> float:
+async def baseline(bootstrap: str, count: int, run: int) -> float:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"bench-baseline-{run}", auto_offset_reset="earliest",
+        INTENTS_TOPIC, bootstrap_servers=bootstrap, group_id=f"bench-baseline-{run}", auto_offset_reset="earliest",
         enable_auto_commit=False, max_poll_records=2000,
     )  # fmt: skip
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
@@ -114,10 +100,26 @@ async def baseline(bootstrap: str, topic: str, count: int, run: int) -> float:
         await consumer.stop()
 
 
-async def callguard_run(embedded: Embedded, count: int, run: int, workdir: Path) -> float:
-    """Start a worker (new consumer group) and time its decisions, first to last."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    rate: float  # decisions/s, first to last decision
+    cpu_us: float  # worker CPU (all threads) per decision over the same span, µs
+
+
+async def worker_run(
+    embedded: Embedded, count: int, group: str, workdir: Path, src: str | None, extra_env: dict[str, str],
+    profile: Path | None,
+) -> Run:  # fmt: skip
+    """Start a worker (new consumer group), rate its decisions by their broker
+    timestamps and measure its CPU time per decision while it decides."""
     bootstrap = embedded.broker_url.split("://", 1)[1]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=100)
     await consumer.start()
     partitions = [TopicPartition(DECISIONS_TOPIC, p) for p in range(PARTITIONS)]
     consumer.assign(partitions)
@@ -127,54 +129,101 @@ async def callguard_run(embedded: Embedded, count: int, run: int, workdir: Path)
         "CALLGUARD_BROKER": embedded.broker_url,
         "CALLGUARD_REDIS_URL": embedded.redis_url,
         "CALLGUARD_WEB_PORT": str(free_port()),
-        "CALLGUARD_APP_ID": f"bench-callguard-{run}",
-        "PATH": "/usr/bin:/bin",
+        "CALLGUARD_APP_ID": group,
+        "CALLGUARD_POLICY": POLICY,
+        "CALLGUARD_SESSION_TIMEOUT": "3",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        **({"PYTHONPATH": src} if src else {}),
+        **extra_env,
     }
     launched_ms = int(time.time() * 1000)
-    with (workdir / f"worker-{run}.log").open("wb") as log:
+    with (workdir / f"{group}.log").open("wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "callguard", "worker"], env=env, stdout=log, stderr=log)
-    seen: set[str] = set()
-    started = 0.0
+    spy = profiled(worker.pid, profile) if profile else None
+    seen: set[bytes] = set()
+    first = last = 0
+    cpu_first = 0.0
+    seen_first = 0
     try:
         while len(seen) < count:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for records in batches.values():
-                # only this run's decisions (end offsets can lag on some brokers)
-                fresh = [r for r in records if r.timestamp >= launched_ms]
-                if fresh and not started:
-                    started = time.perf_counter()
-                seen.update(orjson.loads(r.value)["intent_id"] for r in fresh)
+                for record in records:
+                    if record.timestamp < launched_ms:  # an earlier run's (end offsets can lag on some brokers)
+                        continue
+                    seen.add(record.key)
+                    first = record.timestamp if not first else min(first, record.timestamp)
+                    last = max(last, record.timestamp)
+            if first and not cpu_first:
+                cpu_first, seen_first = cpu_seconds(worker.pid), len(seen)
             if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with {worker.returncode}; see {workdir}/worker-{run}.log")
-        return count / (time.perf_counter() - started)
+                raise RuntimeError(f"worker exited with {worker.returncode}; see {workdir}/{group}.log")
+        cpu = cpu_seconds(worker.pid) - cpu_first
+        return Run((count - 1) / max((last - first) / 1000, 1e-3), cpu / max(count - seen_first, 1) * 1e6)
     finally:
         await consumer.stop()
         worker.terminate()
         worker.wait(30)
+        if spy is not None:
+            spy.wait(30)
 
 
 async def main(args: argparse.Namespace) -> None:
+    extra_env = dict(item.split("=", 1) for item in args.worker_env)
     with Embedded(workdir=Path(tempfile.mkdtemp(prefix="callguard-bench-"))) as embedded:
         bootstrap = embedded.broker_url.split("://", 1)[1]
         today = datetime.now(ZoneInfo("Europe/Rome")).date()
         started = time.perf_counter()
         await load_data(embedded.redis_url, args.register, today)
         print(f"loaded a {args.register:,}-number register in {time.perf_counter() - started:.1f}s")
-        await publish(bootstrap, INTENTS_TOPIC, args.intents, args.register)
-        print(f"published {args.intents:,} intents on {PARTITIONS} partitions\n")
-        base, guard = [], []
+        started = time.perf_counter()
+        await publish(bootstrap, args.intents, args.register)
+        print(f"published {args.intents:,} intents on {PARTITIONS} partitions in {time.perf_counter() - started:.1f}s")
+        print(f"worker logs and profiles: {embedded.workdir}\n")
+        variants: dict[str, str | None] = {"callguard": None}
+        if args.compare:
+            variants["compare"] = str(Path(args.compare).resolve())
+        rates: dict[str, list[float]] = {"baseline": [], **{name: [] for name in variants}}
+        cpu: dict[str, list[float]] = {name: [] for name in variants}
+        profiles: list[Path] = []
         for run in range(args.runs):
-            base.append(await baseline(bootstrap, INTENTS_TOPIC, args.intents, run))
-            guard.append(await callguard_run(embedded, args.intents, run, embedded.workdir))
-            print(f"run {run + 1}: baseline {base[-1]:>9,.0f}/s   callguard {guard[-1]:>9,.0f} decisions/s")
-        b, g = statistics.median(base), statistics.median(guard)
-        print(f"\nmedian of {args.runs}: baseline pass-through {b:,.0f} events/s, callguard {g:,.0f} decisions/s")
-        print(f"ratio callguard / baseline: {g / b:.2f}")
+            rates["baseline"].append(await baseline(bootstrap, args.intents, run))
+            for name, src in variants.items():
+                profile = args.profile / f"{name}-{run + 1}.txt" if args.profile else None
+                if profile:
+                    profile.parent.mkdir(parents=True, exist_ok=True)
+                    profiles.append(profile)
+                timed = await worker_run(
+                    embedded, args.intents, f"bench-{name}-{run}", embedded.workdir, src, extra_env, profile
+                )
+                rates[name].append(timed.rate)
+                cpu[name].append(timed.cpu_us)
+            print(
+                f"run {run + 1}: baseline {rates['baseline'][-1]:>7,.0f}/s"
+                + "".join(
+                    f"   {name} {rates[name][-1]:>7,.0f}/s ({cpu[name][-1]:.0f} µs CPU each)" for name in variants
+                )
+            )
+        medians = {name: statistics.median(values) for name, values in rates.items()}
+        base = medians["baseline"]
+        print(f"\nmedian of {args.runs}: baseline pass-through {base:,.0f} events/s")
+        for name in variants:
+            print(
+                f"  {name:<10} {medians[name]:>9,.0f} decisions/s   ratio to baseline {medians[name] / base:.2f}"
+                f"   worker CPU {statistics.median(cpu[name]):.0f} µs per decision"
+            )
+        if args.compare:
+            print(f"  callguard / compare: {medians['callguard'] / medians['compare']:.2f}")
+        for profile in profiles:
+            print("\n" + summary(profile, top=30))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--intents", type=int, default=50_000)
-    parser.add_argument("--register", type=int, default=200_000)
+    parser.add_argument("--intents", type=int, default=200_000)
+    parser.add_argument("--register", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--compare", metavar="SRC", help="also time a worker from this source tree (its src/)")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy every worker, print where time goes")
     asyncio.run(main(parser.parse_args()))

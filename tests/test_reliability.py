@@ -50,14 +50,14 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
         broker.stop()
 
 
-async def publish_intents(broker_url: str, total: int) -> None:
+async def publish_intents(broker_url: str, total: int, prefix: str = "r") -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap(broker_url), linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     try:
         futures = []
         for n in range(total):
             callee = f"+39349{n % (NUMBERS + 100):07d}"  # 100 numbers never checked
-            value = {"intent_id": f"r-{n}", "callee": callee, "operator_id": "r-op", "client_id": "acme"}
+            value = {"intent_id": f"{prefix}-{n}", "callee": callee, "operator_id": "r-op", "client_id": "acme"}
             futures.append(await producer.send(INTENTS_TOPIC, orjson.dumps(value), key=callee.encode()))
         await asyncio.gather(*futures)
     finally:
@@ -154,6 +154,50 @@ async def test_kill_9_mid_stream_loses_no_intent(stack: dict[str, str], tmp_path
     assert f"PROBLEM partition 0 offset {forged.offset}: broken_link" in tampered.stdout
     denied = sum(1 for verdict, _ in counter.first.values() if verdict == "deny")
     assert denied > TOTAL * 0.2  # opposed and never-checked numbers really were denied
+
+
+async def test_two_workers_share_the_partitions_and_decide_every_intent_once(
+    stack: dict[str, str], tmp_path: Path
+) -> None:
+    """Scale-out in steady state: two workers of one consumer group split the
+    intents' partitions between them, both decide, and every intent gets
+    exactly one decision (one worker's share plus the other's is the whole)."""
+    broker_url = stack["CALLGUARD_BROKER"]
+    workers = [Worker(stack, tmp_path / f"w{n}.log").start(wait=False) for n in range(2)]
+    counter = DecisionCounter(broker_url)
+    try:
+        shares: list[set[int]] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # until the group settled: both own partitions, none twice
+            try:
+                answers = [worker.health() for worker in workers]
+            except OSError:
+                answers = []
+            shares = [set(body["assigned_partitions"]) for status, body in answers if status == 200]
+            if len(shares) == 2 and all(shares) and not shares[0] & shares[1] and len(shares[0] | shares[1]) == 6:
+                break
+            await asyncio.sleep(0.3)
+        else:
+            raise AssertionError(f"the two workers never shared the 6 partitions: {shares}")
+        total = 20_000
+        await counter.consumer.start()
+        await publish_intents(broker_url, total, prefix="s")
+        await counter.until(total, timeout=120)
+        await asyncio.sleep(2.0)  # anything decided twice would be here by now
+        await counter.poll()
+        decided = [worker.health()[1]["decisions"] for worker in workers]
+        after = [set(worker.health()[1]["assigned_partitions"]) for worker in workers]
+    finally:
+        await counter.consumer.stop()
+        for worker in workers:
+            worker.stop()
+    print(
+        f"\ntwo workers, partitions {sorted(shares[0])} and {sorted(shares[1])}: decisions {decided[0]:,} + {decided[1]:,}"
+    )
+    assert after == shares, "the group rebalanced during the test"
+    assert len(counter.first) == total
+    assert counter.duplicates == 0
+    assert all(decided) and sum(decided) == total
 
 
 async def test_a_killed_workers_partitions_are_taken_over_quickly(stack: dict[str, str], tmp_path: Path) -> None:

@@ -36,6 +36,8 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faust.web import Request, Response, View
 
 from callguard.audit import ChainHeads, last_record
+from callguard.batching import BatchSource
+from callguard.batching import install as install_batching
 from callguard.config import Settings, broker_hosts, kafka_security, safe_url
 from callguard.guard import Guard, Raw
 from callguard.health import DAY, data_checks, safe_read_data, utcnow
@@ -44,6 +46,7 @@ from callguard.logs import logging_config
 from callguard.metrics import CONTENT_TYPE, Metrics
 from callguard.policy import PolicySettings
 from callguard.policyfile import PolicyError, policy_for
+from callguard.publishing import BatchPublisher
 from callguard.schema import (
     AUDIT_TOPIC,
     DEADLETTER_TOPIC,
@@ -167,8 +170,9 @@ def create_app(
     if policy is None:
         policy = policy_for(settings)
 
-    async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
-        return await app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
+    # Faust's own aiokafka producer (acks=all), one record batch per partition and publish
+    producer: Any = app.producer
+    send = BatchPublisher(lambda: producer._ensure_producer())
 
     tail_reader: list[AIOKafkaConsumer] = []
 
@@ -207,10 +211,17 @@ def create_app(
 
     topics = {name: topic(name) for name in ALL_TOPICS}
 
+    # Intents skip Faust's per-event path (batching.py): the consumer hands
+    # each fetched partition's records to this source, the agent decides them
+    # in batches and acks each batch once the broker acknowledged its output.
+    intents = BatchSource(app, topics[INTENTS_TOPIC], max_buffered=max(4 * settings.batch_size, 4096))
+    install_batching(app, [intents])
+
     @app.agent(topics[INTENTS_TOPIC], name="callguard.decide")
-    async def decide(stream: Any) -> None:  # faust.StreamT lacks take_events in its stubs
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
-            await _or_exit(guard.handle_intents([_raw(event) for event in events]))
+    async def decide(stream: Any) -> None:  # supervised by Faust; its records come from ``intents``, not the stream
+        async for batch in intents.batches(settings.batch_size):
+            await _or_exit(guard.handle_intents(batch.raws))
+            intents.done(batch)
 
     @app.agent(topics[OPTOUTS_TOPIC], name="callguard.optouts")
     async def optouts(stream: Any) -> None:

@@ -44,10 +44,11 @@ from callguard.stores import NO_CAMPAIGN, Allowed, LookupUnavailable, Query, Sto
 
 log = logging.getLogger("callguard.guard")
 
-#: ``send(topic, key, value, partition)`` enqueues one message (``partition``
-#: None: by key) and returns an awaitable that completes with its
-#: RecordMetadata when the broker acknowledged it (aiokafka's contract).
-Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[Awaitable[Any]]]
+#: ``send(messages)`` publishes messages, each (topic, key, value, partition;
+#: ``partition`` None: by key), and returns where each was written, in order,
+#: as (partition, offset), once the broker acknowledged them all; it raises if
+#: any failed, after the others settled (``publishing.BatchPublisher``).
+Send = Callable[[Sequence[tuple[str, bytes | None, bytes, int | None]]], Awaitable[Sequence[tuple[int, int]]]]
 
 #: A message to publish: topic, key, value, partition. An audit record is
 #: still a dict: it is chained to its partition's head when sent.
@@ -366,29 +367,25 @@ class Guard:
         the broker, so whatever did get written stays in the chain."""
         delay = 0.1
         while messages:
-            futures: list[Awaitable[Any]] = []
             try:
                 generation = self.chain.generation
                 heads = await self.chain.load({p for _, _, v, p in messages if isinstance(v, dict) and p is not None})
+                encoded: list[tuple[str, bytes | None, bytes, int | None]] = []
                 chained: list[tuple[int, str]] = []
                 for topic, key, value, partition in messages:
                     if isinstance(value, dict):
                         assert partition is not None  # audit records are always partitioned
                         value, heads[partition] = link(value, heads[partition])
-                        chained.append((len(futures), heads[partition]))
-                    futures.append(await self.send(topic, key, value, partition))
-                results: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
-                failed = next((r for r in results if isinstance(r, BaseException)), None)
-                if failed is not None:
-                    raise failed
+                        chained.append((len(encoded), heads[partition]))
+                    encoded.append((topic, key, value, partition))
+                written = await self.send(encoded)
                 self.chain.advance(heads, generation)
                 for index, head in chained:
-                    self.chain.acknowledged[results[index].partition] = (results[index].offset, head)
+                    partition, offset = written[index]
+                    self.chain.acknowledged[partition] = (offset, head)
                 return
             except Exception as exc:  # any producer failure: retry the whole batch
-                # let what was already sent settle, so the reloaded chain heads include it
-                await asyncio.gather(*futures, return_exceptions=True)
-                self.chain.forget()
+                self.chain.forget()  # reloaded from the broker: what did get written stays in the chain
                 self.metrics.publish_errors.inc()
                 log.warning("publishing %d messages failed (%s); retrying in %.1fs", len(messages), exc, delay)
                 await asyncio.sleep(delay)
