@@ -367,13 +367,18 @@ async def test_an_abandoned_load_stays_invisible_and_the_next_one_cleans_up(stor
 async def test_a_second_load_waits_for_the_first(stores: Stores, embedded) -> None:
     client = stores.raw
     assert await client.set(reg.LOCK_KEY, "another", nx=True, px=60_000)
+    told: list[str] = []
+    rows = reg.RegisterRows.from_rows([(e164(30), True, None)])
     try:
-        task = asyncio.create_task(stores.add_register_results([(e164(30), True, None)], TODAY, "reg-wait"))
+        task = asyncio.create_task(stores.load_register(rows, TODAY, "reg-wait", waiting=lambda: told.append("wait")))
         await asyncio.sleep(0.5)
-        assert not task.done()
+        assert not task.done() and told == ["wait"]
     finally:
         await client.delete(reg.LOCK_KEY)
-    assert await asyncio.wait_for(task, 10) == 1
+    try:
+        assert (await asyncio.wait_for(task, 10)).applied == 1 and told == ["wait"]
+    finally:
+        rows.cleanup()
 
 
 # --- the fast register reader ----------------------------------------------------------

@@ -166,6 +166,7 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
                 entry=entry,
                 progress=Progress("register: written").tick,
                 workers=workers,
+                waiting=lambda: print("register: another register load is running; waiting for it", file=sys.stderr),
                 grace=2 * settings.redis_timeout + 1,  # Redis Cluster: the workers' lookups in flight
             )
             written = loaded.applied

@@ -910,6 +910,7 @@ async def load(
     url: str | None = None,
     workers: int = 1,
     wait_lock: float = 600.0,
+    waiting: Callable[[], None] | None = None,
     grace: float | None = None,
     fail_after_staging: Callable[[], Awaitable[None]] | None = None,
 ) -> LoadResult:
@@ -917,7 +918,8 @@ async def load(
     docstring). ``client`` must not decode responses. With ``url`` and
     ``workers`` > 1 the partitions are merged by that many processes.
     ``entry``, when given, is logged in ``cg:register:loads`` by the commit
-    (with ``applied`` filled in). On a Redis Cluster the replaced versions are
+    (with ``applied`` filled in). ``waiting`` is called once when another load
+    holds the lock (this one then waits up to ``wait_lock`` seconds). On a Redis Cluster the replaced versions are
     removed ``grace`` seconds after the commit (default :data:`CLUSTER_GRACE`).
     ``fail_after_staging`` is a test hook.
     """
@@ -928,6 +930,9 @@ async def load(
     lease_ms = int(LOCK_LEASE * 1000)
     waited = time.monotonic()
     while not await client.set(LOCK_KEY, token, nx=True, px=lease_ms):
+        if waiting is not None:  # once
+            waiting()
+            waiting = None
         if time.monotonic() - waited > wait_lock:
             holder = await client.get(LOCK_KEY)
             raise RegisterError(f"another register load is running ({holder!r}); try again later")

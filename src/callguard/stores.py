@@ -572,16 +572,26 @@ class Stores:
         entry: dict[str, Any] | None = None,
         progress: Callable[[int], None] | None = None,
         workers: int = 1,
+        waiting: Callable[[], None] | None = None,
         grace: float | None = None,
     ) -> register_store.LoadResult:
         """Apply one consultation's validated results atomically: readers see
         the register before the load until its commit, and all of it after
         (:mod:`callguard.register`). The most recent consultation wins per
         number and scope. ``entry`` is logged in ``cg:register:loads`` by the
-        commit; ``workers`` > 1 merges in that many processes; ``grace``: see
-        :func:`callguard.register.load` (Redis Cluster only)."""
+        commit; ``workers`` > 1 merges in that many processes; ``waiting`` and
+        ``grace``: see :func:`callguard.register.load`."""
         return await register_store.load(
-            self.raw, rows, as_of, client_id, entry=entry, progress=progress, url=self.url, workers=workers, grace=grace
+            self.raw,
+            rows,
+            as_of,
+            client_id,
+            entry=entry,
+            progress=progress,
+            url=self.url,
+            workers=workers,
+            waiting=waiting,
+            grace=grace,
         )
 
     async def register_results(self, e164: str) -> dict[str, RegisterResult]:
