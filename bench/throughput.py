@@ -20,7 +20,8 @@ Italian policy with calling hours open around the clock (every rule runs).
   for a before/after in the same run.
 
     ./dev bench throughput [--intents 200000] [--register 1000000] [--runs 3]
-                           [--compare SRC] [--worker-env NAME=VALUE ...] [--profile DIR]
+                           [--compare SRC] [--variant LABEL:NAME=VALUE,...] [--worker-env NAME=VALUE ...]
+                           [--profile DIR]
 
 ``--profile DIR`` samples every worker with py-spy (``.venv/bin/pip install
 py-spy``) and prints where its CPU time went (``bench/pyspy.py``).
@@ -180,21 +181,24 @@ async def main(args: argparse.Namespace) -> None:
         await publish(bootstrap, args.intents, args.register)
         print(f"published {args.intents:,} intents on {PARTITIONS} partitions in {time.perf_counter() - started:.1f}s")
         print(f"worker logs and profiles: {embedded.workdir}\n")
-        variants: dict[str, str | None] = {"callguard": None}
+        variants: dict[str, tuple[str | None, dict[str, str]]] = {"callguard": (None, extra_env)}
         if args.compare:
-            variants["compare"] = str(Path(args.compare).resolve())
+            variants["compare"] = (str(Path(args.compare).resolve()), extra_env)
+        for variant in args.variant:
+            name, _, settings = variant.partition(":")
+            variants[name] = (None, {**extra_env, **dict(item.split("=", 1) for item in settings.split(",") if item)})
         rates: dict[str, list[float]] = {"baseline": [], **{name: [] for name in variants}}
         cpu: dict[str, list[float]] = {name: [] for name in variants}
         profiles: list[Path] = []
         for run in range(args.runs):
             rates["baseline"].append(await baseline(bootstrap, args.intents, run))
-            for name, src in variants.items():
+            for name, (src, env) in variants.items():
                 profile = args.profile / f"{name}-{run + 1}.txt" if args.profile else None
                 if profile:
                     profile.parent.mkdir(parents=True, exist_ok=True)
                     profiles.append(profile)
                 timed = await worker_run(
-                    embedded, args.intents, f"bench-{name}-{run}", embedded.workdir, src, extra_env, profile
+                    embedded, args.intents, f"bench-{name}-{run}", embedded.workdir, src, env, profile
                 )
                 rates[name].append(timed.rate)
                 cpu[name].append(timed.cpu_us)
@@ -212,8 +216,9 @@ async def main(args: argparse.Namespace) -> None:
                 f"  {name:<10} {medians[name]:>9,.0f} decisions/s   ratio to baseline {medians[name] / base:.2f}"
                 f"   worker CPU {statistics.median(cpu[name]):.0f} µs per decision"
             )
-        if args.compare:
-            print(f"  callguard / compare: {medians['callguard'] / medians['compare']:.2f}")
+        for name in variants:
+            if name != "callguard":
+                print(f"  callguard / {name}: {medians['callguard'] / medians[name]:.2f}")
         for profile in profiles:
             print("\n" + summary(profile, top=30))
 
@@ -225,5 +230,9 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare", metavar="SRC", help="also time a worker from this source tree (its src/)")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="LABEL:NAME=VALUE[,NAME=VALUE]",
+        help="also time a worker of this source tree with these settings (e.g. big:CALLGUARD_BATCH_SIZE=2000)",
+    )  # fmt: skip
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy every worker, print where time goes")
     asyncio.run(main(parser.parse_args()))
