@@ -85,14 +85,19 @@ def _raw(event: Any) -> Raw:
     return Raw(message.value, message.topic, message.partition, message.offset, message.timestamp)
 
 
+_FETCH_MAX_WAIT_MS = [50]
+
+
 def _shorten_fetch_wait(max_wait_ms: int) -> None:
     """Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer. Apache
     Kafka answers a waiting fetch as soon as data arrives, but not every
     Kafka-protocol broker does (Tansu waits the full time: measured 200-400 ms
     per decision). A short wait bounds decision latency on any broker for a
-    little idle CPU. Patched at the one place Faust builds the consumer."""
+    little idle CPU (``CALLGUARD_FETCH_MAX_WAIT_MS``). Patched at the one place
+    Faust builds the consumer."""
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
+    _FETCH_MAX_WAIT_MS[0] = max_wait_ms
     thread = faust_aiokafka.AIOKafkaConsumerThread
     original = thread._create_worker_consumer
     if getattr(original, "_callguard_patched", False):
@@ -100,7 +105,7 @@ def _shorten_fetch_wait(max_wait_ms: int) -> None:
 
     def create(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = max_wait_ms
+        consumer._fetch_max_wait_ms = _FETCH_MAX_WAIT_MS[0]
         return consumer
 
     create._callguard_patched = True  # type: ignore[attr-defined]
@@ -133,7 +138,7 @@ def create_app(
 ) -> faust.App:
     """Build the Faust app for ``settings`` (nothing connects until it starts);
     ``policy`` defaults to the file ``CALLGUARD_POLICY`` names."""
-    _shorten_fetch_wait(50)
+    _shorten_fetch_wait(settings.fetch_max_wait_ms)
     app = faust.App(
         settings.app_id,
         broker=settings.broker,
