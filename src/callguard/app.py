@@ -1,9 +1,11 @@
 """The Faust worker: two agents and its web pages, as thin as Faust allows.
 
-- ``decide`` consumes ``callguard.intents`` in batches and hands them to
-  :class:`callguard.guard.Guard`; Faust acks a batch's events only after the
-  guard returned, i.e. after every decision, audit record and dead letter of
-  the batch was acknowledged by the broker (at-least-once).
+- ``decide`` decides ``callguard.intents`` in batches through
+  :class:`callguard.guard.Guard`. Its records skip Faust's per-event path:
+  Faust's consumer hands each fetched partition's records to a
+  :class:`callguard.batching.BatchSource`, and a batch is acked only after
+  the guard returned, i.e. after every decision, audit record and dead
+  letter of the batch was acknowledged by the broker (at-least-once).
 - ``optouts`` consumes ``callguard.optouts`` and writes them to Redis, so an
   opt-out takes effect for the next intent within about a second.
 - ``outcomes`` consumes ``callguard.outcomes``: silent and abandoned calls
