@@ -18,7 +18,7 @@ Italian policy with calling hours open around the clock (every rule runs).
 - ``--compare SRC``: also a worker run from another source tree (for example
   ``git worktree add /tmp/before main`` and ``--compare /tmp/before/src``),
   for a before/after in the same run; ``--variant LABEL:NAME=VALUE,...``:
-  also this source tree with other settings;
+  also this source tree with other settings (``workers=N``: N workers);
 - ``--workers N``: N workers in one consumer group per variant (scale-out on
   this machine: they share its cores with the broker, Redis and this script).
 
@@ -214,7 +214,14 @@ async def main(args: argparse.Namespace) -> None:
                     profile.parent.mkdir(parents=True, exist_ok=True)
                     profiles.append(profile)
                 timed = await worker_run(
-                    embedded, args.intents, f"bench-{name}-{run}", embedded.workdir, src, env, profile, args.workers
+                    embedded,
+                    args.intents,
+                    f"bench-{name}-{run}",
+                    embedded.workdir,
+                    src,
+                    {k: v for k, v in env.items() if k != "workers"},
+                    profile,
+                    int(env.get("workers", args.workers)),
                 )
                 rates[name].append(timed.rate)
                 cpu[name].append(timed.cpu_us)
