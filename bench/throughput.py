@@ -17,10 +17,14 @@ Italian policy with calling hours open around the clock (every rule runs).
   waits are not counted);
 - ``--compare SRC``: also a worker run from another source tree (for example
   ``git worktree add /tmp/before main`` and ``--compare /tmp/before/src``),
-  for a before/after in the same run.
+  for a before/after in the same run; ``--variant LABEL:NAME=VALUE,...``:
+  also this source tree with other settings (``workers=N``: N workers);
+- ``--workers N``: N workers in one consumer group per variant (scale-out on
+  this machine: they share its cores with the broker, Redis and this script).
 
     ./dev bench throughput [--intents 200000] [--register 1000000] [--runs 3]
-                           [--compare SRC] [--worker-env NAME=VALUE ...] [--profile DIR]
+                           [--compare SRC] [--variant LABEL:NAME=VALUE,...] [--worker-env NAME=VALUE ...]
+                           [--workers N] [--profile DIR]
 
 ``--profile DIR`` samples every worker with py-spy (``.venv/bin/pip install
 py-spy``) and prints where its CPU time went (``bench/pyspy.py``).
@@ -114,10 +118,11 @@ class Run:
 
 async def worker_run(
     embedded: Embedded, count: int, group: str, workdir: Path, src: str | None, extra_env: dict[str, str],
-    profile: Path | None,
+    profile: Path | None, count_workers: int = 1,
 ) -> Run:  # fmt: skip
-    """Start a worker (new consumer group), rate its decisions by their broker
-    timestamps and measure its CPU time per decision while it decides."""
+    """Start ``count_workers`` workers (one new consumer group), rate their
+    decisions by their broker timestamps and measure their CPU time (summed)
+    per decision while they decide."""
     bootstrap = embedded.broker_url.split("://", 1)[1]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=100)
     await consumer.start()
@@ -137,9 +142,18 @@ async def worker_run(
         **extra_env,
     }
     launched_ms = int(time.time() * 1000)
-    with (workdir / f"{group}.log").open("wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "callguard", "worker"], env=env, stdout=log, stderr=log)
-    spy = profiled(worker.pid, profile) if profile else None
+    workers = []
+    for n in range(count_workers):
+        env["CALLGUARD_WEB_PORT"] = str(free_port())
+        with (workdir / f"{group}-{n}.log").open("wb") as log:
+            workers.append(
+                subprocess.Popen([sys.executable, "-m", "callguard", "worker"], env=env, stdout=log, stderr=log)
+            )
+    spies = (
+        [profiled(w.pid, profile.with_name(f"{profile.stem}-w{n}.txt")) for n, w in enumerate(workers)]
+        if profile
+        else []
+    )
     seen: set[bytes] = set()
     first = last = 0
     cpu_first = 0.0
@@ -155,16 +169,19 @@ async def worker_run(
                     first = record.timestamp if not first else min(first, record.timestamp)
                     last = max(last, record.timestamp)
             if first and not cpu_first:
-                cpu_first, seen_first = cpu_seconds(worker.pid), len(seen)
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with {worker.returncode}; see {workdir}/{group}.log")
-        cpu = cpu_seconds(worker.pid) - cpu_first
+                cpu_first, seen_first = sum(cpu_seconds(w.pid) for w in workers), len(seen)
+            for w in workers:
+                if w.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {w.returncode}; see {workdir}/{group}-*.log")
+        cpu = sum(cpu_seconds(w.pid) for w in workers) - cpu_first
         return Run((count - 1) / max((last - first) / 1000, 1e-3), cpu / max(count - seen_first, 1) * 1e6)
     finally:
         await consumer.stop()
-        worker.terminate()
-        worker.wait(30)
-        if spy is not None:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(30)
+        for spy in spies:
             spy.wait(30)
 
 
@@ -180,21 +197,31 @@ async def main(args: argparse.Namespace) -> None:
         await publish(bootstrap, args.intents, args.register)
         print(f"published {args.intents:,} intents on {PARTITIONS} partitions in {time.perf_counter() - started:.1f}s")
         print(f"worker logs and profiles: {embedded.workdir}\n")
-        variants: dict[str, str | None] = {"callguard": None}
+        variants: dict[str, tuple[str | None, dict[str, str]]] = {"callguard": (None, extra_env)}
         if args.compare:
-            variants["compare"] = str(Path(args.compare).resolve())
+            variants["compare"] = (str(Path(args.compare).resolve()), extra_env)
+        for variant in args.variant:
+            name, _, settings = variant.partition(":")
+            variants[name] = (None, {**extra_env, **dict(item.split("=", 1) for item in settings.split(",") if item)})
         rates: dict[str, list[float]] = {"baseline": [], **{name: [] for name in variants}}
         cpu: dict[str, list[float]] = {name: [] for name in variants}
         profiles: list[Path] = []
         for run in range(args.runs):
             rates["baseline"].append(await baseline(bootstrap, args.intents, run))
-            for name, src in variants.items():
+            for name, (src, env) in variants.items():
                 profile = args.profile / f"{name}-{run + 1}.txt" if args.profile else None
                 if profile:
                     profile.parent.mkdir(parents=True, exist_ok=True)
                     profiles.append(profile)
                 timed = await worker_run(
-                    embedded, args.intents, f"bench-{name}-{run}", embedded.workdir, src, extra_env, profile
+                    embedded,
+                    args.intents,
+                    f"bench-{name}-{run}",
+                    embedded.workdir,
+                    src,
+                    {k: v for k, v in env.items() if k != "workers"},
+                    profile,
+                    int(env.get("workers", args.workers)),
                 )
                 rates[name].append(timed.rate)
                 cpu[name].append(timed.cpu_us)
@@ -212,10 +239,12 @@ async def main(args: argparse.Namespace) -> None:
                 f"  {name:<10} {medians[name]:>9,.0f} decisions/s   ratio to baseline {medians[name] / base:.2f}"
                 f"   worker CPU {statistics.median(cpu[name]):.0f} µs per decision"
             )
-        if args.compare:
-            print(f"  callguard / compare: {medians['callguard'] / medians['compare']:.2f}")
+        for name in variants:
+            if name != "callguard":
+                print(f"  callguard / {name}: {medians['callguard'] / medians[name]:.2f}")
         for profile in profiles:
-            print("\n" + summary(profile, top=30))
+            for path in sorted(profile.parent.glob(f"{profile.stem}-w*.txt")):
+                print("\n" + summary(path, top=30))
 
 
 if __name__ == "__main__":
@@ -225,5 +254,10 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare", metavar="SRC", help="also time a worker from this source tree (its src/)")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="LABEL:NAME=VALUE[,NAME=VALUE]",
+        help="also time a worker of this source tree with these settings (e.g. big:CALLGUARD_BATCH_SIZE=2000)",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1, help="workers per variant, in one consumer group")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy every worker, print where time goes")
     asyncio.run(main(parser.parse_args()))

@@ -1,9 +1,11 @@
 """The Faust worker: two agents and its web pages, as thin as Faust allows.
 
-- ``decide`` consumes ``callguard.intents`` in batches and hands them to
-  :class:`callguard.guard.Guard`; Faust acks a batch's events only after the
-  guard returned, i.e. after every decision, audit record and dead letter of
-  the batch was acknowledged by the broker (at-least-once).
+- ``decide`` decides ``callguard.intents`` in batches through
+  :class:`callguard.guard.Guard`. Its records skip Faust's per-event path:
+  Faust's consumer hands each fetched partition's records to a
+  :class:`callguard.batching.BatchSource`, and a batch is acked only after
+  the guard returned, i.e. after every decision, audit record and dead
+  letter of the batch was acknowledged by the broker (at-least-once).
 - ``optouts`` consumes ``callguard.optouts`` and writes them to Redis, so an
   opt-out takes effect for the next intent within about a second.
 - ``outcomes`` consumes ``callguard.outcomes``: silent and abandoned calls
@@ -85,14 +87,19 @@ def _raw(event: Any) -> Raw:
     return Raw(message.value, message.topic, message.partition, message.offset, message.timestamp)
 
 
+_FETCH_MAX_WAIT_MS = [50]
+
+
 def _shorten_fetch_wait(max_wait_ms: int) -> None:
     """Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer. Apache
     Kafka answers a waiting fetch as soon as data arrives, but not every
     Kafka-protocol broker does (Tansu waits the full time: measured 200-400 ms
     per decision). A short wait bounds decision latency on any broker for a
-    little idle CPU. Patched at the one place Faust builds the consumer."""
+    little idle CPU (``CALLGUARD_FETCH_MAX_WAIT_MS``). Patched at the one place
+    Faust builds the consumer."""
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
+    _FETCH_MAX_WAIT_MS[0] = max_wait_ms
     thread = faust_aiokafka.AIOKafkaConsumerThread
     original = thread._create_worker_consumer
     if getattr(original, "_callguard_patched", False):
@@ -100,7 +107,7 @@ def _shorten_fetch_wait(max_wait_ms: int) -> None:
 
     def create(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = max_wait_ms
+        consumer._fetch_max_wait_ms = _FETCH_MAX_WAIT_MS[0]
         return consumer
 
     create._callguard_patched = True  # type: ignore[attr-defined]
@@ -133,7 +140,7 @@ def create_app(
 ) -> faust.App:
     """Build the Faust app for ``settings`` (nothing connects until it starts);
     ``policy`` defaults to the file ``CALLGUARD_POLICY`` names."""
-    _shorten_fetch_wait(50)
+    _shorten_fetch_wait(settings.fetch_max_wait_ms)
     app = faust.App(
         settings.app_id,
         broker=settings.broker,

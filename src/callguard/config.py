@@ -41,8 +41,13 @@ class Settings:
     redis_timeout: float = 1.0
     #: Most intents decided together (one Redis round trip each batch).
     batch_size: int = 500
-    #: Seconds to wait for a batch to fill before deciding what has arrived.
+    #: Seconds the opt-out and outcome agents wait for a batch to fill (intents
+    #: are decided as each fetch brings them, in batches of what is waiting).
     batch_wait: float = 0.01
+    #: Longest a fetch of the worker's consumer waits for data. Apache Kafka
+    #: answers as soon as data arrives; a broker that always waits the full
+    #: time (Tansu) adds up to this much to every decision's latency.
+    fetch_max_wait_ms: int = 50
     #: Seconds ``POST /v1/check`` waits for a decision before answering 504 (dialer integration, issue 7).
     check_timeout: float = 2.0
     #: Partitions given to topics the worker creates.
@@ -140,6 +145,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"CALLGUARD_REDIS_TIMEOUT: expected 0-60 seconds, got {s.redis_timeout}")
     if not 1 <= s.batch_size <= 10_000:
         raise ConfigError(f"CALLGUARD_BATCH_SIZE: expected 1-10000, got {s.batch_size}")
+    if not 1 <= s.fetch_max_wait_ms <= 1500:
+        raise ConfigError(f"CALLGUARD_FETCH_MAX_WAIT_MS: expected 1-1500 milliseconds, got {s.fetch_max_wait_ms}")
     if not 0 <= s.batch_wait <= 5:
         raise ConfigError(f"CALLGUARD_BATCH_WAIT: expected 0-5 seconds, got {s.batch_wait}")
     if not 0 < s.check_timeout <= 60:
