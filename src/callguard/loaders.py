@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gc
 import hashlib
-import importlib
 import re
 import sys
 import time
@@ -19,15 +18,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
-from functools import lru_cache
 from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any, TextIO
 
-import phonenumbers
-
 from callguard.facts import Consent, Operator, OptOut, When
-from callguard.numbers import normalise, normalise_caller_id
+from callguard.numbers import canonical_number_pattern, normalise, normalise_caller_id
 from callguard.register import (
     OPPOSED,
     PartitionWriter,
@@ -41,8 +37,6 @@ from callguard.register import (
     registered_code,
 )
 from callguard.schema import ALL_CLIENTS, MAX_ID_LENGTH
-
-_sre_parser: Any = importlib.import_module("re._parser")  # the widths a pattern can match
 
 #: How many bad lines a failed load lists before it only counts them.
 MAX_REPORTED_ERRORS = 20
@@ -244,7 +238,7 @@ def parse_register(
     canonical form (``+39`` and the national number, or for region IT the
     national number alone or after ``0039``; ``opposed``/``clear``; an ISO
     date or nothing) are validated by one regular expression built from
-    libphonenumber's own Italian metadata (:func:`fast_e164`); any other line
+    libphonenumber's own Italian metadata (:func:`callguard.numbers.canonical_e164`); any other line
     goes through :func:`callguard.numbers.normalise` as before. Files over
     16 MB are read by ``workers`` processes (default: one a CPU), each its
     own part of the file (at least ``part_bytes``), ``chunk_bytes`` at a
@@ -299,75 +293,6 @@ class _SpillSink:
 # --- the fast register reader ---------------------------------------------------
 
 
-def _desc_pattern(desc: Any) -> str | None:
-    """A number description (national number pattern and possible lengths) as
-    a regular expression that matches a whole run of digits exactly when
-    libphonenumber's ``_is_number_matching_desc`` accepts it."""
-    if desc is None or not desc.national_number_pattern:
-        return None
-    pattern = f"(?:{desc.national_number_pattern})(?!\\d)"
-    if desc.possible_length:
-        # the lengths need checking only where the pattern itself allows others
-        shortest, longest = _sre_parser.parse(desc.national_number_pattern).getwidth()
-        if not set(range(shortest, longest + 1)) <= set(desc.possible_length):
-            lengths = "|".join(f"\\d{{{n}}}" for n in sorted(desc.possible_length))
-            pattern = f"(?=(?:{lengths})(?!\\d))" + pattern
-    return pattern
-
-
-@lru_cache(maxsize=1)
-def italian_national_pattern() -> str:
-    """A lookahead that accepts a run of digits exactly when libphonenumber
-    finds it a valid Italian national significant number: it matches the
-    general description and one number type (``_number_type_helper`` is not
-    UNKNOWN). Then ``+39`` and those digits parse to region IT and are valid.
-    (A number valid only as Vatican City, +39 06698, is not matched: it takes
-    the slow path, which asks libphonenumber.)"""
-    metadata: Any = phonenumbers.PhoneMetadata.metadata_for_region("IT")
-    general = _desc_pattern(metadata.general_desc)
-    kinds = [
-        metadata.mobile,  # the commonest first: the answer is the same in any order
-        metadata.fixed_line,
-        metadata.premium_rate,
-        metadata.toll_free,
-        metadata.shared_cost,
-        metadata.voip,
-        metadata.personal_number,
-        metadata.pager,
-        metadata.uan,
-        metadata.voicemail,
-    ]
-    types = [p for p in map(_desc_pattern, kinds) if p is not None]
-    assert general is not None and metadata.country_code == 39
-    return f"(?={general})(?=" + "|".join(f"(?:{p})" for p in types) + ")"
-
-
-def _number_pattern(region: str) -> str:
-    """The number field of the fast path; its one group is the national number.
-
-    ``+39`` works whatever the default region. For region IT also ``0039``
-    (IT's international prefix is 00) and the national number alone, which
-    libphonenumber never reads as starting with a country code when it is a
-    valid national number, nor as an international prefix (no valid Italian
-    number starts with 00)."""
-    prefix = r"(?:\+39|0039|(?!00))" if region == "IT" else r"\+39"
-    return prefix + "(" + italian_national_pattern() + r"\d+)"
-
-
-@lru_cache(maxsize=8)
-def _fast_number(region: str) -> re.Pattern[bytes]:
-    return re.compile(_number_pattern(region).encode())
-
-
-def fast_e164(raw: str, region: str) -> str | None:
-    """The E.164 form of ``raw`` when it is in a canonical form the fast path
-    takes (then it equals ``numbers.normalise(raw, region)``), else None."""
-    if not raw.isascii():
-        return None
-    match = _fast_number(region).fullmatch(raw.encode())
-    return None if match is None else "+39" + match.group(1).decode()
-
-
 _BLANK_LINE = re.compile(rb"^\r?\n", re.M)
 _STATUS_BITS = {b"opposed": OPPOSED, b"clear": 0}
 _SPACE = r"[ \t]*"
@@ -387,7 +312,7 @@ class _RegisterSpec:
     @classmethod
     def build(cls, header: list[str], region: str) -> _RegisterSpec:
         fields = {
-            "number": _number_pattern(region),
+            "number": canonical_number_pattern(region),
             "status": "(opposed|clear)",
             "registered_at": r"(\d{4}-\d\d-\d\d)?",
         }

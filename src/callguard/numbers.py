@@ -9,26 +9,38 @@ trail, which is the evidence, but anything meant for a log goes through
 
 from __future__ import annotations
 
+import importlib
+import re
 from functools import lru_cache
+from typing import Any
 
 import phonenumbers
+
+_sre_parser: Any = importlib.import_module("re._parser")  # the widths a pattern can match
 
 #: Longest input we hand to libphonenumber; real numbers are far shorter and
 #: the library itself refuses inputs over 250 characters.
 MAX_INPUT_LENGTH = 64
 
 
-@lru_cache(maxsize=65_536)
 def normalise(raw: str, default_region: str) -> str | None:
     """Return the E.164 form of ``raw``, or ``None`` when it is not a valid number.
 
     ``default_region`` (ISO 3166 alpha-2) applies to numbers written without a
     country code. "Valid" is libphonenumber's ``is_valid_number``: a number
     that cannot be assigned cannot be checked against a register, and a guard
-    fails closed on what it cannot check.
+    fails closed on what it cannot check. Italian numbers in canonical form
+    (``+39…``, and for region IT ``0039…`` or the national number) take a
+    fast path built from libphonenumber's own metadata, with the same answer.
     """
     if not raw or len(raw) > MAX_INPUT_LENGTH:
         return None
+    return canonical_e164(raw, default_region) or libphonenumber_e164(raw, default_region)
+
+
+@lru_cache(maxsize=65_536)
+def libphonenumber_e164(raw: str, default_region: str) -> str | None:
+    """:func:`normalise` by libphonenumber alone: parse, validate, format."""
     try:
         parsed = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException:
@@ -82,6 +94,81 @@ def is_geographic_or_mobile(e164: str) -> bool:
         phonenumbers.PhoneNumberType.MOBILE,
         phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
     )
+
+
+# --- the fast path for canonical Italian numbers -------------------------------
+
+
+def _desc_pattern(desc: Any) -> str | None:
+    """A number description (national number pattern and possible lengths) as
+    a regular expression that matches a whole run of digits exactly when
+    libphonenumber's ``_is_number_matching_desc`` accepts it."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    pattern = f"(?:{desc.national_number_pattern})(?!\\d)"
+    if desc.possible_length:
+        # the lengths need checking only where the pattern itself allows others
+        shortest, longest = _sre_parser.parse(desc.national_number_pattern).getwidth()
+        if not set(range(shortest, longest + 1)) <= set(desc.possible_length):
+            lengths = "|".join(f"\\d{{{n}}}" for n in sorted(desc.possible_length))
+            pattern = f"(?=(?:{lengths})(?!\\d))" + pattern
+    return pattern
+
+
+@lru_cache(maxsize=1)
+def italian_national_pattern() -> str:
+    """A lookahead that accepts a run of digits exactly when libphonenumber
+    finds it a valid Italian national significant number: it matches the
+    general description and one number type (``_number_type_helper`` is not
+    UNKNOWN). Then ``+39`` and those digits parse to region IT and are valid.
+    (A number valid only as Vatican City, +39 06698, is not matched: it takes
+    the slow path, which asks libphonenumber.)"""
+    metadata: Any = phonenumbers.PhoneMetadata.metadata_for_region("IT")
+    general = _desc_pattern(metadata.general_desc)
+    kinds = [
+        metadata.mobile,  # the commonest first: the answer is the same in any order
+        metadata.fixed_line,
+        metadata.premium_rate,
+        metadata.toll_free,
+        metadata.shared_cost,
+        metadata.voip,
+        metadata.personal_number,
+        metadata.pager,
+        metadata.uan,
+        metadata.voicemail,
+    ]
+    types = [p for p in map(_desc_pattern, kinds) if p is not None]
+    assert general is not None and metadata.country_code == 39
+    return f"(?={general})(?=" + "|".join(f"(?:{p})" for p in types) + ")"
+
+
+def canonical_number_pattern(region: str) -> str:
+    """Canonical Italian numbers as a regular expression (the register reader
+    uses it for its number field); its one group is the national number.
+
+    ``+39`` works whatever the default region. For region IT also ``0039``
+    (IT's international prefix is 00) and the national number alone, which
+    libphonenumber never reads as starting with a country code when it is a
+    valid national number, nor as an international prefix (no valid Italian
+    number starts with 00)."""
+    prefix = r"(?:\+39|0039|(?!00))" if region == "IT" else r"\+39"
+    return prefix + "(" + italian_national_pattern() + r"\d+)"
+
+
+@lru_cache(maxsize=8)
+def _fast_number(region: str) -> re.Pattern[bytes]:
+    return re.compile(canonical_number_pattern(region).encode())
+
+
+def canonical_e164(raw: str, region: str) -> str | None:
+    """The E.164 form of ``raw`` when it is a valid Italian number in a
+    canonical form (then it equals :func:`libphonenumber_e164`), else None:
+    one regular expression instead of libphonenumber's parse and validation
+    (0.8 us instead of 17 us on these machines)."""
+    if not raw.isascii():
+        return None
+    match = _fast_number(region).fullmatch(raw.encode())
+    return None if match is None else "+39" + match.group(1).decode()
 
 
 def is_known_region(region: str) -> bool:
