@@ -354,9 +354,10 @@ class Guard:
         partition has one writer, the worker that owns the intent partition,
         so its hash chain is never forked by two workers."""
         key = decision.intent_id.encode()
+        message = decision.to_message()
         return [
-            (DECISIONS_TOPIC, key, dumps(decision.to_message()), None),
-            (AUDIT_TOPIC, key, decision.to_audit(intent, raw.source()), raw.partition % self.audit_partitions),
+            (DECISIONS_TOPIC, key, dumps(message), None),
+            (AUDIT_TOPIC, key, decision.to_audit(intent, raw.source(), message), raw.partition % self.audit_partitions),
         ]
 
     async def _publish(self, messages: list[Outgoing]) -> None:

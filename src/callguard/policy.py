@@ -37,7 +37,6 @@ A guard fails closed: whatever could not be checked is denied with a reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, Literal
@@ -138,10 +137,20 @@ class PolicySettings:
     silent_call_block: timedelta = timedelta(days=7)
     #: Garante, silent calls: at most 3 per 100 answered calls per campaign (reported, not enforced per call).
     abandoned_rate_limit: float = 0.03
+    #: ``active_rules`` per purpose, filled on first use (scopes do not change).
+    _active: dict[Purpose, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def applies(self, rule: str, purpose: Purpose) -> bool:
-        scope = self.scopes.get(rule)
-        return scope is not None and scope.enabled and purpose in scope.purposes
+        return rule in self.active_rules(purpose)
+
+    def active_rules(self, purpose: Purpose) -> frozenset[str]:
+        """The rules that run for ``purpose`` (computed once per settings)."""
+        active = self._active.get(purpose)
+        if active is None:
+            active = self._active[purpose] = frozenset(
+                rule for rule, scope in self.scopes.items() if scope.enabled and purpose in scope.purposes
+            )
+        return active
 
     def skipped(self, rule: str, purpose: Purpose) -> RuleResult:
         """The audit entry of a rule that did not run, saying why."""
@@ -203,10 +212,13 @@ class Decision:
             message["not_before"] = rfc3339(self.not_before)
         return message
 
-    def to_audit(self, intent: Intent | None, source: dict[str, Any]) -> dict[str, Any]:
-        """The audit record: the decision, the normalised inputs, every rule
-        with its outcome, and the facts it used (the evidence)."""
-        record = self.to_message()
+    def to_audit(
+        self, intent: Intent | None, source: dict[str, Any], message: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The audit record: the decision (``message``, when already built by
+        :meth:`to_message`), the normalised inputs, every rule with its
+        outcome, and the facts it used (the evidence)."""
+        record = dict(self.to_message() if message is None else message)
         record["intent"] = None if intent is None else _intent_json(intent, self.callee)
         record["rules"] = [rule.to_json() for rule in self.rules]
         record["facts"] = self.facts
@@ -443,7 +455,7 @@ def check_caller_id(
 
 
 def _window_text(window: tuple[Any, Any] | None) -> str | None:
-    return None if window is None else f"{window[0]:%H:%M}-{window[1]:%H:%M}"
+    return None if window is None else f"{window[0].isoformat('minutes')}-{window[1].isoformat('minutes')}"
 
 
 def check_calling_hours(callee: str, now: datetime, settings: PolicySettings) -> RuleResult:
@@ -558,28 +570,35 @@ def decide(
         )
     else:
         versions.update(facts.versions)
-        today = now.astimezone(settings.timezone).date()
-        purpose = intent.purpose
+        purpose, operator = intent.purpose, facts.operator
+        on = settings.active_rules(purpose)  # each rule below runs only if on, else its skip is recorded
 
-        def run(rule: str, check: Callable[[], RuleResult]) -> None:
-            rules.append(check() if settings.applies(rule, purpose) else settings.skipped(rule, purpose))
+        def skip(rule: str) -> RuleResult:
+            return settings.skipped(rule, purpose)
 
-        run("operator_certified", lambda: check_operator(intent.operator_id, facts.operator, today))
-        facts_json["operator"] = None if facts.operator is None else facts.operator.to_json()
+        if "operator_certified" in on:
+            rules.append(check_operator(intent.operator_id, operator, now.astimezone(settings.timezone).date()))
+        else:
+            rules.append(skip("operator_certified"))
+        facts_json["operator"] = None if operator is None else operator.to_json()
         if callee is not None:
-            run("opposition_register", lambda: check_register(intent, facts.register, facts.consents, now, settings))
-            run(
-                "internal_dnc",
-                lambda: check_optout(intent.client_id, facts.optouts, facts.consents, now, settings),
+            register, consents = facts.register, facts.consents
+            rules += (
+                check_register(intent, register, consents, now, settings)
+                if "opposition_register" in on
+                else skip("opposition_register"),
+                check_optout(intent.client_id, facts.optouts, consents, now, settings)
+                if "internal_dnc" in on
+                else skip("internal_dnc"),
+                check_caller_id(intent, caller, operator, settings) if "caller_id" in on else skip("caller_id"),
+                check_calling_hours(callee, now, settings) if "calling_hours" in on else skip("calling_hours"),
+                check_frequency(intent, facts.calls, now, settings) if "frequency_cap" in on else skip("frequency_cap"),
+                check_silent_calls(facts.silent_at, now, settings) if "silent_calls" in on else skip("silent_calls"),
             )
-            run("caller_id", lambda: check_caller_id(intent, caller, facts.operator, settings))
-            run("calling_hours", lambda: check_calling_hours(callee, now, settings))
-            run("frequency_cap", lambda: check_frequency(intent, facts.calls, now, settings))
-            run("silent_calls", lambda: check_silent_calls(facts.silent_at, now, settings))
-            used = most_recent_result(facts.register)
+            used = most_recent_result(register)
             versions["register"] = None if used is None else used.as_of.isoformat()
-            facts_json["register"] = [r.to_json() for r in facts.register]
-            facts_json["consents"] = [c.to_json() for c in facts.consents]
+            facts_json["register"] = [r.to_json() for r in register]
+            facts_json["consents"] = [c.to_json() for c in consents]
             facts_json["optouts"] = [o.to_json() for o in facts.optouts]
     denying = [rule for rule in rules if rule.outcome == "deny"]
     deny = tuple(reason for rule in denying for reason in rule.reasons)
