@@ -37,9 +37,10 @@ from functools import lru_cache
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import hiredis
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import DataError, RedisError
 
 from callguard import register as register_store
 from callguard.facts import Consent, Facts, Operator, OptOut, PastCall, RegisterResult, When, intent_ref
@@ -320,6 +321,29 @@ class Query:
     operator_id: str
 
 
+@lru_cache(maxsize=8)
+def hiredis_packing(base: type[Any]) -> type[Any]:
+    """``base`` (TCP, TLS or Unix socket) packing commands with hiredis.
+
+    redis-py's asyncio connection packs a command in Python and re-joins its
+    buffer for every argument, which grows quadratic-like with the argument
+    count: 1.5 ms for one batch lookup of 500 intents (3,000 arguments),
+    against 0.17 ms for ``hiredis.pack_command``, which its synchronous
+    connection uses (``HiredisRespSerializer``). The bytes are the same.
+    """
+
+    def pack_command(self: Any, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):  # a command name may hold words, e.g. "CONFIG GET"
+            args = (*args[0].encode().split(), *args[1:])
+        args = tuple(bytes(arg) if isinstance(arg, bytearray | memoryview) else arg for arg in args)
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:  # what redis-py's encoder raises for an unsupported value
+            raise DataError(str(exc)) from exc
+
+    return type(f"HiredisPacking{base.__name__}", (base,), {"pack_command": pack_command})
+
+
 class Stores:
     """All Redis access of callguard, reads batched into one round trip."""
 
@@ -347,6 +371,8 @@ class Stores:
         client = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True, health_check_interval=0
         )
+        pool = client.connection_pool
+        pool.connection_class = hiredis_packing(cast(Any, pool.connection_class))
         return cls(client, url)
 
     @property

@@ -1,0 +1,51 @@
+"""The Redis client the stores use: what it sends is what redis-py would send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.exceptions import DataError
+
+from callguard.stores import Stores, hiredis_packing
+
+COMMANDS: list[tuple[Any, ...]] = [
+    ("PING",),
+    ("CONFIG GET", "maxmemory"),  # a command name of two words
+    ("EVALSHA", "a" * 40, 2, "cg:reg:{+39347123}", "cg:n:{+393471234567}", "4567", "acme", 1.5, b"\x00\xff"),
+    ("SET", "k", bytearray(b"v"), memoryview(b"w")),
+    ("HSET", "k", "città", "€"),  # UTF-8, as redis-py's encoder writes it
+    ("EVALSHA", "b" * 40, 0, *(f"arg-{i}" for i in range(5000))),  # a long batch command
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: str(c[0]))
+def test_hiredis_packing_sends_the_bytes_redis_py_would(command: tuple[Any, ...]) -> None:
+    plain, fast = Connection(), hiredis_packing(Connection)()
+    assert b"".join(fast.pack_command(*command)) == b"".join(plain.pack_command(*command))
+
+
+def test_hiredis_packing_refuses_what_redis_py_refuses() -> None:
+    with pytest.raises(DataError):
+        Connection().pack_command("SET", "k", None)
+    with pytest.raises(DataError):
+        hiredis_packing(Connection)().pack_command("SET", "k", None)
+
+
+def test_stores_keep_the_connection_kind_of_their_url() -> None:
+    tcp = Stores.from_url("redis://127.0.0.1:1/0")
+    unix = Stores.from_url("unix:///tmp/no-such-redis.sock?db=0")
+    assert issubclass(tcp.redis.connection_pool.connection_class, Connection)
+    assert issubclass(unix.redis.connection_pool.connection_class, UnixDomainSocketConnection)
+    for stores in (tcp, unix):
+        assert stores.redis.connection_pool.connection_class.__name__.startswith("HiredisPacking")
+        assert stores.raw.connection_pool.connection_class is stores.redis.connection_pool.connection_class
+
+
+async def test_stores_answer_through_the_hiredis_packing_connection(embedded: Any) -> None:
+    stores = Stores.from_url(embedded.redis_url)
+    try:
+        assert await stores.ping()
+    finally:
+        await stores.close()
