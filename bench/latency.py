@@ -23,11 +23,11 @@ called (this process's clock):
 Every process runs on this machine, so the clocks are the same clock.
 Prints p50/p99/p99.9/max of each, and how many decisions were missing.
 
-On the embedded Tansu broker a fetch is answered only when its maximum wait
-runs out, even when data is waiting (Apache Kafka answers as soon as data
-arrives): an intent waits for the worker's fetch in progress to end, so the
-worker's fetch wait bounds the latency below here, and the reader's fetch
-wait adds to "consumed". The pass-through rows show that part.
+The embedded Tansu broker holds a fetch's answer for part of its maximum
+wait even when data arrives meanwhile (Apache Kafka answers as soon as data
+arrives), and it slows down as its logs grow: the pass-through rows show the
+broker's and the clients' part, and the first and last 5 s of each row
+show the slowdown.
 
     ./dev bench latency [--rate 1000] [--seconds 30] [--fetch-max-wait-ms 50,5] [--register 200000]
 """
