@@ -164,7 +164,7 @@ def canonical_e164(raw: str, region: str) -> str | None:
     """The E.164 form of ``raw`` when it is a valid Italian number in a
     canonical form (then it equals :func:`libphonenumber_e164`), else None:
     one regular expression instead of libphonenumber's parse and validation
-    (0.8 us instead of 17 us on these machines)."""
+    (under 1 us instead of about 17 us on these machines)."""
     if not raw.isascii():
         return None
     match = _fast_number(region).fullmatch(raw.encode())

@@ -235,7 +235,6 @@ def parse_outcome(value: bytes | None) -> OutcomeReport:
 
 
 @lru_cache(maxsize=64)
-@lru_cache(maxsize=4096)
 def rfc3339(moment: datetime) -> str:
     """Format an aware datetime as RFC 3339 UTC with millisecond precision
     (cached: a whole batch shares one decision time)."""
