@@ -207,6 +207,18 @@ def test_a_zone_is_used_only_when_the_numbering_plan_gives_one(callee, reasons) 
     assert run(callee=callee).reasons == reasons
 
 
+def test_one_instant_gets_each_zones_own_verdict() -> None:
+    """Verdicts are worked out once per instant, zone and local days (a
+    batch shares its decision time): numbers in other zones at the same
+    instant must still be judged by their own clock."""
+    policy = PolicySettings()
+    morning = rome(2026, 11, 27, 10, 0)  # 04:00 in Washington, 09:00 in London (its window opens at 09:00)
+    assert run(now=morning, callee=MOBILE, policy=policy).allow
+    assert run(now=morning, callee="+12025550143", policy=policy).reasons == (Reason.OUTSIDE_CALLING_HOURS,)
+    assert run(now=morning, callee="+447400123456", policy=policy).allow
+    assert run(now=morning, callee=MOBILE, policy=policy).allow
+
+
 # --- frequency caps -----------------------------------------------------------------------
 
 

@@ -214,6 +214,13 @@ def _country_zones(e164: str) -> tuple[str, ...]:
 
 
 def agreed_local_time(zone_names: Iterable[str], now: datetime) -> datetime | None:
+    """``now`` in the zones named, when they all agree on the local time; else None."""
+    return _agreed_local_time(tuple(zone_names), now)
+
+
+@lru_cache(maxsize=1024)
+def _agreed_local_time(zone_names: tuple[str, ...], now: datetime) -> datetime | None:
+    # cached: a batch's intents share one decision time and mostly one country
     locals_ = set()
     first: datetime | None = None
     for name in zone_names:

@@ -43,7 +43,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from callguard.facts import Consent, Facts, Operator, OptOut, PastCall, RegisterResult, When, intent_ref, proven_after
-from callguard.hours import CallingHours, callee_local_time, calling_window, next_window_start
+from callguard.hours import CallingHours, ExtraDay, callee_local_time, calling_window, next_window_start
 from callguard.numbers import is_geographic_or_mobile
 from callguard.schema import ALL_CLIENTS, Intent, Purpose, Reason, rfc3339
 
@@ -139,6 +139,8 @@ class PolicySettings:
     abandoned_rate_limit: float = 0.03
     #: ``active_rules`` per purpose, filled on first use (scopes do not change).
     _active: dict[Purpose, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: Calling-hours verdicts by (local time, zone, local days) (``check_calling_hours``).
+    _hours_verdicts: dict[Any, RuleResult] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def applies(self, rule: str, purpose: Purpose) -> bool:
         return rule in self.active_rules(purpose)
@@ -473,8 +475,19 @@ def check_calling_hours(callee: str, now: datetime, settings: PolicySettings) ->
     local = callee_local_time(callee, now)
     if local is None:
         return RuleResult("calling_hours", "deny", (Reason.TIMEZONE_UNKNOWN,), {"zone": None})
-    hours = settings.calling_hours
-    extra = hours.extra_days(callee)
+    extra = settings.calling_hours.extra_days(callee)
+    # the verdict depends on the number only through its zone and local days:
+    # a batch's intents share one decision time, so it is worked out once
+    key = (local, local.tzinfo, extra)
+    verdict = settings._hours_verdicts.get(key)
+    if verdict is None:
+        if len(settings._hours_verdicts) >= 4096:
+            settings._hours_verdicts.clear()
+        verdict = settings._hours_verdicts[key] = _calling_hours_verdict(local, extra, settings.calling_hours)
+    return verdict
+
+
+def _calling_hours_verdict(local: datetime, extra: tuple[ExtraDay, ...], hours: CallingHours) -> RuleResult:
     window = calling_window(local.date(), extra, hours)
     detail: dict[str, Any] = {
         "local_time": local.isoformat(timespec="seconds"),
