@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -510,6 +511,8 @@ def check_frequency(intent: Intent, calls: tuple[PastCall, ...], now: datetime, 
     calls this guard allowed, per client; an intent redelivered after it was
     allowed finds itself among them and keeps its allow (it is counted once).
     """
+    if not calls:  # the common case: nobody called this callee for this client lately
+        return _no_calls_yet(settings.frequency_limits)
     ref = intent_ref(intent.intent_id)
     if any(call.ref == ref for call in calls):
         return RuleResult("frequency_cap", "pass", detail={"already_counted": True})
@@ -528,6 +531,14 @@ def check_frequency(intent: Intent, calls: tuple[PastCall, ...], now: datetime, 
         return RuleResult("frequency_cap", "pass", detail=detail)
     detail["next_allowed"] = rfc3339(max(over))
     return RuleResult("frequency_cap", "deny", (Reason.FREQUENCY_CAP,), detail, max(over))
+
+
+@lru_cache(maxsize=16)
+def _no_calls_yet(limits: tuple[CapLimit, ...]) -> RuleResult:
+    counts = [
+        {"window_hours": limit.window / timedelta(hours=1), "max": limit.max_calls, "calls": 0} for limit in limits
+    ]
+    return RuleResult("frequency_cap", "pass", detail={"limits": counts})
 
 
 def check_silent_calls(silent_at: datetime | None, now: datetime, settings: PolicySettings) -> RuleResult:
