@@ -401,12 +401,6 @@ async def test_done_starts_one_commit_once_commit_every_records_are_acked() -> N
     assert (consumer.commits, consumer._n_acked) == (2, 0)  # the next done() after it starts one
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug in BatchSource.take/done: when take() splits a chunk, the offsets between its "
-    "halves (missing records: compaction, aborted transactions) are acked by neither batch, and "
-    "Faust's _new_offset then never commits past them",
-)
 async def test_a_chunk_split_across_batches_acks_the_offsets_between_its_halves() -> None:
     """A chunk's missing offsets are covered by its first-to-last range; when
     take() splits it, the offsets between the two halves belong to neither."""
@@ -558,19 +552,14 @@ async def test_a_batch_bigger_than_one_record_batch_is_split_with_every_offset_r
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="known bug in BatchPublisher: aiokafka's BatchBuilder.append always accepts the first record "
-    "of an empty batch, so both MessageSizeTooLargeError checks are unreachable and the message is sent",
-)
 @pytest.mark.parametrize("before", [0, 1], ids=["alone", "after-another"])
 async def test_a_single_message_too_large_for_a_batch_is_refused(
     embedded: Embedded, producer: AIOKafkaProducer, before: int
 ) -> None:
     """``producer.send()`` refuses a message over max_request_size before it
     reaches the broker; the publisher's own checks mean to refuse what no
-    record batch can hold, whether it comes first or after others."""
+    record batch can hold, whether it comes first or after others; nothing
+    of the call is sent."""
     topic = await new_topic(embedded, 1)
     too_large = b"x" * (1024 * 1024 + 1)  # over the batch size and over aiokafka's max_request_size
     with pytest.raises(MessageSizeTooLargeError):
@@ -579,3 +568,10 @@ async def test_a_single_message_too_large_for_a_batch_is_refused(
     messages: list[Message] = [fits] * before + [(topic, None, too_large, 0)]
     with pytest.raises(MessageSizeTooLargeError):
         await BatchPublisher(lambda: producer)(messages)
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap(embedded.broker_url))
+    await reader.start()
+    try:
+        partition = TopicPartition(topic, 0)
+        assert (await reader.end_offsets([partition]))[partition] == 0  # not even the message that fits
+    finally:
+        await reader.stop()

@@ -52,11 +52,21 @@ log = logging.getLogger("callguard.batching")
 
 @dataclass(slots=True)
 class Chunk:
-    """Consecutive records of one partition, from one fetch."""
+    """Consecutive records of one partition, from one fetch.
+
+    Acking it acks every offset from its first record to ``last`` (by default
+    its last record's): offsets missing inside a fetch (compacted records,
+    transaction markers) are acked with it, so Faust's commits go past them.
+    """
 
     tp: Any
     records: list[Any]
     generation: int
+    last: int = -1
+
+    def __post_init__(self) -> None:
+        if self.last < 0:
+            self.last = self.records[-1].offset
 
 
 class InFlight:
@@ -156,7 +166,8 @@ class BatchSource:
                     continue
                 room = max_records - count
                 if len(chunk.records) > room:
-                    taken.append(Chunk(chunk.tp, chunk.records[:room], generation))
+                    # the taken half acks up to the rest's first record: offsets missing between them go with it
+                    taken.append(Chunk(chunk.tp, chunk.records[:room], generation, chunk.records[room].offset - 1))
                     chunk.records = chunk.records[room:]
                     count += room
                     break
@@ -191,7 +202,7 @@ class BatchSource:
             with ack_lock:
                 for chunk in batch.chunks:
                     tp = chunk.tp
-                    first, last = chunk.records[0].offset, chunk.records[-1].offset
+                    first, last = chunk.records[0].offset, chunk.last
                     committed = consumer._committed_offset[tp]
                     if committed is not None:
                         first = max(first, committed)

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 #: topic, key, value, partition (None: by key)
 Message = tuple[str, bytes | None, bytes, int | None]
@@ -42,20 +43,24 @@ class BatchPublisher:
                     known = partitions[topic] = sorted(await producer.partitions_for(topic))
                 partition = self.partitioner(key, known, known)
             groups.setdefault((topic, partition), []).append(index)
+        # aiokafka's BatchBuilder takes any first record, whatever its size: refuse
+        # what producer.send() would refuse (max_request_size) before anything is sent
+        limit = getattr(producer, "_max_request_size", 1_048_576)
+        for _, key, value, _ in messages:
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+            if size > limit:
+                raise MessageSizeTooLargeError(f"a message of {size} bytes is over max_request_size ({limit})")
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
         try:
             for (topic, partition), indexes in groups.items():
                 batch, members = producer.create_batch(), list[int]()
                 for index in indexes:
                     _, key, value, _ = messages[index]
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        if not members:
-                            raise MessageSizeTooLargeError(f"a message of {len(value)} bytes does not fit a batch")
+                    if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
                         batch.close()
                         sent.append((await producer.send_batch(batch, topic, partition=partition), members))
                         batch, members = producer.create_batch(), []
-                        if batch.append(key=key, value=value, timestamp=None) is None:
-                            raise MessageSizeTooLargeError(f"a message of {len(value)} bytes does not fit a batch")
+                        batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
                     members.append(index)
                 batch.close()  # sent at once: nothing else joins it, no linger
                 sent.append((await producer.send_batch(batch, topic, partition=partition), members))
