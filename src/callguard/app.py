@@ -94,8 +94,8 @@ _FETCH_MAX_WAIT_MS = [50]
 def _shorten_fetch_wait(max_wait_ms: int) -> None:
     """Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer. Apache
     Kafka answers a waiting fetch as soon as data arrives, but not every
-    Kafka-protocol broker does (Tansu waits the full time: measured 200-400 ms
-    per decision). A short wait bounds decision latency on any broker for a
+    Kafka-protocol broker does (Tansu holds its answer for part of the wait:
+    measured 200-400 ms per decision with Faust's wait). A short wait bounds decision latency on any broker for a
     little idle CPU (``CALLGUARD_FETCH_MAX_WAIT_MS``). Patched at the one place
     Faust builds the consumer."""
     from faust.transport.drivers import aiokafka as faust_aiokafka
