@@ -1,0 +1,38 @@
+"""The README's first command: ``callguard demo`` starts its own broker,
+Redis and worker, decides sample intents, shows a real-time opt-out and the
+audit check, and stops everything it started."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from callguard.schema import Reason
+
+
+def test_the_demo_decides_every_intent_and_stops_what_it_started(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGUARD_")}  # the demo's defaults only
+    argv = [sys.executable, "-m", "callguard", "demo", "--intents", "200", "--show", "5"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    # every intent decided, plus the malformed one whose id could be read
+    assert re.search(r"^published 200 intents \(\+2 malformed\)", out, re.M)
+    assert re.search(r"^summary: 201 decisions ", out, re.M)
+    counts = re.search(r"^  allow (\d+) +deny (\d+)$", out, re.M)
+    assert counts is not None
+    allowed, denied = map(int, counts.groups())
+    assert allowed + denied == 201 and allowed > 0 and denied > 0
+    summary = out[out.index("summary:") : out.index("the same kind of intent")]
+    reasons = re.findall(r"^  ([a-z_]+) +\d+$", summary, re.M)
+    assert reasons and set(reasons) <= {reason.value for reason in Reason}
+    assert "after  the opt-out: deny ['internal_dnc']" in out
+    assert re.search(r"callguard\.audit: \d+ records checked, intact", out)
+    assert out.rstrip().endswith("stopped the worker, the broker and Redis.")
+    # decisions are shown with their numbers masked
+    shown = out[out.index("decisions as they arrive") : out.index("summary:")]
+    assert re.search(r"\+39347\*{5}\d\d", shown)
+    assert not re.search(r"\+?\d{9,}", shown)
