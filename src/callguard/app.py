@@ -175,7 +175,7 @@ def create_app(
     )
     metrics = Metrics()
     stats = metrics.totals
-    stores = Stores.from_url(settings.redis_url, timeout=settings.redis_timeout)
+    stores = Stores.from_url(settings.redis_url, settings.redis_timeout, settings.redis_replica_url or None)
     if policy is None:
         policy = policy_for(settings)
 
@@ -479,10 +479,11 @@ def run_worker(settings: Settings) -> int:
     config = logging_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(config)
     log.info(
-        "callguard worker starting: group %s, broker %s, redis %s, web port %d",
+        "callguard worker starting: group %s, broker %s, redis %s%s, web port %d",
         settings.app_id,
         settings.broker,
         safe_url(settings.redis_url),
+        f" (lookups on replica {safe_url(settings.redis_replica_url)})" if settings.redis_replica_url else "",
         settings.web_port,
         extra={"event": "worker_starting", "group": settings.app_id},
     )

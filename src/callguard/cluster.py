@@ -215,7 +215,9 @@ class ClusterStores(Stores):
         self._operators_version: object = self  # no version read yet
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 1.0) -> ClusterStores:
+    def from_url(cls, url: str, timeout: float = 1.0, replica_url: str | None = None) -> ClusterStores:
+        if replica_url:  # each node's replicas belong to the cluster, not to one URL
+            raise ValueError("CALLGUARD_REDIS_REPLICA_URL does not apply to a Redis Cluster")
         return cls(connect(url, timeout), url, timeout)
 
     @property

@@ -29,6 +29,9 @@ class Settings:
     #: ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL of the cache, or
     #: ``redis+cluster://HOST:PORT[,HOST:PORT…]`` (``rediss+cluster://``) for a Redis Cluster.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: A replica of ``redis_url`` that answers the workers' batch lookups (reads
+    #: only; writes and the record of allowed calls stay on the primary).
+    redis_replica_url: str = ""
     #: Port of the worker's web server (``/health``).
     web_port: int = 6066
     #: Policy file (TOML) the worker decides by; empty: the Italian policy shipped with callguard.
@@ -131,6 +134,16 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"CALLGUARD_REDIS_URL: expected redis://, rediss://, unix:// or redis+cluster:// URL, got scheme {scheme!r}"
         )
+    if s.redis_replica_url:
+        replica_scheme = urlsplit(s.redis_replica_url).scheme
+        if replica_scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"CALLGUARD_REDIS_REPLICA_URL: expected a redis://, rediss:// or unix:// URL, got scheme {replica_scheme!r}"
+            )
+        if scheme.endswith("+cluster"):
+            raise ConfigError(
+                "CALLGUARD_REDIS_REPLICA_URL: a Redis Cluster reads from its own replicas; leave it unset"
+            )
     if not 0 <= s.web_port <= 65535:
         raise ConfigError(f"CALLGUARD_WEB_PORT: expected a port 0-65535, got {s.web_port}")
     if s.policy and not os.path.isfile(s.policy):

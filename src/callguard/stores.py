@@ -30,6 +30,8 @@ inside one server-side script: one round trip and one reply per batch
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -344,15 +346,38 @@ def hiredis_packing(base: type[Any]) -> type[Any]:
     return type(f"HiredisPacking{base.__name__}", (base,), {"pack_command": pack_command})
 
 
+def _client(url: str, timeout: float) -> aioredis.Redis:
+    client = aioredis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True, health_check_interval=0
+    )
+    pool = client.connection_pool
+    pool.connection_class = hiredis_packing(cast(Any, pool.connection_class))
+    return client
+
+
+#: Seconds a failed replica is left alone before lookups try it again.
+REPLICA_PAUSE = 5.0
+
+log = logging.getLogger("callguard.stores")
+
+
+class StaleReplica(RedisError):
+    """The replica is not linked to its primary: what it holds may be old."""
+
+
 class Stores:
     """All Redis access of callguard, reads batched into one round trip."""
 
     #: a Redis Cluster (callguard.cluster.ClusterStores): no transaction spans keys of several slots
     cluster = False
 
-    def __init__(self, client: aioredis.Redis, url: str | None = None) -> None:
+    def __init__(self, client: aioredis.Redis, url: str | None = None, replica: aioredis.Redis | None = None) -> None:
         self.redis = client
         self.url = url  # lets register loads merge in several processes
+        #: Where batch lookups go first, when set (a replica of ``client``); writes never go there.
+        self.replica = replica
+        self._replica_back_at = 0.0  # after a failure the replica is left alone until then
+        self._replica_checked_at = -1.0  # when its link to the primary was last seen up
         self._raw: aioredis.Redis | None = None  # bytes replies: register buckets
         self._write_if_not_older = client.register_script(_WRITE_IF_NOT_OLDER)
         self._lookup_script = client.register_script(LOOKUP_LUA + _LOOKUP)
@@ -360,20 +385,17 @@ class Stores:
         self._outcomes_script = client.register_script(_APPLY_OUTCOMES)
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 1.0) -> Stores:
+    def from_url(cls, url: str, timeout: float = 1.0, replica_url: str | None = None) -> Stores:
         """Connect lazily; ``timeout`` bounds every socket operation so that a
         slow or dead Redis turns into ``lookup_unavailable``, not a stalled stream.
-        A ``redis+cluster://`` URL gives :class:`callguard.cluster.ClusterStores`."""
+        A ``redis+cluster://`` URL gives :class:`callguard.cluster.ClusterStores`.
+        ``replica_url``: a replica of ``url`` that answers the batch lookups."""
         if urlsplit(url).scheme.endswith("+cluster"):
             from callguard.cluster import ClusterStores
 
-            return ClusterStores.from_url(url, timeout)
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True, health_check_interval=0
-        )
-        pool = client.connection_pool
-        pool.connection_class = hiredis_packing(cast(Any, pool.connection_class))
-        return cls(client, url)
+            return ClusterStores.from_url(url, timeout, replica_url)
+        replica = _client(replica_url, timeout) if replica_url else None
+        return cls(_client(url, timeout), url, replica)
 
     @property
     def raw(self) -> aioredis.Redis:
@@ -385,6 +407,8 @@ class Stores:
     async def close(self) -> None:
         if self._raw is not None:
             await self._raw.aclose()
+        if self.replica is not None:
+            await self.replica.aclose()
         await self.redis.aclose()
 
     async def ping(self) -> bool:
@@ -456,7 +480,41 @@ class Stores:
             )
         return facts
 
+    async def _check_replica_link(self) -> None:
+        """Raise unless the replica is linked to its primary (checked at most
+        once a second): a replica cut off from its primary keeps answering
+        with what it had, and would miss every opt-out since."""
+        now = time.monotonic()
+        if now - self._replica_checked_at < 1.0:
+            return
+        assert self.replica is not None
+        role = await cast(Any, self.replica).execute_command("ROLE")
+        if role[0] == "slave" and role[3] != "connected":
+            raise StaleReplica(f"replica link to its primary is {role[3]}")
+        self._replica_checked_at = now
+
     async def _lookup_replies(self, keys: list[str], args: list[str]) -> list[Any]:
+        """The lookup script's replies, from the replica when there is one and
+        it answers (else from the primary: a replica down costs one timeout,
+        then it is left alone for :data:`REPLICA_PAUSE` seconds)."""
+        if self.replica is not None and time.monotonic() >= self._replica_back_at:
+            try:
+                await self._check_replica_link()
+                replies = await self._lookup_script(keys=keys, args=args, client=self.replica)
+            except (RedisError, OSError, TimeoutError) as exc:
+                if not self._replica_back_at:
+                    log.warning(
+                        "redis replica failed (%s): lookups go to the primary, the replica is tried again every %.0fs",
+                        type(exc).__name__,
+                        REPLICA_PAUSE,
+                        extra={"event": "redis_replica_failed"},
+                    )
+                self._replica_back_at = time.monotonic() + REPLICA_PAUSE
+            else:
+                if self._replica_back_at:
+                    log.info("redis replica answers lookups again", extra={"event": "redis_replica_recovered"})
+                    self._replica_back_at = 0.0
+                return cast(list[Any], replies)
         return cast(list[Any], await self._lookup_script(keys=keys, args=args))
 
     async def record_allowed(
