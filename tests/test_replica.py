@@ -55,6 +55,7 @@ async def test_lookups_go_to_the_replica(servers: tuple[Server, Server], stores:
     primary, replica = servers
     before = lookups(primary.port), lookups(replica.port)
     facts = (await stores.lookup([Query(NUMBER, "acme", "op")]))[0]
+    assert stores.replica_state == "in_use"
     assert facts.register[0].opposed and facts.operator is not None and facts.operator.operator_id == "op"
     # (a first call on a server counts twice: NOSCRIPT, then the call after SCRIPT LOAD)
     assert lookups(primary.port) == before[0] and lookups(replica.port) > before[1]
@@ -79,6 +80,7 @@ async def test_a_replica_cut_off_from_its_primary_is_not_read(
             facts = (await stores.lookup([Query(NUMBER, "acme", "op")]))[0]
             await stores.lookup([Query(NUMBER, "acme", "op")])
         assert "*" in [o.client_id for o in facts.optouts]  # answered by the primary
+        assert stores.replica_state == "failing"
         assert lookups(primary.port) >= before[0] + 2 and lookups(replica.port) == before[1]
         assert [r.getMessage() for r in caplog.records].count(
             f"redis replica failed (StaleReplica): lookups go to the primary, the replica is tried again every "
@@ -126,4 +128,4 @@ def test_stores_have_a_replica_only_when_given_its_url() -> None:
     stores = Stores.from_url("redis://127.0.0.1:1/0", 1.0, "redis://127.0.0.1:2/0")
     assert stores.replica is not None
     assert stores.replica.connection_pool.connection_kwargs["port"] == 2
-    assert Stores.from_url("redis://127.0.0.1:1/0").replica is None
+    assert Stores.from_url("redis://127.0.0.1:1/0").replica_state is None

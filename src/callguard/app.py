@@ -289,7 +289,10 @@ def create_app(
             problems.insert(0, "consuming: an agent crashed or none runs")
         if not redis_ok:
             problems.insert(0, "redis: not answering (intents are denied lookup_unavailable)")
-        checks = {"consuming": consuming, "redis": {"ok": redis_ok}, **checks}
+        redis_check: dict[str, Any] = {"ok": redis_ok}
+        if stores.replica_state is not None:  # informational: the primary answers when the replica cannot
+            redis_check["replica"] = stores.replica_state
+        checks = {"consuming": consuming, "redis": redis_check, **checks}
         ok = all(check["ok"] for check in checks.values())
         checks["policy"]["version"] = policy.version
         checks["policy"]["register_max_age_days"] = policy.register_max_age_days

@@ -480,6 +480,13 @@ class Stores:
             )
         return facts
 
+    @property
+    def replica_state(self) -> str | None:
+        """``None`` without a replica; ``in_use``, or ``failing`` while the primary answers the lookups."""
+        if self.replica is None:
+            return None
+        return "failing" if self._replica_back_at else "in_use"
+
     async def _check_replica_link(self) -> None:
         """Raise unless the replica is linked to its primary (checked at most
         once a second): a replica cut off from its primary keeps answering
