@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from callguard.config import ConfigError, load_settings
-from callguard.embedded import Server, start_redis, start_redis_replica
+from callguard.embedded import Server, start_redis, start_redis_replica, wait_replica_synced
 from callguard.facts import Operator, OptOut
 from callguard.stores import REPLICA_PAUSE, LookupUnavailable, Query, Stores
 
@@ -89,10 +89,7 @@ async def test_a_replica_cut_off_from_its_primary_is_not_read(
     finally:
         with redis.Redis(port=replica.port) as client:
             client.execute_command("REPLICAOF", "127.0.0.1", str(primary.port))
-            for _ in range(100):
-                if client.info("replication").get("master_link_status") == "up":
-                    break
-                await asyncio.sleep(0.05)
+        wait_replica_synced(replica.port)
 
 
 async def test_a_replica_down_leaves_the_lookups_to_the_primary(servers: tuple[Server, Server]) -> None:

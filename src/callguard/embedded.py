@@ -170,21 +170,29 @@ def start_redis(workdir: Path, port: int | None = None, password: str | None = N
 
 def start_redis_replica(workdir: Path, primary_port: int, timeout: float = 15.0) -> Server:
     """A read-only replica of the loopback Redis on ``primary_port``, synced."""
-    import redis
-
     port = free_port()
     home = workdir / f"replica-{port}"
     home.mkdir(parents=True)
     argv = [*_redis_argv(port, home), "--replicaof", "127.0.0.1", str(primary_port)]
     server = _spawn(f"redis-replica-{port}", argv, port, home, timeout)
+    try:
+        wait_replica_synced(port, timeout)
+    except EmbeddedError:
+        server.stop()
+        raise
+    return server
+
+
+def wait_replica_synced(port: int, timeout: float = 15.0) -> None:
+    """Wait until the loopback replica on ``port`` reports its link to its primary up."""
+    import redis
+
     deadline = time.monotonic() + timeout
     with redis.Redis(port=port) as client:
         while client.info("replication").get("master_link_status") != "up":
             if time.monotonic() > deadline:
-                server.stop()
-                raise EmbeddedError(f"the replica on port {port} never synced with {primary_port}")
+                raise EmbeddedError(f"the replica on port {port} never synced with its primary")
             time.sleep(0.05)
-    return server
 
 
 @dataclass
