@@ -32,7 +32,7 @@ from callguard.client import GuardClient
 from callguard.cluster import ClusterStores
 from callguard.config import safe_url
 from callguard.embedded import RedisCluster, Server, start_broker, start_redis, start_redis_cluster
-from callguard.facts import Consent, Operator, OptOut
+from callguard.facts import Consent, Operator, OptOut, intent_ref
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC, CallOutcome, OutcomeReport
 from callguard.stores import Allowed, Query, Stores, callee_key, intent_key
 from tests.conftest import OPEN_HOURS_POLICY, Worker, cli, collect, env_for, load_all, produce, today, write_csv
@@ -103,6 +103,10 @@ async def scenario(stores: Stores) -> dict[str, Any]:
         (OutcomeReport("cl-cap-0", CallOutcome.SILENT, now + timedelta(minutes=2)), True),
         (OutcomeReport("cl-free", CallOutcome.ANSWERED, now + timedelta(minutes=3)), False),
         (OutcomeReport("cl-never", CallOutcome.ANSWERED, now), False),
+        # the same intent twice in one batch: the second is "reported before" (or unknown, as the first)
+        (OutcomeReport("cl-cap-1", CallOutcome.ABANDONED, now + timedelta(minutes=4)), True),
+        (OutcomeReport("cl-cap-1", CallOutcome.ABANDONED, now + timedelta(minutes=4)), True),
+        (OutcomeReport("cl-never", CallOutcome.ANSWERED, now), False),
     ]
     out["outcomes"] = await stores.apply_outcomes(reports, ROME)
     out["outcomes_again"] = await stores.apply_outcomes(reports[:1], ROME)
@@ -128,8 +132,59 @@ async def test_the_cluster_stores_do_what_the_single_redis_stores_do(
         await one.close()
         await many.close()
     assert expected["record"][2] is not None and expected["outcomes"][2] == 0  # the scenario reaches the edges
+    assert expected["outcomes"][3:] == ["cl-camp", -1, 0]
     for part in expected:
         assert found[part] == expected[part], part
+
+
+async def test_cluster_writes_left_half_done_by_a_crash_are_completed_when_the_batch_comes_again(
+    cluster: RedisCluster,
+) -> None:
+    """On a cluster, recording an allow and applying an outcome take several
+    round trips. A worker that dies between them has not acknowledged its
+    batch, so the same intents and reports come again: they must then
+    complete what was half done, never skip it (a lost silent-call block
+    would let the callee be called again)."""
+    stores = Stores.from_url(cluster.url, timeout=10)
+    assert isinstance(stores, ClusterStores)
+    callee, now = e164(9_000_001), datetime(2026, 11, 20, 10, tzinfo=UTC)
+    limits = [(timedelta(hours=24), 3)]
+    allowed = Allowed(callee, "acme", "crash-1", "crash-camp", True)
+    try:
+        # the cap script ran, the worker died before the intent was remembered
+        head = (1, 86_400_000, 3, 86_400_000)
+        await stores._pipeline(
+            [stores._script("record_calls", callee_key(callee), *head, "acme", intent_ref("crash-1"), now_ms(now))]
+        )
+        assert not await stores.redis.exists(intent_key("crash-1"))
+        assert await stores.record_allowed([allowed], now, limits) == [None]  # the redelivered intent
+        assert await stores.redis.hgetall(intent_key("crash-1")) == {
+            "callee": callee, "client": "acme", "campaign": "crash-camp"
+        }  # fmt: skip
+        (facts,) = await stores.lookup([Query(callee, "acme", "op")])
+        assert facts is not None and len(facts.calls) == 1  # counted once
+
+        # the outcome was claimed, the worker died before the block and the counter were written
+        report = OutcomeReport("crash-1", CallOutcome.SILENT, now + timedelta(minutes=1))
+        await stores._pipeline([stores._script("claim_outcome", intent_key("crash-1"), "silent")])
+        other = OutcomeReport("crash-1", CallOutcome.ANSWERED, now + timedelta(minutes=2))
+        assert await stores.apply_outcomes([(other, False)], ROME) == [-1]  # another report meanwhile
+        assert await stores.apply_outcomes([(report, True)], ROME) == ["crash-camp"]  # the redelivered one
+        (facts,) = await stores.lookup([Query(callee, "acme", "op")])
+        assert facts is not None and facts.silent_at == report.at
+        counts = await stores.outcome_counts(1, report.at.astimezone(ROME).date())
+        assert counts["crash-camp"] == {"silent": 1}
+        assert await stores.redis.hgetall(intent_key("crash-1")) == {
+            "callee": callee, "client": "acme", "campaign": "crash-camp", "outcome": "silent"
+        }  # fmt: skip
+        assert await stores.apply_outcomes([(report, True)], ROME) == [-1]  # once applied, reported before
+    finally:
+        await stores.redis.delete(intent_key("crash-1"), callee_key(callee))
+        await stores.close()
+
+
+def now_ms(moment: datetime) -> str:
+    return str(int(moment.timestamp() * 1000))
 
 
 def spread(count: int, space: int = 10_000_000) -> range:

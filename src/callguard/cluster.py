@@ -13,11 +13,16 @@ are called: a script may touch the keys of one slot only, so
   when ``operators_version`` changes, and the register's hidden loads are read
   with that version, in a first round trip (so a lookup costs two);
 - recording allowed intents: the frequency-cap script runs on the callee hash,
-  then the intent is remembered on its own key (two steps: a crash between
-  them counts the call but forgets the intent, whose outcome then goes to the
-  dead letters as unknown);
-- outcomes: the intent key is claimed by a script, then the campaign counter
-  and the callee's silent-call block are written;
+  then the intent is remembered on its own key. A crash between the two
+  counts the call but has not remembered the intent yet; the batch was not
+  acknowledged, so its intents come again, the cap script finds the call
+  already recorded (by its ``intent_ref``) and the intent is remembered then;
+- outcomes: three steps, safe to redo. The intent key is claimed by a script
+  (``pending``), the campaign counter and the callee's silent-call block are
+  written, then the outcome is marked applied. A crash before the mark leaves
+  the claim pending, and the redelivered report (same outcome) applies it
+  again: the silent-call block is never lost, the counter may count the
+  report twice (over-counting the abandoned rate errs on the safe side);
 - register loads stage and compact bucket by bucket as on one Redis; the
   commit is a few commands instead of one script (the visibility switch is
   still one command, ``SREM`` from the hidden set), and the versions a load
@@ -153,13 +158,23 @@ return 1
 """
 
 # stores._APPLY_OUTCOMES's first part: KEYS[1] the intent key, ARGV[1] the
-# outcome. Answers 0 (unknown intent), -1 (reported before) or {callee, client, campaign}.
+# outcome. Answers 0 (unknown intent), -1 (reported before) or {callee,
+# client, campaign}. A claim stays ``pending`` until _FINISH_OUTCOME: a claim
+# left pending by a crash is claimed again by the same outcome (redelivered).
 _CLAIM_OUTCOME = """
-local memo = redis.call('HMGET', KEYS[1], 'callee', 'client', 'campaign', 'outcome')
+local memo = redis.call('HMGET', KEYS[1], 'callee', 'client', 'campaign', 'outcome', 'pending')
 if not memo[1] then return 0 end
-if memo[4] then return -1 end
-redis.call('HSET', KEYS[1], 'outcome', ARGV[1])
+if memo[4] or (memo[5] and memo[5] ~= ARGV[1]) then return -1 end
+redis.call('HSET', KEYS[1], 'pending', ARGV[1])
 return {memo[1], memo[2], memo[3]}
+"""
+
+# stores._APPLY_OUTCOMES's last part, once the counter and the block are
+# written: KEYS[1] the intent key, ARGV[1] the outcome.
+_FINISH_OUTCOME = """
+redis.call('HSET', KEYS[1], 'outcome', ARGV[1])
+redis.call('HDEL', KEYS[1], 'pending')
+return 1
 """
 
 # The silent-call block (newest kept): KEYS[1] the callee hash; ARGV field, at.
@@ -196,6 +211,7 @@ _SCRIPTS = {
     "record_calls": _RECORD_CALLS,
     "remember": _REMEMBER,
     "claim_outcome": _CLAIM_OUTCOME,
+    "finish_outcome": _FINISH_OUTCOME,
     "block_silent": _BLOCK_SILENT,
     "write_one": _WRITE_ONE,
 }
@@ -313,16 +329,30 @@ class ClusterStores(Stores):
         return [None if result == 1 else parse_calls(result) for result in results]
 
     async def apply_outcomes(self, outcomes: Sequence[tuple[OutcomeReport, bool]], tz: tzinfo) -> list[str | int]:
+        """As on one Redis, in three steps (see the module docstring). A report
+        of an intent already reported earlier in the batch is answered as the
+        single script answers it (-1, or 0 when the intent is unknown)
+        without a claim: a pending claim would let it apply twice."""
         if not outcomes:
             return []
-        claims = await self._pipeline(
+        first: dict[str, int] = {}
+        for i, (report, _) in enumerate(outcomes):
+            first.setdefault(report.intent_id, i)
+        claimed = await self._pipeline(
             [
                 self._script("claim_outcome", intent_key(report.intent_id), report.outcome.value)
-                for report, _ in outcomes
+                for i, (report, _) in enumerate(outcomes)
+                if first[report.intent_id] == i
             ]
         )
+        answer = dict(zip(first.values(), claimed, strict=True))
+        claims: list[Any] = []
+        for i, (report, _) in enumerate(outcomes):
+            earlier = first[report.intent_id]
+            claims.append(answer[i] if earlier == i else (0 if answer[earlier] == 0 else -1))
         lifetime = int(OUTCOME_COUNTERS_LIFETIME.total_seconds())
         commands: list[Sequence[Any]] = []
+        finish: list[Sequence[Any]] = []
         for (report, silent), claim in zip(outcomes, claims, strict=True):
             if not isinstance(claim, list):
                 continue
@@ -333,8 +363,10 @@ class ClusterStores(Stores):
                 commands.append(
                     self._script("block_silent", callee_key(callee), f"silent:{client}", format_when(report.at))
                 )
+            finish.append(self._script("finish_outcome", intent_key(report.intent_id), report.outcome.value))
         if commands:
             await self._pipeline(commands)
+            await self._pipeline(finish)  # only once the counter and the block are written
         return [claim[2] if isinstance(claim, list) else int(claim) for claim in claims]
 
     async def write_if_not_older(
