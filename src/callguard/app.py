@@ -175,7 +175,12 @@ def create_app(
     )
     metrics = Metrics()
     stats = metrics.totals
-    stores = Stores.from_url(settings.redis_url, settings.redis_timeout, settings.redis_replica_url or None)
+    stores = Stores.from_url(
+        settings.redis_url,
+        settings.redis_timeout,
+        settings.redis_replica_url or None,
+        cluster_replicas=settings.redis_cluster_reads == "replicas",
+    )
     if policy is None:
         policy = policy_for(settings)
 
@@ -486,7 +491,11 @@ def run_worker(settings: Settings) -> int:
         settings.app_id,
         settings.broker,
         safe_url(settings.redis_url),
-        f" (lookups on replica {safe_url(settings.redis_replica_url)})" if settings.redis_replica_url else "",
+        f" (lookups on replica {safe_url(settings.redis_replica_url)})"
+        if settings.redis_replica_url
+        else " (lookups on the cluster's replicas)"
+        if settings.redis_cluster_reads == "replicas"
+        else "",
         settings.web_port,
         extra={"event": "worker_starting", "group": settings.app_id},
     )

@@ -32,12 +32,20 @@ are called: a script may touch the keys of one slot only, so
 - the certification list is staged under a key in the list's own slot
   (``{cg:operators}:staging``) so that ``RENAME`` stays atomic.
 
+With ``CALLGUARD_REDIS_CLUSTER_READS=replicas`` the second round trip of a
+lookup goes to each slot's replicas (a second client, ``EVALSHA_RO`` for the
+register script) while every replica reports its link to its primary up;
+the first stays on the primaries, so the load state a lookup reads is never
+older than the buckets it reads with it.
+
 The standalone scripts and these are twins: ``tests/test_cluster.py`` runs
 the same data and calls through both and compares what they answer and store.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, cast
@@ -45,6 +53,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.cluster import LoadBalancingStrategy
 from redis.exceptions import NoScriptError, RedisError
 
 from callguard import register as register_store
@@ -60,6 +69,7 @@ from callguard.stores import (
     PREFIX,
     Allowed,
     LookupUnavailable,
+    StaleReplica,
     Stores,
     callee_key,
     epoch_ms,
@@ -70,8 +80,20 @@ from callguard.stores import (
 )
 
 
-def connect(url: str, timeout: float, decode_responses: bool = True) -> Any:
-    """A client for ``url``: ``RedisCluster`` for ``redis+cluster://``, else a plain one."""
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, routing ``EVALSHA_RO`` by its key as it
+    routes ``EVALSHA``; for other commands with keys in their arguments it
+    asks the server (``COMMAND GETKEYS``, one round trip per command)."""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command == "EVALSHA_RO" and len(args) >= 3 and int(args[1]) == 1:
+            return int(self.keyslot(args[2]))
+        return int(await super()._determine_slot(command, *args))
+
+
+def connect(url: str, timeout: float, decode_responses: bool = True, replicas: bool = False) -> Any:
+    """A client for ``url``: ``RedisCluster`` for ``redis+cluster://``, else a
+    plain one. ``replicas``: read commands go to each slot's replicas."""
     parts = urlsplit(url)
     if not parts.scheme.endswith("+cluster"):
         return aioredis.Redis.from_url(
@@ -85,8 +107,9 @@ def connect(url: str, timeout: float, decode_responses: bool = True) -> Any:
     for host in parts.netloc.rpartition("@")[2].split(","):
         name, _, port = host.rpartition(":")
         nodes.append(ClusterNode(name or "127.0.0.1", int(port or 6379)))
-    return RedisCluster(
+    return _Cluster(
         startup_nodes=nodes,
+        load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if replicas else None,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         ssl=parts.scheme == "rediss+cluster",
@@ -222,19 +245,25 @@ class ClusterStores(Stores):
 
     cluster = True
 
-    def __init__(self, client: RedisCluster, url: str, timeout: float = 1.0) -> None:
-        super().__init__(cast(Any, client), url)
+    def __init__(
+        self, client: RedisCluster, url: str, timeout: float = 1.0, replicas: RedisCluster | None = None
+    ) -> None:
+        super().__init__(cast(Any, client), url, cast(Any, replicas))
         self.timeout = timeout
         self._sha = {name: client.register_script(text).sha for name, text in _SCRIPTS.items()}
-        self._loaded = False
+        self._loaded: set[int] = set()  # ids of the clients whose nodes hold the scripts
         self._operators: dict[str, str] = {}
         self._operators_version: object = self  # no version read yet
+        self._replicas_versioned = False  # every replica's Redis version was checked
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 1.0, replica_url: str | None = None) -> ClusterStores:
+    def from_url(
+        cls, url: str, timeout: float = 1.0, replica_url: str | None = None, replicas: bool = False
+    ) -> ClusterStores:
+        """``replicas``: the batch lookups go to each slot's replicas (see :meth:`_check_replica_link`)."""
         if replica_url:  # each node's replicas belong to the cluster, not to one URL
             raise ValueError("CALLGUARD_REDIS_REPLICA_URL does not apply to a Redis Cluster")
-        return cls(connect(url, timeout), url, timeout)
+        return cls(connect(url, timeout), url, timeout, connect(url, timeout, replicas=True) if replicas else None)
 
     @property
     def raw(self) -> Any:
@@ -242,25 +271,35 @@ class ClusterStores(Stores):
             self._raw = connect(self.url or "", max(self.timeout, 10.0), decode_responses=False)
         return self._raw
 
-    async def _pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def _pipeline(self, commands: Sequence[Sequence[Any]], client: Any = None) -> list[Any]:
         """Run ``commands`` in one cluster pipeline (redis-py sends each node its
-        share), loading the scripts on every primary first and again after a
-        NOSCRIPT (a node restarted or was flushed)."""
+        share), loading the scripts first and again after a NOSCRIPT (a node
+        restarted, was flushed or was promoted). ``client``: the replicas'
+        client (lookups only), else the primaries'."""
+        client = self.redis if client is None else client
         for attempt in (1, 2):
-            if not self._loaded:
-                for text in _SCRIPTS.values():
-                    await self.redis.script_load(text)
-                self._loaded = True
+            if id(client) not in self._loaded:
+                await self._load_scripts(client)
+                self._loaded.add(id(client))
             try:
-                async with self.redis.pipeline() as pipe:
+                async with client.pipeline() as pipe:
                     for command in commands:
                         pipe.execute_command(*command)
-                    return await pipe.execute()
+                    return cast(list[Any], await pipe.execute())
             except NoScriptError:
                 if attempt == 2:
                     raise
-                self._loaded = False
+                self._loaded.discard(id(client))
         raise AssertionError("unreachable")
+
+    async def _load_scripts(self, client: Any) -> None:
+        if client is self.redis:
+            for text in _SCRIPTS.values():
+                await client.script_load(text)  # on every primary
+            return
+        # the lookup script on every replica: Redis 7 does not replicate SCRIPT LOAD
+        await client.initialize()
+        await asyncio.gather(*(node.execute_command("SCRIPT", "LOAD", _REGISTER_ONE) for node in client.get_replicas()))
 
     def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
         """A script call as a pipeline command (redis-py refuses ``evalsha`` in
@@ -286,8 +325,46 @@ class ClusterStores(Stores):
             a += 2
             commands.append(self._script("register_one", keys[i], suffix, client, *hidden_ids))
             commands.append(("HMGET", keys[i + 1], *(field.format(c=client) for field in CALLEE_FIELDS)))
-        replies = await self._pipeline(commands) if commands else []
+        replies = await self._read(lambda client: self._on(client, commands)) if commands else []
         return [[self._operators.get(op_id) for op_id in operator_ids], version, *replies]
+
+    async def _on(self, client: Any, commands: list[Sequence[Any]]) -> list[Any]:
+        """``commands`` through ``client``; on the replicas' client the register
+        script runs as ``EVALSHA_RO``, which redis-py sends to a replica (a
+        plain ``EVALSHA`` may write, so it goes to the primary)."""
+        if client is not self.redis:
+            commands = [("EVALSHA_RO", *command[1:]) if command[0] == "EVALSHA" else command for command in commands]
+        return await self._pipeline(commands, client)
+
+    async def _check_replica_link(self) -> None:
+        """Raise unless every replica of the cluster is linked to its primary
+        (``ROLE``, at most once a second) and runs Redis 7 or newer (for
+        ``EVALSHA_RO``): as with one replica, a replica cut off from its
+        primary keeps answering with what it had and would miss every opt-out
+        since. A cluster without replicas raises too, so that ``/ready`` does
+        not claim replica reads that are not happening."""
+        now = time.monotonic()
+        if now - self._replica_checked_at < 1.0:
+            return
+        client = cast(Any, self.replica)
+        await client.initialize()
+        nodes = client.get_replicas()
+        if not nodes:
+            raise StaleReplica("the cluster has no replicas")
+        if not self._replicas_versioned:
+            infos = await asyncio.gather(*(node.execute_command("INFO", "server") for node in nodes))
+            for info in infos:
+                version = str(info.get("redis_version", "0"))
+                if int(version.split(".")[0]) < 7:
+                    raise StaleReplica(
+                        f"replica reads on a cluster need Redis 7 or newer (EVALSHA_RO); a node runs {version}"
+                    )
+            self._replicas_versioned = True
+        roles = await asyncio.gather(*(node.execute_command("ROLE") for node in nodes))
+        for role in roles:
+            if role[0] == "slave" and role[3] != "connected":
+                raise StaleReplica(f"a replica's link to its primary is {role[3]}")
+        self._replica_checked_at = now
 
     async def register_results(self, e164: str) -> dict[str, RegisterResult]:
         return await register_store.results(self.raw, e164)

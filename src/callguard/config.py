@@ -32,6 +32,9 @@ class Settings:
     #: A replica of ``redis_url`` that answers the workers' batch lookups (reads
     #: only; writes and the record of allowed calls stay on the primary).
     redis_replica_url: str = ""
+    #: Where a Redis Cluster's batch lookups go: ``primaries``, or ``replicas``
+    #: (each slot's replicas while every replica is linked to its primary; Redis 7+).
+    redis_cluster_reads: str = "primaries"
     #: Port of the worker's web server (``/health``).
     web_port: int = 6066
     #: Policy file (TOML) the worker decides by; empty: the Italian policy shipped with callguard.
@@ -142,8 +145,18 @@ def validate(s: Settings) -> None:
             )
         if scheme.endswith("+cluster"):
             raise ConfigError(
-                "CALLGUARD_REDIS_REPLICA_URL: a Redis Cluster reads from its own replicas; leave it unset"
+                "CALLGUARD_REDIS_REPLICA_URL: a Redis Cluster reads from its own replicas;"
+                " leave it unset and set CALLGUARD_REDIS_CLUSTER_READS=replicas"
             )
+    if s.redis_cluster_reads not in ("primaries", "replicas"):
+        raise ConfigError(
+            f"CALLGUARD_REDIS_CLUSTER_READS: expected primaries or replicas, got {s.redis_cluster_reads!r}"
+        )
+    if s.redis_cluster_reads == "replicas" and not scheme.endswith("+cluster"):
+        raise ConfigError(
+            "CALLGUARD_REDIS_CLUSTER_READS=replicas needs a redis+cluster:// URL;"
+            " for one Redis, name its replica in CALLGUARD_REDIS_REPLICA_URL"
+        )
     if not 0 <= s.web_port <= 65535:
         raise ConfigError(f"CALLGUARD_WEB_PORT: expected a port 0-65535, got {s.web_port}")
     if s.policy and not os.path.isfile(s.policy):

