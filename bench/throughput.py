@@ -10,6 +10,9 @@ Italian policy with calling hours open around the clock (every rule runs).
 - baseline: one aiokafka consumer + producer that only decodes each intent
   with orjson, re-encodes it and forwards it, gathering the sends of each
   fetch and committing after each (what a guard that decides nothing costs);
+- volume baseline: the same, also writing a record of an audit record's size
+  per intent (callguard's output volume without its work: how much of the
+  gap is the bytes callguard must write);
 - callguard: a real ``callguard worker`` process (new consumer group each
   run; two outputs per intent, decision and audit record, plus the Redis
   lookup and the record of allowed calls), timed by the broker timestamps of
@@ -74,9 +77,17 @@ async def publish(bootstrap: str, count: int, register_size: int) -> None:
     await producer.stop()
 
 
-async def baseline(bootstrap: str, count: int, run: int) -> float:
+#: The median audit record's size in bytes (bench/mix.py's intents, Italian policy; decisions are about 220).
+AUDIT_BYTES = 1700
+
+
+async def baseline(bootstrap: str, count: int, run: int, volume: bool = False) -> float:
+    """Events/s of a raw pass-through; ``volume``: it also writes an
+    audit-sized record per event, i.e. callguard's output volume without its
+    work (two records per intent, about 2 KB)."""
     consumer = AIOKafkaConsumer(
-        INTENTS_TOPIC, bootstrap_servers=bootstrap, group_id=f"bench-baseline-{run}", auto_offset_reset="earliest",
+        INTENTS_TOPIC, bootstrap_servers=bootstrap, group_id=f"bench-baseline-{run}{'-volume' if volume else ''}",
+        auto_offset_reset="earliest",
         enable_auto_commit=False, max_poll_records=2000,
     )  # fmt: skip
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
@@ -92,8 +103,11 @@ async def baseline(bootstrap: str, count: int, run: int) -> float:
             futures = []
             for records in batches.values():
                 for record in records:
-                    value = orjson.dumps(orjson.loads(record.value))
-                    futures.append(await producer.send("bench.passthrough", value, key=record.key))
+                    event = orjson.loads(record.value)
+                    futures.append(await producer.send("bench.passthrough", orjson.dumps(event), key=record.key))
+                    if volume:
+                        padded = orjson.dumps({"event": event, "pad": "x" * (AUDIT_BYTES - len(record.value))})
+                        futures.append(await producer.send("bench.passthrough.audit", padded, key=record.key))
                 seen += len(records)
             await asyncio.gather(*futures)
             if batches:
@@ -203,11 +217,12 @@ async def main(args: argparse.Namespace) -> None:
         for variant in args.variant:
             name, _, settings = variant.partition(":")
             variants[name] = (None, {**extra_env, **dict(item.split("=", 1) for item in settings.split(",") if item)})
-        rates: dict[str, list[float]] = {"baseline": [], **{name: [] for name in variants}}
+        rates: dict[str, list[float]] = {"baseline": [], "volume": [], **{name: [] for name in variants}}
         cpu: dict[str, list[float]] = {name: [] for name in variants}
         profiles: list[Path] = []
         for run in range(args.runs):
             rates["baseline"].append(await baseline(bootstrap, args.intents, run))
+            rates["volume"].append(await baseline(bootstrap, args.intents, run, volume=True))
             for name, (src, env) in variants.items():
                 profile = args.profile / f"{name}-{run + 1}.txt" if args.profile else None
                 if profile:
@@ -226,17 +241,20 @@ async def main(args: argparse.Namespace) -> None:
                 rates[name].append(timed.rate)
                 cpu[name].append(timed.cpu_us)
             print(
-                f"run {run + 1}: baseline {rates['baseline'][-1]:>7,.0f}/s"
+                f"run {run + 1}: baseline {rates['baseline'][-1]:>7,.0f}/s   volume {rates['volume'][-1]:>7,.0f}/s"
                 + "".join(
                     f"   {name} {rates[name][-1]:>7,.0f}/s ({cpu[name][-1]:.0f} µs CPU each)" for name in variants
                 )
             )
         medians = {name: statistics.median(values) for name, values in rates.items()}
         base = medians["baseline"]
+        volume = medians["volume"]
         print(f"\nmedian of {args.runs}: baseline pass-through {base:,.0f} events/s")
+        print(f"  pass-through with callguard's output volume (+{AUDIT_BYTES} B record each) {volume:,.0f} events/s")
         for name in variants:
             print(
                 f"  {name:<10} {medians[name]:>9,.0f} decisions/s   ratio to baseline {medians[name] / base:.2f}"
+                f"   to volume baseline {medians[name] / volume:.2f}"
                 f"   worker CPU {statistics.median(cpu[name]):.0f} µs per decision"
             )
         for name in variants:
