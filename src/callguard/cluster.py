@@ -45,7 +45,6 @@ the same data and calls through both and compares what they answer and store.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, cast
@@ -260,7 +259,7 @@ class ClusterStores(Stores):
     def from_url(
         cls, url: str, timeout: float = 1.0, replica_url: str | None = None, replicas: bool = False
     ) -> ClusterStores:
-        """``replicas``: the batch lookups go to each slot's replicas (see :meth:`_check_replica_link`)."""
+        """``replicas``: the batch lookups go to each slot's replicas (see :meth:`_replica_roles`)."""
         if replica_url:  # each node's replicas belong to the cluster, not to one URL
             raise ValueError("CALLGUARD_REDIS_REPLICA_URL does not apply to a Redis Cluster")
         return cls(connect(url, timeout), url, timeout, connect(url, timeout, replicas=True) if replicas else None)
@@ -336,16 +335,11 @@ class ClusterStores(Stores):
             commands = [("EVALSHA_RO", *command[1:]) if command[0] == "EVALSHA" else command for command in commands]
         return await self._pipeline(commands, client)
 
-    async def _check_replica_link(self) -> None:
-        """Raise unless every replica of the cluster is linked to its primary
-        (``ROLE``, at most once a second) and runs Redis 7 or newer (for
-        ``EVALSHA_RO``): as with one replica, a replica cut off from its
-        primary keeps answering with what it had and would miss every opt-out
-        since. A cluster without replicas raises too, so that ``/ready`` does
-        not claim replica reads that are not happening."""
-        now = time.monotonic()
-        if now - self._replica_checked_at < 1.0:
-            return
+    async def _replica_roles(self) -> list[Any]:
+        """The ``ROLE`` reply of every replica of the cluster, once each runs
+        Redis 7 or newer (``EVALSHA_RO``, checked at the first call). A
+        cluster without replicas raises, so that ``/ready`` does not claim
+        replica reads that are not happening."""
         client = cast(Any, self.replica)
         await client.initialize()
         nodes = client.get_replicas()
@@ -360,11 +354,7 @@ class ClusterStores(Stores):
                         f"replica reads on a cluster need Redis 7 or newer (EVALSHA_RO); a node runs {version}"
                     )
             self._replicas_versioned = True
-        roles = await asyncio.gather(*(node.execute_command("ROLE") for node in nodes))
-        for role in roles:
-            if role[0] == "slave" and role[3] != "connected":
-                raise StaleReplica(f"a replica's link to its primary is {role[3]}")
-        self._replica_checked_at = now
+        return list(await asyncio.gather(*(node.execute_command("ROLE") for node in nodes)))
 
     async def register_results(self, e164: str) -> dict[str, RegisterResult]:
         return await register_store.results(self.raw, e164)

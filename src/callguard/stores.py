@@ -497,17 +497,21 @@ class Stores:
         return "failing" if self._replica_back_at else "in_use"
 
     async def _check_replica_link(self) -> None:
-        """Raise unless the replica is linked to its primary (checked at most
-        once a second): a replica cut off from its primary keeps answering
-        with what it had, and would miss every opt-out since."""
+        """Raise unless every replica that answers lookups is linked to its
+        primary (checked at most once a second): a replica cut off from its
+        primary keeps answering with what it had, and would miss every
+        opt-out since."""
         now = time.monotonic()
         if now - self._replica_checked_at < 1.0:
             return
-        assert self.replica is not None
-        role = await cast(Any, self.replica).execute_command("ROLE")
-        if role[0] == "slave" and role[3] != "connected":
-            raise StaleReplica(f"replica link to its primary is {role[3]}")
+        for role in await self._replica_roles():
+            if role[0] == "slave" and role[3] != "connected":
+                raise StaleReplica(f"replica link to its primary is {role[3]}")
         self._replica_checked_at = now
+
+    async def _replica_roles(self) -> list[Any]:
+        """The ``ROLE`` reply of each replica that answers lookups (here: the one)."""
+        return [await cast(Any, self.replica).execute_command("ROLE")]
 
     async def _lookup_replies(self, keys: list[str], args: list[str]) -> list[Any]:
         """The lookup script's replies (from the replica, when there is one and it answers)."""
