@@ -39,9 +39,28 @@ def intent(
     return Intent(intent_id, MOBILE, "op1", client, purpose, caller_id)
 
 
-def facts(at: datetime = FRIDAY_NOON, calls: tuple[PastCall, ...] = (), silent_at: datetime | None = None) -> Facts:
+def facts(
+    at: datetime = FRIDAY_NOON,
+    calls: tuple[PastCall, ...] = (),
+    silent_at: datetime | None = None,
+    client: str = "acme",
+    campaign_outcomes: dict[str, int] | None = None,
+) -> Facts:
+    """A listed number with a fresh clear result of ``client``: only the calling rules can deny."""
     as_of = at.astimezone(ROME).date()
-    return Facts(OPERATOR, (RegisterResult(False, as_of, None, "*"),), (), (), {}, calls, silent_at)
+    register = (RegisterResult(False, as_of, None, client),)
+    return Facts(
+        OPERATOR,
+        register,
+        (),
+        (),
+        {},
+        calls,
+        silent_at,
+        listed=True,
+        directory_as_of=as_of,
+        campaign_outcomes=campaign_outcomes,
+    )
 
 
 def run(
@@ -96,9 +115,16 @@ def test_caller_id(caller_id, reasons) -> None:
         (Purpose.MARKETING, "+390844123456", True),  # the telemarketing prefix
         (Purpose.MARKETING, "+390212340000", True),  # geographic: the accepted alternative
         (Purpose.MARKETING, "+39800123456", False),  # toll-free: neither
-        (Purpose.SURVEY, "+390843123456", True),  # the survey prefix
-        (Purpose.SURVEY, "+390844123456", False),  # the telemarketing prefix is not the survey one
+        (Purpose.MARKETING, "+390843123456", False),  # the statistical prefix is not the commercial one
+        # L. 5/2018 art. 2 c. 1: market research shares 0844 with advertising and sales
+        (Purpose.SURVEY, "+390844123456", True),
+        (Purpose.SURVEY, "+390843123456", False),
         (Purpose.SURVEY, "+390212340000", True),
+        # statistical surveys: 0843
+        (Purpose.STATISTICAL, "+390843123456", True),
+        (Purpose.STATISTICAL, "+390844123456", False),
+        (Purpose.STATISTICAL, "+390212340000", True),
+        (Purpose.STATISTICAL, "+39800123456", False),
     ],
 )
 def test_caller_id_prefix_switch(purpose, caller_id, allowed) -> None:
@@ -109,8 +135,16 @@ def test_caller_id_prefix_switch(purpose, caller_id, allowed) -> None:
     assert run(intent(caller_id, purpose)).allow  # off by default: every declared number passes
 
 
-def test_caller_id_rules_skip_service_calls_and_unknown_operators() -> None:
-    assert rule(run(intent(None, Purpose.SERVICE)), "caller_id").outcome == "skipped"
+def test_service_calls_need_a_callable_caller_id_too() -> None:
+    # L. 5/2018 art. 2 c. 1: every call-centre call presents its caller ID
+    d = run(intent(None, Purpose.SERVICE))
+    assert d.reasons == (Reason.CALLER_ID_MISSING,)
+    assert rule(run(intent("anonymous", Purpose.SERVICE)), "caller_id").reasons == (Reason.CALLER_ID_MISSING,)
+    assert run(intent("+39 02 1234 0000", Purpose.SERVICE)).allow
+    assert run(intent("+39 02 1234 0099", Purpose.SERVICE)).reasons == (Reason.CALLER_ID_NOT_DECLARED,)
+
+
+def test_caller_id_rule_skips_unknown_operators() -> None:
     d = decide(intent("+390212340000"), MOBILE, replace(facts(), operator=None), FRIDAY_NOON, POLICY, "+390212340000")
     assert d.reasons == (Reason.OPERATOR_UNKNOWN,)  # the operator rule denies; no second reason
     assert rule(d, "caller_id").outcome == "skipped"

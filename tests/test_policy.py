@@ -32,7 +32,7 @@ def intent(purpose: Purpose = Purpose.MARKETING, client: str = CLIENT) -> Intent
     return Intent("i-1", "+39 347 555 5555", "op1", client, purpose)
 
 
-def clear(as_of: date = TODAY, client: str = "*") -> RegisterResult:
+def clear(as_of: date = TODAY, client: str = CLIENT) -> RegisterResult:
     return RegisterResult(False, as_of, None, client)
 
 
@@ -60,7 +60,7 @@ def test_fresh_clear_result_allows_with_no_reasons():
     d = run(facts((clear(),)))
     assert d.allow and d.reasons == () and not d.retryable
     assert d.to_message()["decision"] == "allow"
-    assert d.versions == {"policy": SETTINGS.version, "operators": "v1", "register": "2026-11-27"}
+    assert d.versions == {"policy": SETTINGS.version, "operators": "v1", "register": "2026-11-27", "directory": None}
 
 
 def test_service_calls_skip_the_register_but_not_the_operator_or_optouts():
@@ -120,16 +120,25 @@ def test_operator_validity_uses_the_italian_day():
 # --- register age -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("age", "stale"), [(0, False), (14, False), (15, False), (16, True), (400, True)])
-def test_register_max_age_boundary(age, stale):
+@pytest.mark.parametrize(("age", "stale"), [(0, False), (1, False), (14, False), (15, True), (16, True), (400, True)])
+def test_register_result_of_day_d_is_usable_through_d_plus_14(age, stale):
+    # the RPO: a consultation is valid 15 days; day D counts as the first of them
     d = run(facts((clear(TODAY - timedelta(days=age)),)))
     assert d.reasons == ((Reason.REGISTER_STALE,) if stale else ())
 
 
+def test_register_age_counts_italian_days():
+    # 23:30 UTC on 27 Nov is already 28 Nov in Rome: a result of 13 Nov is then 15 days old
+    late = datetime(2026, 11, 27, 23, 30, tzinfo=UTC)
+    result = clear(date(2026, 11, 13), client=CLIENT)
+    assert run(facts((result,)), now=late - timedelta(hours=1)).allow  # 22:30 UTC: still the 27th in Rome
+    assert run(facts((result,)), now=late).reasons == (Reason.REGISTER_STALE,)
+
+
 def test_max_age_is_configurable():
-    d = decide(
-        intent(), CALLEE, facts((clear(TODAY - timedelta(days=3)),)), NOW, replace(SETTINGS, register_max_age_days=2)
-    )
+    settings = replace(SETTINGS, register_max_age_days=2)
+    assert decide(intent(), CALLEE, facts((clear(TODAY - timedelta(days=1), client=CLIENT),)), NOW, settings).allow
+    d = decide(intent(), CALLEE, facts((clear(TODAY - timedelta(days=2), client=CLIENT),)), NOW, settings)
     assert d.reasons == (Reason.REGISTER_STALE,)
 
 
@@ -139,19 +148,47 @@ def test_stale_opposed_result_lists_both_reasons_and_no_exception_revives_it():
     assert d.reasons == (Reason.REGISTER_STALE, Reason.OPPOSITION_REGISTER)
 
 
-def test_most_recent_result_wins_across_scopes():
-    old_opposed = opposed(TODAY - timedelta(days=5))
-    new_clear = clear(TODAY - timedelta(days=1), client=CLIENT)
-    assert run(facts((old_opposed, new_clear))).allow
-    assert run(facts((clear(TODAY - timedelta(days=5)), opposed(TODAY - timedelta(days=1))))).reasons == (
+# --- whose result counts -------------------------------------------------------------
+
+
+def test_a_clear_result_for_every_client_is_nobodys_check():
+    # the RPO: each controller consults for itself; a '*' clear result never makes a number callable
+    d = run(facts((clear(TODAY, client="*"),)))
+    assert d.reasons == (Reason.NOT_CHECKED,)
+    assert d.rules[2].detail == {"result": None}
+
+
+def test_an_opposed_result_for_every_client_counts_for_every_client():
+    assert run(facts((opposed(TODAY),))).reasons == (Reason.OPPOSITION_REGISTER,)
+    assert run(facts((opposed(TODAY), clear(TODAY - timedelta(days=1), client=CLIENT)))).reasons == (
         Reason.OPPOSITION_REGISTER,
     )
 
 
-def test_same_day_client_result_beats_the_all_clients_result():
+def test_a_newer_all_clients_clear_never_beats_the_clients_own_opposed_result():
+    own = opposed(TODAY - timedelta(days=3), client=CLIENT)
+    assert run(facts((own, clear(TODAY, client="*")))).reasons == (Reason.OPPOSITION_REGISTER,)
+
+
+def test_the_clients_own_newer_clear_result_beats_an_older_all_clients_opposed_one():
+    # the person withdrew the opposition for this client only
+    d = run(facts((opposed(TODAY - timedelta(days=1)), clear(TODAY, client=CLIENT))))
+    assert d.allow
+    assert most_recent_result((opposed(TODAY - timedelta(days=1)), clear(TODAY, client=CLIENT))).client_id == CLIENT
+
+
+def test_an_older_clients_own_clear_result_loses_to_a_newer_all_clients_opposed_one():
+    assert run(facts((clear(TODAY - timedelta(days=1), client=CLIENT), opposed(TODAY)))).reasons == (
+        Reason.OPPOSITION_REGISTER,
+    )
+
+
+def test_on_the_same_day_an_opposed_result_wins():
     results = (opposed(TODAY), clear(TODAY, client=CLIENT))
+    assert most_recent_result(results) == results[0]
+    assert run(facts(results)).reasons == (Reason.OPPOSITION_REGISTER,)
+    results = (clear(TODAY, client=CLIENT), opposed(TODAY, client=CLIENT))
     assert most_recent_result(results) == results[1]
-    assert run(facts(results)).allow
 
 
 # --- opposition and its exceptions ------------------------------------------------------
@@ -215,17 +252,29 @@ def test_consent_granted_in_the_future_does_not_count():
     ("ends_at", "counts"),
     [
         (None, True),
-        (TODAY - timedelta(days=29), True),  # ended less than 30 days ago
-        (TODAY - timedelta(days=30), False),
+        (TODAY + timedelta(days=1), True),  # still in force
+        (TODAY, True),
+        (TODAY - timedelta(days=29), True),
+        (TODAY - timedelta(days=30), True),  # "cessati da non più di trenta giorni": day 30 still counts
+        (TODAY - timedelta(days=31), False),
         (NOW - timedelta(days=30) + timedelta(seconds=1), True),
-        (NOW - timedelta(days=30), False),
+        (NOW - timedelta(days=30), True),  # exactly 30 days ago
+        (NOW - timedelta(days=30) - timedelta(milliseconds=1), False),
     ],
 )
-def test_contract_in_force_or_ended_less_than_30_days_ago(ends_at, counts):
+def test_contract_in_force_or_ended_not_more_than_30_days_ago(ends_at, counts):
     contract = Consent(CLIENT, "contract", date(2020, 1, 1), ends_at)
     d = run(facts((opposed(),), consents=(contract,)))
     assert d.allow == counts
     assert d.reasons == ((Reason.CONTRACT,) if counts else (Reason.OPPOSITION_REGISTER,))
+
+
+def test_contract_end_day_counts_in_italian_days():
+    # 23:30 UTC on 27 Nov is 28 Nov in Rome: a contract that ended on 28 Oct is then 31 days over
+    late = datetime(2026, 11, 27, 23, 30, tzinfo=UTC)
+    contract = Consent(CLIENT, "contract", date(2020, 1, 1), date(2026, 10, 28))
+    assert run(facts((opposed(),), consents=(contract,)), now=late - timedelta(hours=1)).allow
+    assert not run(facts((opposed(),), consents=(contract,)), now=late).allow
 
 
 def test_contract_not_yet_started_does_not_count():

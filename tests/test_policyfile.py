@@ -46,7 +46,7 @@ def test_a_file_changes_only_what_it_names_on_its_base() -> None:
         limits = [{ window = "90m", max = 1 }]
         [rules.calling_hours]
         saturday = "never"
-        purposes = ["marketing", "survey", "service"]
+        purposes = ["marketing", "survey", "statistical", "service"]
         [rules.opposition_register]
         max_age_days = 10
         [rules.internal_dnc]
@@ -102,7 +102,7 @@ def test_a_whole_day_window_and_describe_round_trip() -> None:
         ('version = "x"\n[rules.silent_calls]\nabandoned_rate_limit = 3', "expected a fraction 0-1"),
         (
             'version = "x"\n[rules.opposition_register]\nmax_age_days = 400',
-            "max_age_days: expected a whole number 0-366",
+            "max_age_days: expected a whole number 1-366",
         ),
         ('version = "x"\n[rules.caller_id]\nprefixes = { marketing = "0844" }', "expected an E.164 prefix"),
     ],

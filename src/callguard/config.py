@@ -161,8 +161,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"CALLGUARD_WEB_PORT: expected a port 0-65535, got {s.web_port}")
     if s.policy and not os.path.isfile(s.policy):
         raise ConfigError(f"CALLGUARD_POLICY: no such file {s.policy!r}")
-    if s.register_max_age_days is not None and not 0 <= s.register_max_age_days <= 366:
-        raise ConfigError(f"CALLGUARD_REGISTER_MAX_AGE_DAYS: expected 0-366 days, got {s.register_max_age_days}")
+    if s.register_max_age_days is not None and not 1 <= s.register_max_age_days <= 366:
+        raise ConfigError(f"CALLGUARD_REGISTER_MAX_AGE_DAYS: expected 1-366 days, got {s.register_max_age_days}")
     if not is_known_region(s.default_region):
         raise ConfigError(
             f"CALLGUARD_DEFAULT_REGION: {s.default_region!r} is not an ISO 3166 region libphonenumber knows"

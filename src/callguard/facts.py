@@ -155,3 +155,10 @@ class Facts:
     calls: tuple[PastCall, ...] = ()
     #: The latest silent or abandoned call to this callee for this client.
     silent_at: datetime | None = None
+    #: The callee is in the public-directory extract in use (``directory_as_of``).
+    listed: bool = False
+    #: As-of day of the public-directory extract in use; None when none is loaded.
+    directory_as_of: date | None = None
+    #: Outcomes reported for the intent's campaign over the silent-call window
+    #: (``campaign_silent_rate``): outcome -> count; None when not looked up.
+    campaign_outcomes: dict[str, int] | None = None

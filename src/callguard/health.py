@@ -50,7 +50,7 @@ class ScopeState:
             "oldest_age_days": (today - self.oldest).days,
             "newest_as_of": self.newest.isoformat(),
             "newest_age_days": (today - self.newest).days,
-            "stale_numbers_possible": (today - self.oldest).days > max_age_days,
+            "stale_numbers_possible": (today - self.oldest).days >= max_age_days,
             "estimated": self.estimated,
         }
 
@@ -107,11 +107,11 @@ def data_checks(data: DataState | None, max_age_days: int, now: datetime) -> tup
         problems.append("register: no results loaded (every marketing and survey intent is denied not_checked)")
     else:
         newest = max(s.newest for s in data.scopes)
-        if (today - newest).days > max_age_days:
+        if (today - newest).days >= max_age_days:
             register["ok"] = False
             problems.append(
-                f"register: the newest result is {(today - newest).days} days old, over the "
-                f"{max_age_days}-day maximum (marketing and survey intents are denied register_stale)"
+                f"register: the newest result is {(today - newest).days} days old, past its "
+                f"{max_age_days}-day validity (marketing and survey intents are denied register_stale)"
             )
     policy: dict[str, Any] = {
         "ok": data.operators > 0,

@@ -107,9 +107,8 @@ def italian_holidays(year: int, extra: tuple[tuple[int, int, str], ...] = ()) ->
     name) days, e.g. a province's patron saint)."""
     days = {date(year, month, day): name for month, day, name in (*FIXED_HOLIDAYS, *extra)}
     if year >= 2026:
-        # San Francesco d'Assisi, restored as a national holiday from 2026 by the
-        # law approved in October 2025. Listed on the safe side: a day wrongly
-        # listed only blocks calls, a day missed would allow unlawful ones.
+        # L151_2025 (callguard.sources): 4 October, San Francesco d'Assisi, a
+        # national holiday from 1 January 2026 (L. 260/1949 art. 2 as amended)
         days[date(year, 10, 4)] = "San Francesco d'Assisi"
     easter = easter_sunday(year)
     days[easter] = "Pasqua"

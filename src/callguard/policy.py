@@ -1,32 +1,10 @@
 """The decision policy: a pure function of (intent, facts, clock) to a decision.
 
 No I/O happens here, so every rule can be tested exhaustively and a
-compliance officer can read each rule next to the law it implements. Sources
-are cited in each rule's docstring; the short names used there:
-
-- **L. 5/2018**: Legge 11 gennaio 2018, n. 5, on the opposition register for
-  calls (art. 1): registering revokes earlier marketing consents, except
-  consents given afterwards and contracts in force or ended less than 30 days
-  before.
-- **DPR 26/2022**: the regulation of the *Registro pubblico delle opposizioni*
-  (RPO), in force 27 July 2022: mobile and unlisted numbers, calls by
-  operators and automated systems; callers consult the register before each
-  campaign and at least monthly, and a consultation result is treated as
-  valid for 15 days.
-- **Codice di condotta 2024**: the Garante's code of conduct for
-  telemarketing and teleselling (approved 7 March 2024, in force 28 September
-  2024): calls only through call centres registered in the ROC and bound by
-  contract, only to numbers not opposed or with valid consent.
-- **Garante, Feb 2025**: blanket ("omnibus") consents do not override the
-  register; only a consent for the calling client counts.
-- **GDPR art. 21(3)**: once a person objects to direct marketing, their data
-  may no longer be processed for it (the internal do-not-call list).
-- **AGCOM numbering**: caller-ID prefixes 0844 for telemarketing and market
-  research, 0843 for statistical surveys; any identifiable callable number is
-  an accepted alternative.
-- **Garante, silent calls** (provision on predictive dialling, 2009): at most
-  3 silent calls per 100 answered calls per campaign; after a silent call no
-  new call to that number for at least 7 days.
+compliance officer can read each rule next to the law it implements. Each
+rule's docstring cites its sources by key (``L5_2018_ART1_C5``, ...): the
+act, article, comma, where it was published and its words are in
+:mod:`callguard.sources`, the one home of every citation.
 
 Which rules run, for which purposes and with which parameters is policy
 data: a TOML file (:mod:`callguard.policyfile`; the Italian default ships as
@@ -53,11 +31,14 @@ POLICY_VERSION = "it-core/1"
 
 Outcome = Literal["pass", "deny", "allow_exception", "skipped"]
 
-#: The purposes the opposition register covers: advertising, direct sales and
-#: market research or surveys (DPR 26/2022). ``service`` calls are outside it.
-REGISTER_PURPOSES = frozenset({Purpose.MARKETING, Purpose.SURVEY})
-#: Telemarketing in the sense of the Codice di condotta 2024: promotional calls and surveys.
-TELEMARKETING = frozenset({Purpose.MARKETING, Purpose.SURVEY})
+#: The purposes the opposition register covers: advertising, direct sales,
+#: market research and commercial communication (L. 5/2018 art. 1 c. 1).
+#: Statistical surveys are not named there; on the safe side the register
+#: applies to them too. ``service`` calls are outside it.
+REGISTER_PURPOSES = frozenset({Purpose.MARKETING, Purpose.SURVEY, Purpose.STATISTICAL})
+#: Telemarketing in the sense of the Codice di condotta 2024 (promotional calls
+#: and market research), with statistical surveys on the safe side.
+TELEMARKETING = REGISTER_PURPOSES
 ALL_PURPOSES = frozenset(Purpose)
 
 #: The rules, in the order they run and appear in the audit trail.
@@ -65,11 +46,14 @@ RULES = (
     "callee_number",
     "operator_certified",
     "opposition_register",
+    "directory",
+    "automated_calls",
     "internal_dnc",
     "caller_id",
     "calling_hours",
     "frequency_cap",
     "silent_calls",
+    "campaign_silent_rate",
 )
 #: Rules a policy cannot switch off: without them nothing could be checked.
 ALWAYS_ON = frozenset({"callee_number"})
@@ -88,11 +72,14 @@ def _default_scopes() -> dict[str, RuleScope]:
         "callee_number": RuleScope(purposes=ALL_PURPOSES),
         "operator_certified": RuleScope(purposes=ALL_PURPOSES),
         "opposition_register": RuleScope(purposes=REGISTER_PURPOSES),
+        "directory": RuleScope(),
+        "automated_calls": RuleScope(),
         "internal_dnc": RuleScope(purposes=ALL_PURPOSES),
-        "caller_id": RuleScope(),
+        "caller_id": RuleScope(purposes=ALL_PURPOSES),
         "calling_hours": RuleScope(),
         "frequency_cap": RuleScope(),
         "silent_calls": RuleScope(),
+        "campaign_silent_rate": RuleScope(),
     }
 
 
@@ -112,21 +99,29 @@ class PolicySettings:
     same, with its sources); tests build variants with ``dataclasses.replace``.
     """
 
-    #: DPR 26/2022 practice: a consultation result is valid 15 days.
+    #: RPO_VALIDITY: a consultation result is valid 15 days (day D through D+14).
     register_max_age_days: int = 15
-    #: L. 5/2018: contracts ended less than 30 days ago still allow calls.
+    #: L5_2018_ART1_C5: contracts ended not more than 30 days ago still allow calls.
     contract_grace_days: int = 30
+    #: A public-directory extract is used for as many days as a register result
+    #: (no text sets its age; see :func:`check_directory`).
+    directory_max_age_days: int = 15
     #: Day boundaries (register age, operator validity) are Italian days.
     timezone: tzinfo = field(default_factory=lambda: ZoneInfo("Europe/Rome"))
     version: str = POLICY_VERSION
     #: Which rules run for which purposes (a policy file can switch any off).
     scopes: dict[str, RuleScope] = field(default_factory=_default_scopes)
-    #: AGCOM: require the 0844 (marketing) / 0843 (survey) prefix, or a geographic or mobile number.
+    #: L5_2018_ART2_C1: require the 0844 (marketing, market research) / 0843
+    #: (statistical surveys) prefix, or a geographic or mobile number.
     caller_id_require_prefix: bool = False
     caller_id_prefixes: dict[Purpose, str] = field(
-        default_factory=lambda: {Purpose.MARKETING: "+390844", Purpose.SURVEY: "+390843"}
+        default_factory=lambda: {
+            Purpose.MARKETING: "+390844",
+            Purpose.SURVEY: "+390844",
+            Purpose.STATISTICAL: "+390843",
+        }
     )
-    #: Codice di condotta 2024 windows, national holidays, local patron saints.
+    #: CODICE_CONDOTTA windows, national holidays (L151_2025), local patron saints.
     calling_hours: CallingHours = field(default_factory=CallingHours)
     #: No Italian law sets a number: 3 per rolling 24 h follows Florida and
     #: Oklahoma; 10 per 30 days is callguard's default, a business choice.
@@ -134,10 +129,12 @@ class PolicySettings:
         CapLimit(timedelta(hours=24), 3),
         CapLimit(timedelta(days=30), 10),
     )
-    #: Garante, silent calls: no new call for 7 days after a silent one.
+    #: GARANTE_SILENT_CALLS: no new call for 7 days after a silent one.
     silent_call_block: timedelta = timedelta(days=7)
-    #: Garante, silent calls: at most 3 per 100 answered calls per campaign (reported, not enforced per call).
+    #: GARANTE_SILENT_CALLS: at most 3 silent calls per 100 answered calls per campaign.
     abandoned_rate_limit: float = 0.03
+    #: GARANTE_SILENT_CALLS: the days over which a campaign's rate is counted.
+    silent_rate_window_days: int = 30
     #: ``active_rules`` per purpose, filled on first use (scopes do not change).
     _active: dict[Purpose, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
     #: Calling-hours verdicts by (local time, zone, local days) (``check_calling_hours``).
@@ -199,6 +196,8 @@ class Decision:
     #: frequency caps, silent-call blocks): the earliest time a new intent
     #: could pass those rules, all else equal. A scheduling hint, not a promise.
     not_before: datetime | None = None
+    #: On an allow after a silent or abandoned call: place it with an operator ready.
+    requires_operator: bool = False
 
     def to_message(self) -> dict[str, Any]:
         """The decision as published on ``callguard.decisions`` (public contract)."""
@@ -213,6 +212,8 @@ class Decision:
         }
         if self.not_before is not None:
             message["not_before"] = rfc3339(self.not_before)
+        if self.requires_operator:
+            message["requires_operator"] = True
         return message
 
     def to_audit(
@@ -240,6 +241,7 @@ def _intent_json(intent: Intent, callee: str | None) -> dict[str, Any]:
         "caller_id": intent.caller_id,
         "campaign_id": intent.campaign_id,
         "requested_at": None if intent.requested_at is None else rfc3339(intent.requested_at),
+        "automated": intent.automated,
     }
 
 
@@ -261,7 +263,7 @@ def check_callee(callee: str | None) -> RuleResult:
 def check_operator(operator_id: str, operator: Operator | None, today: date) -> RuleResult:
     """The call centre must be on the certification list, active and in term.
 
-    Source: Codice di condotta 2024 (callers and their clients work only with
+    Source: CODICE_CONDOTTA (callers and their clients work only with
     call centres registered in the ROC and bound by the code); a suspended or
     revoked certificate, or one outside ``valid_from..valid_until`` (inclusive
     Italian days), does not count. Applies to every purpose.
@@ -278,12 +280,25 @@ def check_operator(operator_id: str, operator: Operator | None, today: date) -> 
 
 
 def most_recent_result(results: tuple[RegisterResult, ...]) -> RegisterResult | None:
-    """The result that wins for this client: the most recent consultation;
-    on the same day a client's own result beats a ``*`` one (the citizen may
-    have withdrawn the opposition for that client only)."""
-    if not results:
-        return None
-    return max(results, key=lambda r: (r.as_of, r.client_id != ALL_CLIENTS))
+    """The result that decides for this client.
+
+    Source: :data:`~callguard.sources.RPO_FAQ_CONTROLLERS`: each independent
+    controller consults the register itself, and results differ between
+    controllers because a person may withdraw the opposition for chosen
+    companies only. So a result loaded for every client (``*``) may only
+    deny: an ``opposed`` ``*`` result counts for every client, a ``clear``
+    ``*`` result is nobody's check. Among the client's own results and the
+    ``*`` opposed ones the most recent consultation decides; on the same day
+    an ``opposed`` result wins (the texts do not order two results of one
+    day: the safe side).
+    """
+    best: RegisterResult | None = None
+    for result in results:
+        if result.client_id == ALL_CLIENTS and not result.opposed:
+            continue
+        if best is None or (result.as_of, result.opposed) > (best.as_of, best.opposed):
+            best = result
+    return best
 
 
 def has_begun(when: When, now: datetime, tz: tzinfo) -> bool:
@@ -305,8 +320,14 @@ def consent_in_force(consent: Consent, now: datetime, tz: tzinfo) -> bool:
 
 
 def contract_in_grace(contract: Consent, now: datetime, settings: PolicySettings) -> bool:
-    """A contract counts from its start while in force and for less than
-    ``contract_grace_days`` (30) after it ended (L. 5/2018)."""
+    """A contract counts from its start while in force and for
+    ``contract_grace_days`` (30) after it ended, the 30th day included.
+
+    Source: :data:`~callguard.sources.L5_2018_ART1_C5`: "contratti ... cessati
+    da non più di trenta giorni". Ended on day E (a day), it counts through
+    E+30 and not from E+31; ended at an instant, it counts while at most 30
+    days have passed.
+    """
     tz = settings.timezone
     if not has_begun(contract.granted_at, now, tz):
         return False
@@ -314,8 +335,8 @@ def contract_in_grace(contract: Consent, now: datetime, settings: PolicySettings
         return True
     grace = timedelta(days=settings.contract_grace_days)
     if isinstance(contract.ends_at, datetime):
-        return now - contract.ends_at < grace
-    return now.astimezone(tz).date() - contract.ends_at < grace
+        return now - contract.ends_at <= grace
+    return now.astimezone(tz).date() - contract.ends_at <= grace
 
 
 def check_register(
@@ -325,22 +346,24 @@ def check_register(
     now: datetime,
     settings: PolicySettings,
 ) -> RuleResult:
-    """Marketing and survey calls need a fresh, clear register result, or an exception.
+    """Marketing, survey and statistical calls need a fresh, clear register result, or an exception.
 
     Sources, step by step:
 
-    1. No result that applies to this client: ``not_checked``. DPR 26/2022
-       obliges callers to consult the register before calling; a number never
-       checked must not be called.
-    2. The most recent applicable result is older than the maximum age
-       (default 15 days, DPR 26/2022 practice): ``register_stale``.
-    3. The result is ``opposed``: ``opposition_register`` (L. 5/2018,
-       DPR 26/2022), unless an exception for **this client** holds
-       (Garante, Feb 2025: no omnibus consents):
+    1. No result that decides for this client (:func:`most_recent_result`;
+       RPO_FAQ_CONTROLLERS: a clear result loaded for every client is
+       nobody's check): ``not_checked``. DPR26_2022_ART8_C2 obliges callers to
+       consult the register before calling; a number never checked must not
+       be called.
+    2. The deciding result is 15 days old or older (DPR26_2022_ART8_C2,
+       RPO_VALIDITY: valid 15 days, day D through D+14): ``register_stale``.
+    3. The result is ``opposed``: ``opposition_register`` (L5_2018_ART1),
+       unless an exception for **this client** holds (the RPO's FAQ: the
+       contract waiver covers only the contracting company):
 
-       - a ``contract`` in force, or ended less than 30 days ago (L. 5/2018):
-         allow with ``contract``;
-       - a ``consent`` given after the person registered (L. 5/2018:
+       - a ``contract`` in force, or ended not more than 30 days ago
+         (L5_2018_ART1_C5): allow with ``contract``;
+       - a ``consent`` given after the person registered (L5_2018_ART1_C5:
          registration revokes earlier consents): allow with ``consent``.
          When the registration day is unknown, only a consent after the
          result's as-of day counts, since nothing else proves it came later.
@@ -360,7 +383,7 @@ def check_register(
         "max_age_days": settings.register_max_age_days,
     }
     reasons: list[Reason] = []
-    if age_days > settings.register_max_age_days:
+    if age_days >= settings.register_max_age_days:
         reasons.append(Reason.REGISTER_STALE)
     if result.opposed:
         exceptions = _register_exceptions(intent.client_id, result, consents, now, settings)
@@ -394,13 +417,111 @@ def _register_exceptions(
     return found
 
 
+def valid_consent(
+    client_id: str,
+    register: tuple[RegisterResult, ...],
+    consents: tuple[Consent, ...],
+    now: datetime,
+    settings: PolicySettings,
+) -> Consent | None:
+    """A consent of this client that the register rule accepts, or None.
+
+    In force now, and, when the decisive register result says the number is
+    registered, given provably after the registration (L5_2018_ART1_C5:
+    registering revokes earlier consents; when the registration day is
+    unknown, after the result's as-of day). A ``contract`` is not a consent
+    here (see :func:`check_directory`).
+    """
+    tz = settings.timezone
+    result = most_recent_result(register)
+    registered: date | None = None
+    if result is not None and result.opposed:
+        registered = result.registered_at if result.registered_at is not None else result.as_of
+    for consent in consents:
+        if (
+            consent.client_id == client_id
+            and consent.basis == "consent"
+            and consent_in_force(consent, now, tz)
+            and (registered is None or proven_after(consent.granted_at, registered, tz))
+        ):
+            return consent
+    return None
+
+
+def check_directory(intent: Intent, facts: Facts, now: datetime, settings: PolicySettings) -> RuleResult:
+    """A number not in the public telephone directories is called only with a valid consent.
+
+    Source: CODICE_CONDOTTA_ART10_C2: a supplier may call "le utenze
+    telefoniche non presenti negli elenchi telefonici pubblici per le quali
+    risulti presente un idoneo consenso e le utenze telefoniche presenti negli
+    elenchi telefonici pubblici che non siano iscritte al RPO". A clear
+    register result is therefore enough only for a listed number.
+
+    - Listed: the callee is in the directory extract in use, and the extract
+      is younger than ``directory_max_age_days`` (15 by default: no text sets
+      an age for an extract of the directories' single database, so it is
+      used as long as a register result, RPO_VALIDITY; day D through D+14).
+    - Otherwise (not listed, no extract loaded, or the extract too old): a
+      valid consent of this client (:func:`valid_consent`) lifts it, else
+      ``consent_required``.
+    - A contract does not lift it: the article asks for "idoneo consenso",
+      and L5_2018_ART1_C5's contract exception is an exception to the
+      register only. On the safe side, a customer's unlisted number needs
+      the customer's consent.
+    """
+    as_of = facts.directory_as_of
+    detail: dict[str, Any] = {"extract": None if as_of is None else as_of.isoformat(), "listed": facts.listed}
+    if as_of is None:
+        why = "no public-directory extract loaded"
+    else:
+        age_days = (now.astimezone(settings.timezone).date() - as_of).days
+        detail["age_days"] = age_days
+        detail["max_age_days"] = settings.directory_max_age_days
+        if age_days >= settings.directory_max_age_days:
+            why = "the public-directory extract is too old"
+        elif facts.listed:
+            return RuleResult("directory", "pass", detail=detail)
+        else:
+            why = "not in the public directories"
+    consent = valid_consent(intent.client_id, facts.register, facts.consents, now, settings)
+    if consent is not None:
+        detail["exceptions"] = [consent.to_json()]
+        return RuleResult("directory", "allow_exception", (Reason.CONSENT,), detail)
+    detail["why"] = why
+    return RuleResult("directory", "deny", (Reason.CONSENT_REQUIRED,), detail)
+
+
+_NOT_AUTOMATED = RuleResult("automated_calls", "pass", detail={"automated": False})
+
+
+def check_automated(intent: Intent, facts: Facts, now: datetime, settings: PolicySettings) -> RuleResult:
+    """A call placed by an automated system without an operator needs the callee's consent.
+
+    Source: CODICE_PRIVACY_ART130_C1 and C2: automated calling systems
+    without an operator are allowed for advertising, direct sales, market
+    research and commercial communication only with the person's consent,
+    whatever the register says. Statistical surveys are not named there; on
+    the safe side the shipped policy applies the rule to them too. A valid
+    consent of this client (:func:`valid_consent`) lifts it; a contract does
+    not (the article asks for consent).
+    """
+    if not intent.automated:
+        return _NOT_AUTOMATED
+    detail: dict[str, Any] = {"automated": True}
+    consent = valid_consent(intent.client_id, facts.register, facts.consents, now, settings)
+    if consent is not None:
+        detail["exceptions"] = [consent.to_json()]
+        return RuleResult("automated_calls", "allow_exception", (Reason.CONSENT,), detail)
+    return RuleResult("automated_calls", "deny", (Reason.CONSENT_REQUIRED,), detail)
+
+
 def check_optout(
     client_id: str, optouts: tuple[OptOut, ...], consents: tuple[Consent, ...], now: datetime, settings: PolicySettings
 ) -> RuleResult:
     """A callee on the internal do-not-call list for this client (or ``*``) is not called.
 
     Source: GDPR art. 21(3) (objection to direct marketing must be honoured)
-    and the Codice di condotta 2024. Exception: a ``consent`` for this client
+    and CODICE_CONDOTTA. Exception: a ``consent`` for this client
     given provably after **every** applicable opt-out (the person changed
     their mind); a contract does not override an explicit opt-out.
     """
@@ -426,7 +547,9 @@ def check_caller_id(
 ) -> RuleResult:
     """The number shown to the callee must be callable and declared by the operator.
 
-    Source: Codice di condotta 2024 (identifiable, callable caller IDs; every
+    Source: L5_2018_ART2_C1 (every call-centre call presents a callable
+    caller ID: the shipped policy applies this rule to ``service`` calls too)
+    and CODICE_CONDOTTA (identifiable, callable caller IDs; every
     number a call centre uses declared in the ROC, here the ``caller_ids``
     column of the operators list). ``caller`` is the E.164 form of the
     intent's ``caller_id``, ``None`` when it is missing, withheld
@@ -464,7 +587,7 @@ def _window_text(window: tuple[Any, Any] | None) -> str | None:
 def check_calling_hours(callee: str, now: datetime, settings: PolicySettings) -> RuleResult:
     """Calls only inside the callee's local calling window of the day.
 
-    Source: Codice di condotta 2024: Monday-Friday 09:00-20:00, Saturday and
+    Source: CODICE_CONDOTTA: Monday-Friday 09:00-20:00, Saturday and
     the day before a public holiday 10:00-19:00, never on Sundays or public
     holidays (national calendar, :mod:`callguard.hours`, plus the policy's
     local patron-saint days for geographic numbers). Judged on the decision
@@ -544,11 +667,10 @@ def _no_calls_yet(limits: tuple[CapLimit, ...]) -> RuleResult:
 def check_silent_calls(silent_at: datetime | None, now: datetime, settings: PolicySettings) -> RuleResult:
     """No new call for 7 days after a silent or abandoned call by the same client.
 
-    Source: Garante, provision on silent calls from predictive dialling (at
-    most 3 per 100 answered calls per campaign; after a silent call, no new
-    call to that number for at least 7 days). Dialers report outcomes on
+    Source: GARANTE_SILENT_CALLS_BLOCK: after a silent call, no new call to
+    that number for at least 7 days. Dialers report outcomes on
     ``callguard.outcomes``; the block applies to the client whose campaign
-    made the silent call.
+    made the silent call, and ends exactly 7 days (168 hours) after it.
     """
     if silent_at is None:
         return RuleResult("silent_calls", "pass")
@@ -557,6 +679,52 @@ def check_silent_calls(silent_at: datetime | None, now: datetime, settings: Poli
     if now < until:
         return RuleResult("silent_calls", "deny", (Reason.RECENT_SILENT_CALL,), detail, until)
     return RuleResult("silent_calls", "pass", detail=detail)
+
+
+def operator_required(intent: Intent, facts: Facts, settings: PolicySettings) -> bool:
+    """Whether an allowed call must be placed with an operator ready.
+
+    Source: GARANTE_SILENT_CALLS_BLOCK: after the block, the next call to
+    that number must be placed with an operator available. True while a
+    silent or abandoned call by this client is on record and no call this
+    guard allowed since the block ended is known (the intent itself does not
+    count, so a redelivered intent gets the same answer).
+    """
+    if facts.silent_at is None:
+        return False
+    until = facts.silent_at + settings.silent_call_block
+    ref = intent_ref(intent.intent_id)
+    return not any(call.at >= until and call.ref != ref for call in facts.calls)
+
+
+#: Outcomes that count as silent calls (a person answered, no operator).
+SILENT_OUTCOME_NAMES = ("silent", "abandoned")
+
+
+def check_campaign_silent_rate(outcomes: dict[str, int] | None, settings: PolicySettings) -> RuleResult:
+    """A campaign over 3 silent calls per 100 answered calls is stopped until it is back under.
+
+    Source: GARANTE_SILENT_CALLS_RATE: at most 3 silent calls for every 100
+    calls answered, per campaign, over ``silent_rate_window_days`` days of
+    reported outcomes (``callguard.outcomes``). Silent and abandoned
+    outcomes count as silent calls; ``answered`` ones as answered calls. A
+    campaign with silent calls and no answered call is over the limit. The
+    limit holds at exactly 3 per 100 (3/100 passes, 4/100 and 3/99 do not).
+    """
+    if outcomes is None:
+        return RuleResult("campaign_silent_rate", "pass", detail={"outcomes": None})
+    silent = sum(outcomes.get(name, 0) for name in SILENT_OUTCOME_NAMES)
+    answered = outcomes.get("answered", 0)
+    detail: dict[str, Any] = {
+        "silent": silent,
+        "answered": answered,
+        "limit": settings.abandoned_rate_limit,
+        "window_days": settings.silent_rate_window_days,
+    }
+    # exact in integers: silent / answered > limit, with the limit in basis points
+    if silent * 10_000 > round(settings.abandoned_rate_limit * 10_000) * answered:
+        return RuleResult("campaign_silent_rate", "deny", (Reason.CAMPAIGN_SILENT_RATE,), detail)
+    return RuleResult("campaign_silent_rate", "pass", detail=detail)
 
 
 # --- the decision ---------------------------------------------------------------
@@ -583,6 +751,7 @@ def decide(
     rules: list[RuleResult] = [check_callee(callee)]
     versions: dict[str, str | None] = {"policy": settings.version}
     facts_json: dict[str, Any] = {}
+    requires_operator = False
     if facts is None:
         rules.append(
             RuleResult(
@@ -611,6 +780,8 @@ def decide(
                 check_register(intent, register, consents, now, settings)
                 if "opposition_register" in on
                 else skip("opposition_register"),
+                check_directory(intent, facts, now, settings) if "directory" in on else skip("directory"),
+                check_automated(intent, facts, now, settings) if "automated_calls" in on else skip("automated_calls"),
                 check_optout(intent.client_id, facts.optouts, consents, now, settings)
                 if "internal_dnc" in on
                 else skip("internal_dnc"),
@@ -618,17 +789,24 @@ def decide(
                 check_calling_hours(callee, now, settings) if "calling_hours" in on else skip("calling_hours"),
                 check_frequency(intent, facts.calls, now, settings) if "frequency_cap" in on else skip("frequency_cap"),
                 check_silent_calls(facts.silent_at, now, settings) if "silent_calls" in on else skip("silent_calls"),
+                check_campaign_silent_rate(facts.campaign_outcomes, settings)
+                if "campaign_silent_rate" in on
+                else skip("campaign_silent_rate"),
             )
             used = most_recent_result(register)
             versions["register"] = None if used is None else used.as_of.isoformat()
+            versions["directory"] = None if facts.directory_as_of is None else facts.directory_as_of.isoformat()
             facts_json["register"] = [r.to_json() for r in register]
             facts_json["consents"] = [c.to_json() for c in consents]
             facts_json["optouts"] = [o.to_json() for o in facts.optouts]
+            facts_json["directory"] = {"extract": versions["directory"], "listed": facts.listed}
+            requires_operator = "silent_calls" in on and operator_required(intent, facts, settings)
     denying = [rule for rule in rules if rule.outcome == "deny"]
-    deny = tuple(reason for rule in denying for reason in rule.reasons)
+    deny = tuple(dict.fromkeys(reason for rule in denying for reason in rule.reasons))
     not_before = None
     if deny:
         reasons = deny
+        requires_operator = False
         waits = [rule.not_before for rule in denying]
         if all(wait is not None for wait in waits):
             not_before = max(wait for wait in waits if wait is not None)
@@ -645,6 +823,7 @@ def decide(
         rules=tuple(rules),
         facts=facts_json,
         not_before=not_before,
+        requires_operator=requires_operator,
     )
 
 

@@ -35,11 +35,14 @@ _RULE_KEYS: dict[str, set[str]] = {
     "callee_number": set(),
     "operator_certified": set(),
     "opposition_register": {"max_age_days", "contract_grace_days"},
+    "directory": {"max_age_days"},
+    "automated_calls": set(),
     "internal_dnc": set(),
     "caller_id": {"require_prefix", "prefixes"},
     "calling_hours": {"weekday", "saturday", "pre_holiday", "sunday", "holiday", "local_holidays"},
     "frequency_cap": {"limits"},
     "silent_calls": {"block_days", "abandoned_rate_limit"},
+    "campaign_silent_rate": {"window_days"},
 }
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
@@ -173,8 +176,18 @@ def _parameters(
     if name == "opposition_register":
         return replace(
             settings,
-            register_max_age_days=_int(table, "max_age_days", settings.register_max_age_days, 0, 366, where, errors),
+            register_max_age_days=_int(table, "max_age_days", settings.register_max_age_days, 1, 366, where, errors),
             contract_grace_days=_int(table, "contract_grace_days", settings.contract_grace_days, 0, 366, where, errors),
+        )
+    if name == "directory":
+        return replace(
+            settings,
+            directory_max_age_days=_int(table, "max_age_days", settings.directory_max_age_days, 1, 366, where, errors),
+        )
+    if name == "campaign_silent_rate":
+        return replace(
+            settings,
+            silent_rate_window_days=_int(table, "window_days", settings.silent_rate_window_days, 1, 40, where, errors),
         )
     if name == "caller_id":
         require = table.get("require_prefix", settings.caller_id_require_prefix)
@@ -300,6 +313,8 @@ def describe(settings: PolicySettings) -> dict[str, Any]:
             "max_age_days": settings.register_max_age_days,
             "contract_grace_days": settings.contract_grace_days,
         },
+        "directory": {"max_age_days": settings.directory_max_age_days},
+        "campaign_silent_rate": {"window_days": settings.silent_rate_window_days},
         "caller_id": {
             "require_prefix": settings.caller_id_require_prefix,
             "prefixes": {p.value: prefix for p, prefix in sorted(settings.caller_id_prefixes.items())},

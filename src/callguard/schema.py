@@ -55,14 +55,25 @@ class Reason(StrEnum):
     TIMEZONE_UNKNOWN = "timezone_unknown"
     FREQUENCY_CAP = "frequency_cap"
     RECENT_SILENT_CALL = "recent_silent_call"
+    # deny, consents (number not in the public directories, automated calls)
+    CONSENT_REQUIRED = "consent_required"
+    # deny, the campaign's silent-call rate is over the limit
+    CAMPAIGN_SILENT_RATE = "campaign_silent_rate"
     # allow on an exception
     CONSENT = "consent"
     CONTRACT = "contract"
 
 
 class Purpose(StrEnum):
+    """Why the call is made: the rules and the caller-ID prefix depend on it."""
+
+    #: advertising, direct sales, commercial communication
     MARKETING = "marketing"
+    #: market research (L. 5/2018 art. 2 c. 1: prefix 0844, like marketing)
     SURVEY = "survey"
+    #: statistical surveys (L. 5/2018 art. 2 c. 1: prefix 0843)
+    STATISTICAL = "statistical"
+    #: calls about an existing service (outside the register)
     SERVICE = "service"
 
 
@@ -102,6 +113,8 @@ class Intent:
     caller_id: str | None = None
     campaign_id: str | None = None
     requested_at: datetime | None = None
+    #: placed by an automated calling system without an operator (Codice privacy art. 130 c. 1-2)
+    automated: bool = False
 
 
 def _required_id(obj: dict[str, Any], name: str, intent_id: str | None) -> str:
@@ -175,7 +188,7 @@ def parse_intent(value: bytes | None) -> Intent:
     try:
         purpose = Purpose(purpose_raw)
     except (ValueError, TypeError):
-        raise MalformedIntent("field 'purpose' must be one of marketing, survey, service", intent_id) from None
+        raise MalformedIntent(f"field 'purpose' must be one of {', '.join(Purpose)}", intent_id) from None
     requested_raw = obj.get("requested_at")
     requested_at = None
     if requested_raw is not None:
@@ -185,6 +198,11 @@ def parse_intent(value: bytes | None) -> Intent:
             requested_at = parse_rfc3339(requested_raw)
         except ValueError:
             raise MalformedIntent("field 'requested_at' is not an RFC 3339 timestamp", intent_id) from None
+    automated = obj.get("automated", False)
+    if automated is None:
+        automated = False
+    if not isinstance(automated, bool):
+        raise MalformedIntent("field 'automated' must be true or false", intent_id)
     return Intent(
         intent_id=intent_id,
         callee=callee,
@@ -194,6 +212,7 @@ def parse_intent(value: bytes | None) -> Intent:
         caller_id=_optional_str(obj, "caller_id", intent_id),
         campaign_id=_optional_str(obj, "campaign_id", intent_id),
         requested_at=requested_at,
+        automated=automated,
     )
 
 
