@@ -26,11 +26,12 @@ from callguard.loaders import (
     Progress,
     parse_consents,
     parse_date,
+    parse_directory,
     parse_operators,
     parse_optouts,
     parse_register,
 )
-from callguard.register import RegisterError, RegisterRows, cpu_count
+from callguard.register import DIRECTORY_SCOPE, RegisterError, RegisterRows, cpu_count
 from callguard.schema import ALL_CLIENTS, MAX_ID_LENGTH
 from callguard.stores import Stores
 
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for kind, text in (
         ("register", "opposition-register check results"),
+        ("directory", "the public-directory extract: numbers in the public telephone directories (replaced whole)"),
         ("operators", "the certification list of call-centre operators (replaced whole)"),
         ("consents", "consents and contracts (upsert)"),
         ("optouts", "internal do-not-call entries (added)"),
@@ -105,8 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         if kind == "register":
             load.add_argument("--as-of", required=True, help="day of the consultation, YYYY-MM-DD")
             load.add_argument(
-                "--client", default=ALL_CLIENTS, help="client the result applies to (default: every client)"
+                "--client",
+                default=ALL_CLIENTS,
+                help="the client that consulted the register (default '*': a result for every client, which may "
+                "only deny: an opposed '*' result counts for every client, a clear one for none). Per client, the "
+                "most recent of its own results and the opposed '*' results decides; on the same day opposed wins",
             )
+        if kind == "directory":
+            load.add_argument("--as-of", required=True, help="day of the extract, YYYY-MM-DD")
         _config_flags(load)
     return parser
 
@@ -128,13 +136,16 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
     tz = ROME  # the policy's day boundaries (policies/it.toml: timezone)
     now = datetime.now(UTC)
     kind = args.command
-    if kind == "register":
+    if kind in ("register", "directory"):
         as_of = parse_date(args.as_of)
         if as_of > now.astimezone(tz).date():
             raise ConfigError(f"--as-of {as_of} is in the future")
-        if not 1 <= len(args.client) <= MAX_ID_LENGTH or "|" in args.client:
-            raise ConfigError(f"--client must be 1-{MAX_ID_LENGTH} characters without '|'")
+    if kind == "register":
+        if not 1 <= len(args.client) <= MAX_ID_LENGTH or "|" in args.client or args.client == DIRECTORY_SCOPE:
+            raise ConfigError(f"--client must be 1-{MAX_ID_LENGTH} characters without '|', and not {DIRECTORY_SCOPE}")
         parsed = parse_register(args.file, settings.default_region)
+    elif kind == "directory":
+        parsed = parse_directory(args.file, settings.default_region)
     elif kind == "operators":
         parsed = parse_operators(args.file, settings.default_region)
     elif kind == "consents":
@@ -175,6 +186,26 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
                 f"register: loaded {len(rows):,} results as of {as_of} for {scope} "
                 f"({rows.opposed:,} opposed; {written:,} newer than what was stored)"
             )
+        elif kind == "directory":
+            rows = parsed.rows
+            assert isinstance(rows, RegisterRows)
+            listing = {
+                "as_of": as_of.isoformat(),
+                "rows": len(rows),
+                "file": args.file.name,
+                "sha256": parsed.sha256,
+                "loaded_at": now.isoformat(),
+            }
+            await stores.load_directory(
+                rows,
+                as_of,
+                entry=listing,
+                progress=Progress("directory: written").tick,
+                workers=min(cpu_count(), 8) if len(rows) > 500_000 else 1,
+                waiting=lambda: print("directory: another register load is running; waiting for it", file=sys.stderr),
+                grace=2 * settings.redis_timeout + 1,
+            )
+            print(f"directory: replaced the public-directory extract with {len(rows):,} numbers as of {as_of}")
         elif kind == "operators":
             version = f"{now:%Y%m%dT%H%M%SZ}-{parsed.sha256[:12]}"
             assert isinstance(parsed.rows, list)
@@ -191,7 +222,7 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
     except (RedisError, OSError) as exc:
         return _fail(f"cannot write to Redis at {safe_url(settings.redis_url)}: {exc}")
     except RegisterError as exc:
-        return _fail(f"register: {exc}; nothing was loaded")
+        return _fail(f"{kind}: {exc}; nothing was loaded")
     finally:
         await stores.close()
         if isinstance(parsed.rows, RegisterRows):

@@ -311,21 +311,30 @@ class ClusterStores(Stores):
         """The reply stores._LOOKUP gives, built from single-slot commands."""
         count = int(args[0])
         operator_ids = args[1 : count + 1]
-        version, hidden = await self._pipeline([("HGET", META_KEY, "operators_version"), ("SMEMBERS", HIDDEN_KEY)])
+        days, nfields = int(args[count + 1]), int(args[count + 2])
+        fields = args[count + 3 : count + 3 + nfields]
+        first: list[Sequence[Any]] = [
+            ("HMGET", META_KEY, "operators_version", "directory_generation", "directory_as_of"),
+            ("SMEMBERS", HIDDEN_KEY),
+        ]
+        if nfields:
+            first += [("HMGET", keys[2 + d], *fields) for d in range(days)]
+        meta, hidden, *counts = await self._pipeline(first)
+        version = meta[0]
         if version != self._operators_version:
             # read after the version: a list newer than its version is read again next time
             self._operators = cast(dict[str, str], await self.redis.hgetall(OPERATORS_KEY))
             self._operators_version = version
         hidden_ids = sorted(hidden)
         commands: list[Sequence[Any]] = []
-        a = count + 1
-        for i in range(2, len(keys), 2):
+        a = count + 3 + nfields
+        for i in range(2 + days, len(keys), 2):
             suffix, client = args[a], args[a + 1]
             a += 2
             commands.append(self._script("register_one", keys[i], suffix, client, *hidden_ids))
             commands.append(("HMGET", keys[i + 1], *(field.format(c=client) for field in CALLEE_FIELDS)))
         replies = await self._read(lambda client: self._on(client, commands)) if commands else []
-        return [[self._operators.get(op_id) for op_id in operator_ids], version, *replies]
+        return [[self._operators.get(op_id) for op_id in operator_ids], meta, counts, *replies]
 
     async def _on(self, client: Any, commands: list[Sequence[Any]]) -> list[Any]:
         """``commands`` through ``client``; on the replicas' client the register

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -24,7 +24,7 @@ from callguard.facts import Facts, OptOut, PastCall, intent_ref
 from callguard.loaders import parse_when
 from callguard.metrics import Metrics
 from callguard.numbers import normalise, normalise_caller_id
-from callguard.policy import Decision, PolicySettings, decide, malformed
+from callguard.policy import Decision, PolicySettings, decide, malformed, silent_rate_days
 from callguard.schema import (
     AUDIT_TOPIC,
     DEADLETTER_TOPIC,
@@ -146,7 +146,11 @@ class Guard:
             valid.append((raw, intent, normalise(intent.callee, self.region)))
         if valid:
             facts = await self._lookup(
-                [Query(callee, intent.client_id, intent.operator_id) for _, intent, callee in valid]
+                [
+                    Query(callee, intent.client_id, intent.operator_id, intent.campaign_id)
+                    for _, intent, callee in valid
+                ],
+                silent_rate_days(now, self.policy),
             )
             decided = self._decide(valid, facts, now)
             await self._record_allowed(valid, facts, decided, now)
@@ -228,10 +232,10 @@ class Guard:
             caller = normalise_caller_id(intent.caller_id, self.region)
             decided[i] = decide(intent, callee, replace(fact, calls=stored), now, policy, caller)
 
-    async def _lookup(self, queries: list[Query]) -> list[Facts | None]:
+    async def _lookup(self, queries: list[Query], outcome_days: Sequence[date] = ()) -> list[Facts | None]:
         started = time.perf_counter()
         try:
-            facts: list[Facts | None] = list(await self.stores.lookup(queries))
+            facts: list[Facts | None] = list(await self.stores.lookup(queries, outcome_days))
         except Exception as exc:  # Redis down, slow, or a stored value that does not parse: fail closed
             self.metrics.lookup_failed()
             self.redis_failing += 1

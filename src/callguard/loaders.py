@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
+from itertools import repeat
 from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any, TextIO
@@ -210,9 +211,15 @@ def _parse_file(
     return parsed
 
 
-def _register_row_parser(region: str) -> Callable[[dict[str, str]], tuple[str, bool, date | None]]:
+def _register_row_parser(
+    region: str, listing: bool = False
+) -> Callable[[dict[str, str]], tuple[str, bool, date | None]]:
+    """Rows of a register result, or with ``listing`` of a directory extract (a number alone)."""
+
     def row_parser(row: dict[str, str]) -> tuple[str, bool, date | None]:
         e164 = _number(row, "number", region)
+        if listing:
+            return e164, False, None
         status = row.get("status", "")
         if status not in ("opposed", "clear"):
             raise ValueError(f"status must be 'opposed' or 'clear', not {status!r}")
@@ -225,10 +232,23 @@ def _register_row_parser(region: str) -> Callable[[dict[str, str]], tuple[str, b
 
 
 REGISTER_COLUMNS = (("number", "status"), ("registered_at",))
+#: A public-directory extract: the numbers present in the directories.
+DIRECTORY_COLUMNS: tuple[tuple[str, ...], tuple[str, ...]] = (("number",), ())
+
+
+def parse_directory(path: Path, region: str, workers: int | None = None) -> Parsed:
+    """``number``: the numbers present in the public telephone directories (an
+    extract of their single database), read like a register result."""
+    return parse_register(path, region, workers, columns=DIRECTORY_COLUMNS)
 
 
 def parse_register(
-    path: Path, region: str, workers: int | None = None, chunk_bytes: int = 8 << 20, part_bytes: int = 1 << 20
+    path: Path,
+    region: str,
+    workers: int | None = None,
+    chunk_bytes: int = 8 << 20,
+    part_bytes: int = 1 << 20,
+    columns: tuple[tuple[str, ...], tuple[str, ...]] = REGISTER_COLUMNS,
 ) -> Parsed:
     """``number,status[,registered_at]``: one consultation result of the RPO.
 
@@ -253,12 +273,14 @@ def parse_register(
     try:
         with ThreadPoolExecutor(1) as hashing:  # hashlib releases the GIL on large blocks
             digest = hashing.submit(_sha256, path)
-            parsed = _parse_register_fast(path, region, rows, workers, chunk_bytes, part_bytes)
+            parsed = _parse_register_fast(path, region, rows, workers, chunk_bytes, part_bytes, columns)
             if parsed is None:  # a line the fast reader cannot split alone (a quoted line break, a bare CR)
                 rows.cleanup()
                 rows = RegisterRows(partitions_for(size // 20))
                 sink = _SpillSink(rows)
-                parsed = _parse_file(path, *REGISTER_COLUMNS, _register_row_parser(region), "register", sink)
+                listing = columns == DIRECTORY_COLUMNS
+                label = "directory" if listing else "register"
+                parsed = _parse_file(path, *columns, _register_row_parser(region, listing), label, sink)
                 sink.flush()
                 parsed.rows = rows
             parsed.sha256 = digest.result()
@@ -306,7 +328,7 @@ class _RegisterSpec:
     header: tuple[str, ...]
     line: re.Pattern[bytes]  # one line (re.M), groups in header order
     number: int
-    status: int
+    status: int | None  # None: a directory extract, every number "clear"
     registered_at: int | None
 
     @classmethod
@@ -322,7 +344,8 @@ class _RegisterSpec:
             body = ",".join(parts[:-1]) + "(?:," + parts[-1] + ")?"
         line = re.compile(("^" + body + r"\r?$").encode(), re.M)
         at = header.index("registered_at") if "registered_at" in header else None
-        return cls(region, tuple(header), line, header.index("number"), header.index("status"), at)
+        status = header.index("status") if "status" in header else None
+        return cls(region, tuple(header), line, header.index("number"), status, at)
 
 
 @dataclass
@@ -366,7 +389,7 @@ class _RangeReader:
         self.tick = tick
         self.result = _RangeResult()
         self.dates: dict[bytes, int] = {b"": 0}
-        self.row_parser = _register_row_parser(spec.region)
+        self.row_parser = _register_row_parser(spec.region, listing=spec.status is None)
 
     def error(self, line: int, message: str) -> None:
         self.result.error_count += 1
@@ -387,8 +410,8 @@ class _RangeReader:
         """Store rows that all matched the fast pattern; False (nothing stored)
         when a date is not a real day or cannot be stored."""
         spec = self.spec
-        statuses = list(map(itemgetter(spec.status), rows))
-        bits: Iterable[int] = map(_STATUS_BITS.__getitem__, statuses)
+        statuses = [] if spec.status is None else list(map(itemgetter(spec.status), rows))
+        bits: Iterable[int] = repeat(0, len(rows)) if spec.status is None else map(_STATUS_BITS.__getitem__, statuses)
         if spec.registered_at is not None:
             days = list(map(itemgetter(spec.registered_at), rows))
             try:
@@ -499,7 +522,13 @@ def _line_starts(path: Path, start: int, size: int, parts: int) -> list[int]:
 
 
 def _parse_register_fast(
-    path: Path, region: str, rows: RegisterRows, workers: int, chunk_bytes: int, part_bytes: int
+    path: Path,
+    region: str,
+    rows: RegisterRows,
+    workers: int,
+    chunk_bytes: int,
+    part_bytes: int,
+    columns: tuple[tuple[str, ...], tuple[str, ...]] = REGISTER_COLUMNS,
 ) -> Parsed | None:
     with path.open("rb") as handle:
         first = handle.readline()
@@ -508,14 +537,14 @@ def _parse_register_fast(
     if "\r" in text.rstrip("\r\n") or not _record_ends(text.rstrip("\r\n")):
         return None
     header = [h.strip() for h in next(csv.reader([text]), [])]
-    required, optional = REGISTER_COLUMNS
+    required, optional = columns
     if sorted(header) not in (sorted(required), sorted(required + optional)):
         return None  # a header to complain about: the line-by-line reader says what is wrong at once
     spec = _RegisterSpec.build(header, region)
     size = path.stat().st_size
     parts = max(1, min(workers, (size - start) // part_bytes + 1))
     cuts = _line_starts(path, start, size, parts)
-    progress = Progress("register: read")
+    progress = Progress(("directory" if columns == DIRECTORY_COLUMNS else "register") + ": read")
     jobs = [
         (str(path), cuts[k], cuts[k + 1], spec, str(rows.directory), rows.partitions, f"{k:03d}", chunk_bytes)
         for k in range(parts)

@@ -701,6 +701,17 @@ def operator_required(intent: Intent, facts: Facts, settings: PolicySettings) ->
 SILENT_OUTCOME_NAMES = ("silent", "abandoned")
 
 
+def silent_rate_days(now: datetime, settings: PolicySettings) -> tuple[date, ...]:
+    """The Italian days whose reported outcomes make a campaign's silent-call
+    rate now: today and the ``silent_rate_window_days`` - 1 days before it
+    (none when the rule is off for every purpose)."""
+    scope = settings.scopes.get("campaign_silent_rate")
+    if scope is None or not scope.enabled or not scope.purposes:
+        return ()
+    today = now.astimezone(settings.timezone).date()
+    return tuple(today - timedelta(days=back) for back in range(settings.silent_rate_window_days))
+
+
 def check_campaign_silent_rate(outcomes: dict[str, int] | None, settings: PolicySettings) -> RuleResult:
     """A campaign over 3 silent calls per 100 answered calls is stopped until it is back under.
 

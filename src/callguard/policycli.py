@@ -22,9 +22,10 @@ from redis.exceptions import RedisError
 
 from callguard.config import ENV_VARS, ConfigError, Settings, safe_url
 from callguard.numbers import mask, normalise, normalise_caller_id
-from callguard.policy import decide
+from callguard.policy import decide, silent_rate_days
 from callguard.policyfile import PolicyError, describe, load_policy, policy_for
 from callguard.schema import Intent, Purpose, parse_rfc3339
+from callguard.sources import SOURCES
 from callguard.stores import LookupUnavailable, Query, Stores
 
 
@@ -32,6 +33,7 @@ def add_parsers(commands: Any, config_flags: Callable[[argparse.ArgumentParser],
     """Add ``policy`` and ``explain`` to the ``callguard`` subcommands."""
     policy = commands.add_parser("policy", help="check or show a policy file (rules and their parameters)")
     actions = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("sources", help="the legal sources the rules cite: act, article, where published, its words")
     check = actions.add_parser("check", help="validate a policy file; every error names its key (exit 1 if any)")
     check.add_argument("file", type=Path, help="the policy file (TOML)")
     show = actions.add_parser("show", help="print the policy a file amounts to, as JSON (default: the worker's)")
@@ -47,6 +49,7 @@ def add_parsers(commands: Any, config_flags: Callable[[argparse.ArgumentParser],
     explain.add_argument("--purpose", default="marketing", choices=[p.value for p in Purpose])
     explain.add_argument("--caller-id", help="the number shown to the callee")
     explain.add_argument("--campaign-id")
+    explain.add_argument("--automated", action="store_true", help="placed by an automated system without an operator")
     explain.add_argument("--intent-id", default="explain", help="to check a frequency cap as a redelivery would")
     explain.add_argument("--at", help="decide as if at this RFC 3339 time (default: now)")
     explain.add_argument("--policy", type=Path, help=f"policy file [{ENV_VARS['policy']}, default: shipped it]")
@@ -57,6 +60,14 @@ def add_parsers(commands: Any, config_flags: Callable[[argparse.ArgumentParser],
 
 
 def main_policy(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "sources":
+        for source in SOURCES.values():
+            print(f"{source.key}: {source.citation()}{'' if source.verified else ' [primary text not read]'}")
+            print(f"  \u00ab{source.quote}\u00bb")
+            if source.reading:
+                print(f"  callguard reads it: {source.reading}")
+            print(f"  {source.url}")
+        return 0
     if args.action == "check":
         try:
             policy = load_policy(args.file)
@@ -102,11 +113,13 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
         Purpose(args.purpose),
         args.caller_id,
         args.campaign_id,
+        automated=args.automated,
     )
     callee = normalise(intent.callee, settings.default_region)
     stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
     try:
-        (facts,) = await stores.lookup([Query(callee, intent.client_id, intent.operator_id)])
+        query = Query(callee, intent.client_id, intent.operator_id, intent.campaign_id)
+        (facts,) = await stores.lookup([query], silent_rate_days(now, policy))
     except (LookupUnavailable, RedisError, OSError) as exc:
         print(f"callguard: cannot read Redis at {safe_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1
@@ -127,6 +140,8 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
     print(f"policy {policy.version}, at {local:%A %Y-%m-%d %H:%M:%S %Z}{'' if args.at else ' (now)'}")
     verdict = "ALLOW" if decision.allow else "DENY"
     print(f"decision: {verdict}" + (f" ({', '.join(decision.reasons)})" if decision.reasons else ""))
+    if decision.requires_operator:
+        print("  requires_operator: place this call with an operator ready (it follows a silent call)")
     for rule in decision.rules:
         reasons = f" [{', '.join(rule.reasons)}]" if rule.reasons else ""
         detail = {k: v for k, v in rule.detail.items() if k not in ("callee", "caller_id")}

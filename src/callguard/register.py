@@ -105,6 +105,16 @@ LOCK_KEY = "cg:register:lock"
 CENSUS_KEY = "cg:register:census"
 LOADS_KEY = "cg:register:loads"
 META_KEY = "cg:meta"
+#: The scope under which the public-directory extract lives in the register's
+#: buckets (``callguard directory load``): the same encoding, so the same bytes
+#: a number, read by the same GET as the number's register results. Its
+#: segment's day field holds the extract's *generation* (``cg:meta``
+#: ``directory_generation``), not a day: a number is listed only when its
+#: entry belongs to the generation in use, so a load replaces the whole set.
+#: Never a client's scope: the lookup tests for it first, and loads refuse it.
+DIRECTORY_SCOPE = "#directory"
+#: Generations count 1..65535 and then wrap (the day field is 16 bits).
+MAX_GENERATION = 0xFFFF
 
 #: digits of a number kept inside its bucket (10 000 numbers a bucket)
 SUFFIX_DIGITS = 4
@@ -349,14 +359,16 @@ def find(body: bytes, suffix: int, client_id: str | None = None) -> dict[str, in
 
 
 def merge(
-    body: bytes | None, scope: bytes, day: int, suffixes: list[int], payloads: list[int]
+    body: bytes | None, scope: bytes, day: int, suffixes: list[int], payloads: list[int], replace: bool = False
 ) -> tuple[bytes | None, list[int], Counter[int]]:
     """Merge one load's results for one bucket into the visible version's body.
 
     ``suffixes`` (sorted, distinct) and ``payloads`` are the load's results
     for scope ``scope`` and consultation day ``day``. Returns (the new body, or
     None when nothing changes; the suffixes not applied because a more recent
-    result is stored; census deltas by day).
+    result is stored; census deltas by day). With ``replace`` the load's
+    entries replace every entry of the scope in the bucket (a directory
+    extract: a number absent from the new one is no longer listed).
     """
     census: Counter[int] = Counter()
     if not suffixes:
@@ -364,6 +376,9 @@ def merge(
     if not body:  # nothing stored yet
         census[day] = len(suffixes)
         return encode_segment(scope, day, suffixes, payloads), [], census
+    if replace:
+        kept_others = [seg.raw for seg in segments(body) if seg.scope != scope]
+        return b"".join([*kept_others, encode_segment(scope, day, suffixes, payloads)]), [], census
     new = dict(zip(suffixes, payloads, strict=True))
     kept: list[bytes] = []  # segments carried over unchanged
     rewritten: list[bytes] = []
@@ -421,8 +436,9 @@ end
 """
 
 #: The register part of the lookup script (stores._LOOKUP): ``register(key,
-#: suffix, client)`` answers {every-client result, client result}, each
-#: ``as_of`` day * 65536 + payload, or false. The hidden loads are read once per call.
+#: suffix, client)`` answers {every-client result, client result, directory
+#: generation}, the results each ``as_of`` day * 65536 + payload, each or
+#: false. The hidden loads are read once per call.
 LOOKUP_LUA = (
     _LUA_HELPERS
     + """
@@ -475,8 +491,8 @@ local function register(key, suffix, client)
     if not reg_hidden[reg_u32(s, pos)] then first, stop = pos + 8, pos + 8 + size end
     pos = pos + 8 + size
   end
-  local all, mine = false, false
-  if not first then return {all, mine} end
+  local all, mine, listed = false, false, false
+  if not first then return {all, mine, listed} end
   pos = first
   while pos < stop do
     local scope_len = reg_u16(s, pos)
@@ -484,7 +500,10 @@ local function register(key, suffix, client)
     pos = pos + 2 + scope_len
     local day, n, fmt = reg_u16(s, pos), reg_u16(s, pos + 2), string.byte(s, pos + 4)
     local body = pos + 5
-    if scope == '*' or scope == client then
+    if scope == '#directory' then
+      local found = reg_find(s, body, n, fmt, suffix)
+      if found then listed = day end
+    elseif scope == '*' or scope == client then
       local found = reg_find(s, body, n, fmt, suffix)
       if found then
         if scope == '*' then all = day * 65536 + found else mine = day * 65536 + found end
@@ -493,7 +512,7 @@ local function register(key, suffix, client)
     if fmt == 0 then pos = body + 4 * n
     else pos = body + 83 + n + math.floor((n * string.byte(s, body + 2) + 7) / 8) end
   end
-  return {all, mine}
+  return {all, mine, listed}
 end
 """
 )
@@ -563,12 +582,15 @@ return found
 )
 
 # Makes a staged load visible, all at once. KEYS: lock, hidden, census, loads,
-# meta. ARGV: lock token, load id, scope, log entry ('' for none), then
-# (as_of ISO day, census delta) pairs.
+# meta. ARGV: lock token, load id, scope, log entry ('' for none), the number
+# m of meta fields to set, m field/value pairs, then (as_of ISO day, census
+# delta) pairs.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('the register load lock was lost') end
 redis.call('SREM', KEYS[2], ARGV[2])
-for i = 5, #ARGV, 2 do
+local m = tonumber(ARGV[5])
+for j = 1, m do redis.call('HSET', KEYS[5], ARGV[4 + 2 * j], ARGV[5 + 2 * j]) end
+for i = 6 + 2 * m, #ARGV, 2 do
   local field = ARGV[3] .. '|' .. ARGV[i]
   local now = redis.call('HINCRBY', KEYS[3], field, tonumber(ARGV[i + 1]))
   if now <= 0 then redis.call('HDEL', KEYS[3], field) end
@@ -740,6 +762,7 @@ class LoadPlan:
     day: int
     load_id: int
     hidden: frozenset[int]
+    replace: bool = False
 
 
 def is_cluster(client: Any) -> bool:
@@ -815,7 +838,9 @@ async def stage_partition(
             for key, (bucket, suffixes, payloads), old in zip(keys, batch, olds, strict=True):
                 seen = versions(old)
                 base = visible(old, plan.hidden)
-                body, skipped, census = merge(base[1] if base else None, plan.scope, plan.day, suffixes, payloads)
+                body, skipped, census = merge(
+                    base[1] if base else None, plan.scope, plan.day, suffixes, payloads, plan.replace
+                )
                 if skipped:
                     result.applied -= (
                         len(skipped) if multiple is None else sum(multiple[bucket * SUFFIX_SPACE + s] for s in skipped)
@@ -913,6 +938,8 @@ async def load(
     waiting: Callable[[], None] | None = None,
     grace: float | None = None,
     fail_after_staging: Callable[[], Awaitable[None]] | None = None,
+    replace: bool = False,
+    meta: dict[str, str] | None = None,
 ) -> LoadResult:
     """Apply one consultation's results (``rows``) atomically (see the module
     docstring). ``client`` must not decode responses. With ``url`` and
@@ -921,7 +948,10 @@ async def load(
     (with ``applied`` filled in). ``waiting`` is called once when another load
     holds the lock (this one then waits up to ``wait_lock`` seconds). On a Redis Cluster the replaced versions are
     removed ``grace`` seconds after the commit (default :data:`CLUSTER_GRACE`).
-    ``fail_after_staging`` is a test hook.
+    ``fail_after_staging`` is a test hook. With ``replace`` the load
+    replaces every entry of its scope in the buckets it touches and keeps no
+    census (a directory extract); ``meta`` fields are set in ``cg:meta`` by
+    the commit, with the visibility switch.
     """
     if not FIRST_AS_OF <= as_of <= LAST_AS_OF:
         raise RegisterError(f"as_of must be between {FIRST_AS_OF} and {LAST_AS_OF}")
@@ -950,7 +980,7 @@ async def load(
     try:
         await client.sadd(HIDDEN_KEY, load_id)
         hidden = frozenset(int(x) for x in await client.smembers(HIDDEN_KEY))
-        plan = LoadPlan(str(rows.directory), client_id.encode(), day_number(as_of), load_id, hidden)
+        plan = LoadPlan(str(rows.directory), client_id.encode(), day_number(as_of), load_id, hidden, replace)
         parts = [p for p in range(rows.partitions) if any(rows.directory.glob(f"{p:04d}-*"))]
         written = 0
 
@@ -970,9 +1000,12 @@ async def load(
         record = ""
         if entry is not None:
             record = orjson.dumps({**entry, "applied": staged.applied}).decode()
-        args: list[Any] = [token, load_id, client_id, record]
+        fields = sorted((meta or {}).items())
+        args: list[Any] = [token, load_id, client_id, record, len(fields)]
+        for name, value in fields:
+            args += (name, value)
         for day, delta in sorted(staged.census.items()):
-            if delta:
+            if delta and not replace:
                 args += ((EPOCH + timedelta(days=day)).isoformat(), delta)
         if scripts.cluster:
             await _commit_in_steps(client, args)
@@ -1010,10 +1043,15 @@ async def _commit_in_steps(client: Any, args: list[Any]) -> None:
     """The commit on a Redis Cluster, where its keys live on several nodes: the
     visibility switch (SREM from the hidden set) is still one command, the
     census and the log follow it."""
-    token, load_id, scope, record, *deltas = args
+    token, load_id, scope, record, fields, *rest = args
+    meta, deltas = rest[: 2 * fields], rest[2 * fields :]
     if await client.get(LOCK_KEY) != token.encode():
         raise RegisterError("the register load lock was lost")
     await client.srem(HIDDEN_KEY, load_id)
+    # a reader between the two sees the new entries with the old generation, or
+    # none of the directory: "not listed" either way, never a wrong "listed"
+    for name, value in zip(meta[::2], meta[1::2], strict=True):
+        await client.hset(META_KEY, name, value)
     for day, delta in zip(deltas[::2], deltas[1::2], strict=True):
         field = f"{scope}|{day}"
         if await client.hincrby(CENSUS_KEY, field, delta) <= 0:

@@ -89,11 +89,13 @@ return written
 
 
 # Everything a batch of intents needs, in one command (one round trip, one
-# reply to parse). KEYS: the operators and meta hashes, then per intent with a
-# valid callee its register bucket and callee hash. ARGV: the number of
-# operator ids, the ids, then per intent the number's suffix in its bucket and
-# the client id. ``register()`` is callguard.register.LOOKUP_LUA, prepended
-# when the script is registered.
+# reply to parse). KEYS: the operators and meta hashes, D outcome-counter
+# hashes (one a day of the campaign silent-rate window), then per intent with
+# a valid callee its register bucket and callee hash. ARGV: the number of
+# operator ids, the ids, D, the number of outcome fields, the fields
+# ("{campaign}|{outcome}"), then per intent the number's suffix in its bucket
+# and the client id. ``register()`` is callguard.register.LOOKUP_LUA,
+# prepended when the script is registered.
 _LOOKUP = """
 local n = tonumber(ARGV[1])
 local operators = {}
@@ -101,9 +103,18 @@ for j = 1, n do
   operators[j] = redis.call('HGET', KEYS[1], ARGV[j + 1])
 end
 local out = {operators}
-out[2] = redis.call('HGET', KEYS[2], 'operators_version')
-local a = n + 2
-for i = 3, #KEYS, 2 do
+out[2] = redis.call('HMGET', KEYS[2], 'operators_version', 'directory_generation', 'directory_as_of')
+local days = tonumber(ARGV[n + 2])
+local nf = tonumber(ARGV[n + 3])
+local fields = {}
+for j = 1, nf do fields[j] = ARGV[n + 3 + j] end
+local counts = {}
+if nf > 0 then
+  for d = 1, days do counts[d] = redis.call('HMGET', KEYS[2 + d], unpack(fields)) end
+end
+out[3] = counts
+local a = n + 4 + nf
+for i = 3 + days, #KEYS, 2 do
   local suffix, client = ARGV[a], ARGV[a + 1]
   a = a + 2
   out[#out + 1] = register(KEYS[i], tonumber(suffix), client)
@@ -321,6 +332,21 @@ class Query:
     callee: str | None  # E.164, or None when invalid (only the operator is looked up)
     client_id: str
     operator_id: str
+    campaign_id: str | None = None
+
+
+#: The outcomes a campaign's silent-call rate counts (callguard.policy.check_campaign_silent_rate).
+RATE_OUTCOMES = ("answered", "silent", "abandoned")
+
+
+def outcome_days_key(day: date) -> str:
+    return f"{PREFIX}outcomes:{day.isoformat()}"
+
+
+def directory_listed(reply: Any, generation: int | None) -> bool:
+    """Whether a lookup's directory answer (the generation of the number's
+    entry, or false) belongs to the extract in use."""
+    return generation is not None and reply is not None and reply is not False and int(reply) == generation
 
 
 @lru_cache(maxsize=8)
@@ -428,15 +454,19 @@ class Stores:
 
     # --- reads ---------------------------------------------------------------
 
-    async def lookup(self, queries: Sequence[Query]) -> list[Facts]:
+    async def lookup(self, queries: Sequence[Query], outcome_days: Sequence[date] = ()) -> list[Facts]:
         """Look up the facts of a whole batch in one script call (one round trip).
 
-        Raises :class:`LookupUnavailable` on any Redis error or timeout: the
-        caller then denies the whole batch with ``lookup_unavailable``.
+        ``outcome_days``: the days whose outcome counters make each intent's
+        campaign silent-call rate (none: not looked up). Raises
+        :class:`LookupUnavailable` on any Redis error or timeout: the caller
+        then denies the whole batch with ``lookup_unavailable``.
         """
         operator_ids = list(dict.fromkeys(q.operator_id for q in queries))
-        keys = [OPERATORS_KEY, META_KEY]
-        args: list[str] = [str(len(operator_ids)), *operator_ids]
+        campaigns = list(dict.fromkeys(q.campaign_id or NO_CAMPAIGN for q in queries)) if outcome_days else []
+        fields = [f"{campaign}|{outcome}" for campaign in campaigns for outcome in RATE_OUTCOMES]
+        keys = [OPERATORS_KEY, META_KEY, *(outcome_days_key(day) for day in outcome_days)]
+        args: list[str] = [str(len(operator_ids)), *operator_ids, str(len(outcome_days)), str(len(fields)), *fields]
         for q in queries:
             if q.callee is not None:
                 bucket, suffix = register_key(q.callee)
@@ -450,15 +480,26 @@ class Stores:
             op_id: None if value is None else _operator(op_id, value)
             for op_id, value in zip(operator_ids, replies[0], strict=True)
         }
-        versions: dict[str, str | None] = {"operators": replies[1]}
+        operators_version, generation_text, directory_day = replies[1]
+        generation = int(generation_text) if generation_text else None
+        directory_as_of = date.fromisoformat(directory_day) if directory_day else None
+        versions: dict[str, str | None] = {"operators": operators_version}
+        outcomes: dict[str, dict[str, int]] = {campaign: {} for campaign in campaigns}
+        for day in replies[2]:
+            for index, count in enumerate(day):
+                if count is not None:
+                    per = outcomes[campaigns[index // len(RATE_OUTCOMES)]]
+                    outcome = RATE_OUTCOMES[index % len(RATE_OUTCOMES)]
+                    per[outcome] = per.get(outcome, 0) + int(count)
         facts: list[Facts] = []
-        position = 2
+        position = 3
         for q in queries:
             operator = operators[q.operator_id]
+            campaign_outcomes = outcomes[q.campaign_id or NO_CAMPAIGN] if outcome_days else None
             if q.callee is None:
-                facts.append(Facts(operator=operator, versions=versions))
+                facts.append(Facts(operator=operator, versions=versions, campaign_outcomes=campaign_outcomes))
                 continue
-            reg_all, reg_client = replies[position]
+            reg_all, reg_client, listed = replies[position]
             consent, contract, optout_client, optout_all, calls, silent = replies[position + 1]
             position += 2
             register: list[RegisterResult] = []
@@ -485,6 +526,9 @@ class Stores:
                     versions,
                     parse_calls(calls),
                     None if silent is None else cast(datetime, parse_when(silent)),
+                    listed=directory_listed(listed, generation),
+                    directory_as_of=directory_as_of,
+                    campaign_outcomes=campaign_outcomes,
                 )
             )
         return facts
@@ -702,6 +746,41 @@ class Stores:
             workers=workers,
             waiting=waiting,
             grace=grace,
+        )
+
+    async def load_directory(
+        self,
+        rows: RegisterRows,
+        as_of: date,
+        *,
+        entry: dict[str, Any],
+        progress: Callable[[int], None] | None = None,
+        workers: int = 1,
+        waiting: Callable[[], None] | None = None,
+        grace: float | None = None,
+    ) -> register_store.LoadResult:
+        """Replace the public-directory extract with ``rows``, atomically: the
+        numbers go into the register's buckets under their own scope and a new
+        generation, which the commit makes the one in use (with its as-of day)."""
+        current = await self.redis.hget(META_KEY, "directory_generation")
+        generation = int(current) % register_store.MAX_GENERATION + 1 if current else 1
+        record = orjson.dumps({**entry, "generation": generation}).decode()
+        return await register_store.load(
+            self.raw,
+            rows,
+            register_store.EPOCH + timedelta(days=generation),  # the segments' day field holds the generation
+            register_store.DIRECTORY_SCOPE,
+            progress=progress,
+            url=self.url,
+            workers=workers,
+            waiting=waiting,
+            grace=grace,
+            replace=True,
+            meta={
+                "directory_generation": str(generation),
+                "directory_as_of": as_of.isoformat(),
+                "directory_last_load": record,
+            },
         )
 
     async def register_results(self, e164: str) -> dict[str, RegisterResult]:
