@@ -129,11 +129,11 @@ class PolicySettings:
         CapLimit(timedelta(hours=24), 3),
         CapLimit(timedelta(days=30), 10),
     )
-    #: GARANTE_SILENT_CALLS: no new call for 7 days after a silent one.
+    #: GARANTE_SILENT_CALLS_BLOCK: no new call for 7 days after a silent one.
     silent_call_block: timedelta = timedelta(days=7)
-    #: GARANTE_SILENT_CALLS: at most 3 silent calls per 100 answered calls per campaign.
+    #: GARANTE_SILENT_CALLS_RATE: at most 3 silent calls per 100 answered calls per campaign.
     abandoned_rate_limit: float = 0.03
-    #: GARANTE_SILENT_CALLS: the days over which a campaign's rate is counted.
+    #: GARANTE_SILENT_CALLS_RATE: the days over which a campaign's rate is counted.
     silent_rate_window_days: int = 30
     #: ``active_rules`` per purpose, filled on first use (scopes do not change).
     _active: dict[Purpose, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -251,8 +251,8 @@ def _intent_json(intent: Intent, callee: str | None) -> dict[str, Any]:
 def check_callee(callee: str | None) -> RuleResult:
     """The callee must be a valid number.
 
-    Source: DPR 26/2022 and L. 5/2018 protect numbers; a number that cannot be
-    normalised cannot be looked up in the register, so the guard fails closed
+    Source: DPR26_2022_ART8_C2 and L5_2018_ART1 protect numbers; a number that
+    cannot be normalised cannot be looked up in the register, so the guard fails closed
     (``invalid_number``) instead of calling it unchecked.
     """
     if callee is None:
@@ -497,7 +497,7 @@ _NOT_AUTOMATED = RuleResult("automated_calls", "pass", detail={"automated": Fals
 def check_automated(intent: Intent, facts: Facts, now: datetime, settings: PolicySettings) -> RuleResult:
     """A call placed by an automated system without an operator needs the callee's consent.
 
-    Source: CODICE_PRIVACY_ART130_C1 and C2: automated calling systems
+    Source: CODICE_PRIVACY_ART130_C1_C2: automated calling systems
     without an operator are allowed for advertising, direct sales, market
     research and commercial communication only with the person's consent,
     whatever the register says. Statistical surveys are not named there; on
@@ -628,9 +628,9 @@ def _calling_hours_verdict(local: datetime, extra: tuple[ExtraDay, ...], hours: 
 def check_frequency(intent: Intent, calls: tuple[PastCall, ...], now: datetime, settings: PolicySettings) -> RuleResult:
     """At most N allowed calls per callee and client in each rolling window.
 
-    Source: a policy limit (issue 4): the Italian default is 3 per 24 h, the
-    cap Florida and Oklahoma set, and 10 per 30 days; the Codice di condotta
-    2024 asks adherents not to contact people insistently. Counted from the
+    Source: a policy limit: the Italian default is 3 per 24 h, the
+    cap Florida and Oklahoma set, and 10 per 30 days; CODICE_CONDOTTA asks
+    adherents not to contact people insistently. Counted from the
     calls this guard allowed, per client; an intent redelivered after it was
     allowed finds itself among them and keeps its allow (it is counted once).
     """
