@@ -53,8 +53,9 @@ def sample_path(name: str) -> Path:
 
 
 def sample_intents(count: int, seed: int = 7) -> list[dict[str, Any]]:
-    """A realistic mix: most numbers clear, some opposed (with and without
-    consent), some never checked, a few invalid, a few malformed."""
+    """A realistic mix: most numbers clear (some not in the public
+    directories, with and without consent), some opposed (with and without
+    consent), some never checked, a few automated, invalid or malformed."""
     rng = random.Random(seed)
     intents: list[dict[str, Any]] = []
     indexes = [i for i in range(200) if i != OPTOUT_INDEX]
@@ -67,9 +68,11 @@ def sample_intents(count: int, seed: int = 7) -> list[dict[str, Any]]:
             "operator_id": operator,
             "client_id": rng.choice(CLIENTS),
             "campaign_id": "autumn-offers",
-            "purpose": rng.choices(("marketing", "survey", "service"), (8, 1, 1))[0],
+            "purpose": rng.choices(("marketing", "survey", "statistical", "service"), (8, 1, 1, 1))[0],
             "caller_id": CALLER_IDS.get(operator, "+39 0844 000009"),
         }
+        if n % 71 == 7:
+            intent["automated"] = True  # no operator: needs a consent (consent_required)
         if n % 97 == 13:
             intent["callee"] = "12"  # invalid_number
         if n % 89 == 5:
@@ -172,14 +175,18 @@ def run_demo(intents: int = 2000, show: int = 25) -> int:
         }
         print(f"  broker {embedded.broker_url}   redis {embedded.redis_url}   worker web port {web_port}\n")
         _cli(["operators", "load", str(sample_path("operators.csv"))], env)
-        _cli(["register", "load", str(sample_path("register.csv")), "--as-of", str(today - timedelta(days=2))], env)
+        # each client consults the register for itself (a clear result counts only for its client)
+        for client, days in (("acme", 2), ("beta", 1)):
+            register = str(sample_path("register.csv"))
+            _cli(["register", "load", register, "--as-of", str(today - timedelta(days=days)), "--client", client], env)
         _cli(
             ["register", "load", str(sample_path("register_beta.csv")), "--as-of", str(today), "--client", "beta"],
             env,
         )
-        _cli(
-            ["register", "load", str(sample_path("register_old.csv")), "--as-of", str(today - timedelta(days=40))], env
-        )
+        old = str(sample_path("register_old.csv"))
+        _cli(["register", "load", old, "--as-of", str(today - timedelta(days=40)), "--client", "acme"], env)
+        # numbers not in the public directories need a consent (Codice di condotta art. 10 c. 2)
+        _cli(["directory", "load", str(sample_path("directory.csv")), "--as-of", str(today - timedelta(days=1))], env)
         _cli(["consents", "load", str(sample_path("consents.csv"))], env)
         _cli(["optouts", "load", str(sample_path("optouts.csv"))], env)
 
