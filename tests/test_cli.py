@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from callguard.policy import most_recent_result
 from callguard.register import read_results
 from callguard.stores import OPERATORS_KEY, callee_key
 from tests.conftest import cli, today, write_csv
@@ -29,6 +30,13 @@ def register_fields(r: redis.Redis, e164: str) -> dict[str, str]:
         field = suffix if scope == "*" else f"{suffix}:{scope}"
         fields[field] = f"{res.as_of}|{'o' if res.opposed else 'c'}|{res.registered_at or ''}"
     return fields
+
+
+def deciding(r: redis.Redis, e164: str, client: str) -> tuple[date, bool, str] | None:
+    """(as_of, opposed, scope) of the stored result that decides for ``client``."""
+    stored = tuple(res for scope, res in read_results(r, e164).items() if scope in ("*", client))
+    result = most_recent_result(stored)
+    return None if result is None else (result.as_of, result.opposed, result.client_id)
 
 
 def test_register_load_reports_every_bad_line_and_writes_nothing(env, r, tmp_path: Path) -> None:
@@ -64,6 +72,26 @@ def test_register_loads_accumulate_and_the_most_recent_wins(env, r, tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert "for client acme" in result.stdout
     assert register_fields(r, "+393492000010") == {"10": f"{t - timedelta(days=2)}|o|2024-01-01", "10:acme": f"{t}|c|"}
+    # Both scopes are kept; which one decides is the policy's rule (since
+    # 27fcdb4 a '*' result may only deny): acme's own newer clear beats the
+    # older '*' opposed, and the '*' opposed still counts for every other client.
+    assert deciding(r, "+393492000010", "acme") == (t, False, "acme")
+    assert deciding(r, "+393492000010", "beta") == (t - timedelta(days=2), True, "*")
+
+
+def test_a_newer_clear_for_every_client_never_beats_an_older_own_opposed(env, r, tmp_path: Path) -> None:
+    """Formerly the most recent result won across scopes; now a '*' clear is
+    nobody's check (RPO_FAQ_CONTROLLERS), so it cannot beat a client's own
+    older opposed result, and alone it decides for no client."""
+    t = date.fromisoformat(today())
+    opposed = write_csv(tmp_path / "a.csv", "number,status,registered_at", ["+393492000014,opposed,2024-01-01"])
+    clear = write_csv(tmp_path / "b.csv", "number,status", ["+393492000014,clear"])
+    load = ("register", "load")
+    assert cli(env, *load, str(opposed), "--as-of", str(t - timedelta(days=3)), "--client", "acme").returncode == 0
+    assert cli(env, *load, str(clear), "--as-of", str(t)).returncode == 0
+    assert register_fields(r, "+393492000014") == {"14:acme": f"{t - timedelta(days=3)}|o|2024-01-01", "14": f"{t}|c|"}
+    assert deciding(r, "+393492000014", "acme") == (t - timedelta(days=3), True, "acme")
+    assert deciding(r, "+393492000014", "beta") is None  # not_checked for beta
 
 
 def test_register_as_of_in_the_future_is_refused(env, tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def sample_intents(count: int, seed: int = 7) -> list[dict[str, Any]]:
     for n in range(count):
         callee = rng.choice(WRITTEN_FORMS).format(rng.choice(indexes))
         operator = rng.choice(OPERATORS)
-        intent = {
+        intent: dict[str, Any] = {
             "intent_id": f"demo-{n:05d}",
             "callee": callee,
             "operator_id": operator,

@@ -146,8 +146,8 @@ class Metrics:
         self.outcomes = Counter(
             "callguard_call_outcomes",
             "Call outcomes from callguard.outcomes applied, per campaign (none: intents without campaign_id). "
-            "Abandoned-call rate (Garante: at most 3 per 100 answered): (silent + abandoned) / "
-            "(answered + silent + abandoned).",
+            "Silent-call rate (Garante: at most 3 per 100 answered, enforced by campaign_silent_rate): "
+            "(silent + abandoned) / answered.",
             ["campaign", "outcome"],
             registry=r,
         )

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from callguard.config import ENV_VARS, Settings, broker_hosts, kafka_security, safe_url
 from callguard.health import ROME, data_checks, read_data
 from callguard.lag import LagProbe, format_table, overall, watch
+from callguard.policy import PolicySettings, check_campaign_silent_rate
 from callguard.policyfile import PolicyError, policy_for
 from callguard.schema import INTENTS_TOPIC
 from callguard.stores import NO_CAMPAIGN, Stores
@@ -114,33 +115,38 @@ async def _lag_summary(settings: Settings) -> str:
         await probe.close()
 
 
-#: Abandoned-call rates are reported over this many days (US: per campaign per 30 days).
-ABANDONED_RATE_DAYS = 30
-
-
 def abandoned_rate(counts: dict[str, int]) -> float | None:
-    """(silent + abandoned) / (answered + silent + abandoned): the share of
-    calls a person answered that found no operator (Garante, silent calls:
-    at most 3 per 100). None before any answered call."""
+    """(silent + abandoned) / answered: the campaign silent-call rate the
+    policy enforces (:func:`callguard.policy.check_campaign_silent_rate`).
+    None before any answered call."""
     lost = counts.get("silent", 0) + counts.get("abandoned", 0)
-    answered = counts.get("answered", 0) + lost
+    answered = counts.get("answered", 0)
     return lost / answered if answered else None
 
 
-def abandoned_lines(outcomes: dict[str, dict[str, int]], limit: float) -> list[str]:
+def abandoned_lines(outcomes: dict[str, dict[str, int]], policy: PolicySettings) -> list[str]:
+    """One line per campaign: its outcomes over the policy's window, its rate,
+    and whether the policy stops it (``campaign_silent_rate``)."""
+    days = policy.silent_rate_window_days
     if not outcomes:
-        return [f"outcomes: none reported in the last {ABANDONED_RATE_DAYS} days"]
+        return [f"outcomes: none reported in the last {days} days"]
+    enforced = policy.scopes["campaign_silent_rate"].enabled
     lines = []
     for campaign, counts in sorted(outcomes.items()):
         rate = abandoned_rate(counts)
+        over = check_campaign_silent_rate(counts, policy).outcome == "deny"
         shown = ", ".join(f"{name} {counts[name]:,}" for name in sorted(counts))
         verdict = (
             "no answered calls yet"
             if rate is None
-            else f"abandoned rate {rate:.1%} (limit {limit:.0%}){' OVER THE LIMIT' if rate > limit else ''}"
+            else f"abandoned rate {rate:.1%} (limit {policy.abandoned_rate_limit:.0%})"
         )
+        if over:
+            verdict += " OVER THE LIMIT" + (
+                ": STOPPED, its intents are denied campaign_silent_rate" if enforced else ""
+            )
         name = "(no campaign_id)" if campaign == NO_CAMPAIGN else campaign
-        lines.append(f"campaign {name}, last {ABANDONED_RATE_DAYS} days: {shown}; {verdict}")
+        lines.append(f"campaign {name}, last {days} days: {shown}; {verdict}")
     return lines
 
 
@@ -156,7 +162,8 @@ async def run_status(settings: Settings, lag: bool = True) -> int:
     stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
     try:
         data = await read_data(stores)
-        outcomes = await stores.outcome_counts(ABANDONED_RATE_DAYS, today)
+        outcomes = await stores.outcome_counts(policy.silent_rate_window_days, today)
+        directory = await stores.directory_state()
     except (RedisError, OSError) as exc:
         return _fail(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}")
     finally:
@@ -186,7 +193,14 @@ async def run_status(settings: Settings, lag: bool = True) -> int:
         )
     c = data.counters
     print(f"consents: {c['consents']:,}, contracts: {c['contracts']:,}, opt-outs: {c['optouts']:,}")
-    for line in abandoned_lines(outcomes, policy.abandoned_rate_limit):
+    if directory is None:
+        print("directory: no public-directory extract loaded: numbers without a consent are denied consent_required")
+    else:
+        as_of, rows = directory
+        age = (today - as_of).days
+        old = " (too old: it counts as none)" if age >= policy.directory_max_age_days else ""
+        print(f"directory: extract as of {as_of} ({age} days old{old}), {rows:,} numbers listed")
+    for line in abandoned_lines(outcomes, policy):
         print(line)
     _, problems = data_checks(data, max_age, now)
     if lag:

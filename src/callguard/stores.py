@@ -655,6 +655,14 @@ class Stores:
                 per[outcome] = per.get(outcome, 0) + int(count)
         return counts
 
+    async def directory_state(self) -> tuple[date, int] | None:
+        """The public-directory extract in use: its as-of day and how many numbers it lists."""
+        as_of, last = cast(list[str | None], await self.redis.hmget(META_KEY, "directory_as_of", "directory_last_load"))
+        if not as_of:
+            return None
+        rows = int(orjson.loads(last).get("rows", 0)) if last else 0
+        return date.fromisoformat(as_of), rows
+
     async def register_census(self) -> dict[str, dict[date, int]]:
         """Per scope, how many numbers hold a current result of each as-of day
         (kept by the loaders: the oldest day still present is the oldest check in use)."""
