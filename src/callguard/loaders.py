@@ -401,6 +401,8 @@ class _RangeReader:
         spec = self.spec
         lines = data.count(b"\n")
         rows = spec.line.findall(data)
+        if len(spec.header) == 1:  # one group: findall gives the strings themselves
+            rows = [(row,) for row in rows]
         if len(rows) + len(_BLANK_LINE.findall(data)) != lines or not self._rows(rows):
             self._lines(data)
         self.result.lines += lines
