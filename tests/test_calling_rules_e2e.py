@@ -81,14 +81,21 @@ def env(broker: Broker, embedded: Embedded, tmp_path_factory: pytest.TempPathFac
     environment = env_for(broker.url, embedded.redis_url, CALLGUARD_POLICY=str(policy))
     check = cli(environment, "policy", "check", str(policy))
     assert check.returncode == 0, check.stderr
-    register = write_csv(
-        directory / "register.csv", "number,status", [f"{n},clear" for n in (CAPPED, CALLER_ID_CASES, SURVEYED, SILENT)]
-    )
+    numbers = (CAPPED, CALLER_ID_CASES, SURVEYED, SILENT)
+    register = write_csv(directory / "register.csv", "number,status", [f"{n},clear" for n in numbers])
+    # the directory rule is on (base "it"): the numbers are in the public directories,
+    # so a clear register check is enough for them
+    listed = write_csv(directory / "directory.csv", "number", list(numbers))
     operators = operators_csv(
         directory, ["ce-op,active,2024-01-01,2030-12-31,+39 0844 000111;+39 02 1234 0111;800 123456"]
     )
     load_all(
-        environment, ("operators", "load", str(operators)), ("register", "load", str(register), "--as-of", today())
+        environment,
+        ("operators", "load", str(operators)),
+        # a clear result loaded for every client ('*') is nobody's check: each client's own
+        ("register", "load", str(register), "--as-of", today(), "--client", "ce-acme"),
+        ("register", "load", str(register), "--as-of", today(), "--client", "ce-beta"),
+        ("directory", "load", str(listed), "--as-of", today()),
     )
     return environment
 
@@ -185,11 +192,20 @@ async def test_calling_rules_through_two_workers(broker: Broker, env: dict[str, 
             await guard.report_outcome(intent_id, "answered")
         await guard.report_outcome("ce-never-allowed", "answered")
     wait_for_silent_block(env, SILENT, "ce-acme")
+    # 1 silent call in campaign ce-camp is over its silent-call rate: its intents are now
+    # denied campaign_silent_rate (tests/test_italian_law_e2e.py). The block per callee
+    # and client is seen in another campaign.
     found = await decide(
-        broker, [intent("ce-silent-2", SILENT), intent("ce-silent-other", SILENT, client_id="ce-beta")]
+        broker,
+        [
+            intent("ce-silent-2", SILENT, campaign_id="ce-camp-2"),
+            intent("ce-silent-other", SILENT, client_id="ce-beta", campaign_id="ce-camp-2"),
+            intent("ce-camp-stopped", CALLER_ID_CASES, caller_id="02 1234 0111"),
+        ],
     )
     assert reasons(found, "ce-silent-2") == ["recent_silent_call"]
     assert found["ce-silent-other"][0]["decision"] == "allow"
+    assert reasons(found, "ce-camp-stopped") == ["campaign_silent_rate"]
     seen.add("recent_silent_call")
     assert seen == CALLING_RULE_REASONS
 
@@ -198,11 +214,14 @@ async def test_calling_rules_through_two_workers(broker: Broker, env: dict[str, 
     assert "unknown intent_id" in dead["ce-never-allowed"][0]["error"]
     assert dead["ce-never-allowed"][0]["source"]["topic"] == OUTCOMES_TOPIC
 
-    # the campaign's abandoned-call rate: 1 silent of 5 calls a person answered
+    # the campaign's abandoned-call rate: since 27fcdb4 silent calls per answered call
+    # (GARANTE_SILENT_CALLS_RATE: 3 per 100 answered), 1 silent per 4 answered, not 1 of 5;
+    # and the campaign is stopped
     status = cli(env, "status")
     assert status.returncode == 0, status.stderr
-    line = next(line for line in status.stdout.splitlines() if line.startswith("campaign ce-camp"))
-    assert "answered 4" in line and "silent 1" in line and "abandoned rate 20.0% (limit 3%) OVER THE LIMIT" in line
+    line = next(line for line in status.stdout.splitlines() if line.startswith("campaign ce-camp,"))
+    assert "answered 4" in line and "silent 1" in line and "abandoned rate 25.0% (limit 3%) OVER THE LIMIT" in line
+    assert "STOPPED" in line
 
 
 def wait_for_silent_block(env: dict[str, str], callee: str, client: str, timeout: float = 30) -> None:
@@ -234,7 +253,13 @@ def test_explain_shows_every_rule_for_one_intent(env: dict[str, str], workers: l
         "survey", "--caller-id", "02 1234 0111", "--json",
     ).stdout)  # fmt: skip
     assert as_json["reasons"] == ["outside_calling_hours"]
-    assert [r["rule"] for r in as_json["rules"]][-4:] == ["caller_id", "calling_hours", "frequency_cap", "silent_calls"]
+    assert [r["rule"] for r in as_json["rules"]][-5:] == [
+        "caller_id",
+        "calling_hours",
+        "frequency_cap",
+        "silent_calls",
+        "campaign_silent_rate",
+    ]
 
 
 def test_policy_check_explains_errors(tmp_path: Path, env: dict[str, str]) -> None:

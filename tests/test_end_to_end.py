@@ -36,10 +36,15 @@ def loaded(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dic
     register = write_csv(
         d / "register.csv",
         "number,status,registered_at",
-        [f"{N['clear']},clear,", f"{N['opposed']},opposed,2024-02-01", f"{N['consent']},opposed,2024-02-01",
-         f"{N['contract']},opposed,", f"{N['dnc']},clear,", f"{N['beta_only']},opposed,2024-02-01",
-         f"{N['rt_optout']},clear,", f"{N['early_consent']},opposed,2024-02-01"],
+        [f"{N['opposed']},opposed,2024-02-01", f"{N['consent']},opposed,2024-02-01",
+         f"{N['contract']},opposed,", f"{N['beta_only']},opposed,2024-02-01",
+         f"{N['early_consent']},opposed,2024-02-01"],
     )  # fmt: skip
+    # a clear result loaded for every client ('*') is nobody's check: acme's clear
+    # numbers are loaded as acme's own results
+    clear = write_csv(
+        d / "clear.csv", "number,status", [f"{N['clear']},clear", f"{N['dnc']},clear", f"{N['rt_optout']},clear"]
+    )
     stale = write_csv(d / "stale.csv", "number,status", [f"{N['stale']},clear"])
     beta = write_csv(d / "beta.csv", "number,status", [f"{N['beta_only']},clear"])
     consents = write_csv(
@@ -52,7 +57,9 @@ def loaded(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dic
     for argv in (
         ("operators", "load", str(ops)),
         ("register", "load", str(register), "--as-of", str(t - timedelta(days=1))),
-        ("register", "load", str(stale), "--as-of", str(t - timedelta(days=16))),
+        ("register", "load", str(clear), "--as-of", str(t - timedelta(days=1)), "--client", "acme"),
+        # valid day D through D+14: a check of 15 days ago is stale
+        ("register", "load", str(stale), "--as-of", str(t - timedelta(days=15)), "--client", "acme"),
         ("register", "load", str(beta), "--as-of", str(t), "--client", "beta"),
         ("consents", "load", str(consents)),
         ("optouts", "load", str(optouts)),

@@ -37,6 +37,8 @@ GROUP = "callguard-ops"
 # numbers of this module: +39 349 880 00NN
 CLEAR, OPPOSED, OLD, CONSENT, DNC = (f"+39349880{n:04d}" for n in range(5))
 ALL_NUMBERS = (CLEAR, OPPOSED, OLD, CONSENT, DNC)
+#: the client whose own register check of OLD is 20 days old
+OLD_CLIENT = "ops-old"
 
 
 @dataclass
@@ -103,7 +105,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for argv in (
             ("operators", "load", str(files["ops"])),
             ("register", "load", str(files["reg"]), "--as-of", str(t - timedelta(days=1))),
+            # a '*' clear result is nobody's check (a '*' result may only deny): it is
+            # still loaded for the '*' scope's ages below, and again for the client
+            # of the ops-old intents, whose stale check they are about
             ("register", "load", str(files["old"]), "--as-of", str(t - timedelta(days=20))),
+            ("register", "load", str(files["old"]), "--as-of", str(t - timedelta(days=20)), "--client", OLD_CLIENT),
             ("register", "load", str(files["acme"]), "--as-of", str(t), "--client", "acme"),
             ("consents", "load", str(files["consents"])),
             ("optouts", "load", str(files["optouts"])),
@@ -140,7 +146,7 @@ async def test_metrics_move_as_intents_flow(stack: Stack) -> None:
     # national written forms too, so the log test below sees them go through the worker
     values = [intent(f"ops-clear-{n}", "349 880 0000" if n % 2 else CLEAR) for n in range(30)]
     values += [intent(f"ops-opposed-{n}", OPPOSED) for n in range(10)]
-    values += [intent(f"ops-old-{n}", OLD) for n in range(5)]
+    values += [intent(f"ops-old-{n}", OLD, client_id=OLD_CLIENT) for n in range(5)]
     values += [b"not json at all " + CLEAR.encode(), orjson.dumps({"intent_id": "ops-bad", "callee": CLEAR})]
     await produce(stack.broker_url, INTENTS_TOPIC, values)
     want = {f"ops-clear-{n}" for n in range(30)} | {f"ops-opposed-{n}" for n in range(10)} | {"ops-bad"}
@@ -186,7 +192,7 @@ async def test_metrics_move_as_intents_flow(stack: Stack) -> None:
     assert abs(ages["*"] - (now - day_start(t - timedelta(days=20))).total_seconds()) < 60
     assert abs(ages["acme"] - (now - day_start(t)).total_seconds()) < 60
     assert matching(after, "callguard_register_newest_age_seconds")["*"] < ages["*"]
-    assert matching(after, "callguard_register_numbers") == {"*": 5, "acme": 1}
+    assert matching(after, "callguard_register_numbers") == {"*": 5, "acme": 1, OLD_CLIENT: 1}
 
     # lag per partition: every partition assigned to the only worker, drained to 0
     def drained() -> dict[Any, float] | None:

@@ -103,6 +103,12 @@ class GuardDecision:
         value = self.message.get("not_before")
         return value if isinstance(value, str) else None
 
+    @property
+    def requires_operator(self) -> bool:
+        """True on an allow that follows a silent or abandoned call to this
+        callee: place the call with an operator ready (no predictive dialling)."""
+        return self.message.get("requires_operator") is True
+
     @classmethod
     def from_message(cls, message: Mapping[str, Any]) -> GuardDecision:
         # anything but an explicit "allow" is a deny: fail closed on surprises
@@ -336,9 +342,16 @@ class GuardClient:
         *,
         intent_id: str | None = None,
         requested_at: datetime | None = None,
+        automated: bool = False,
         timeout: float | None = None,
     ) -> CheckResult:
         """Publish one intent and wait for its decision.
+
+        ``purpose``: ``marketing`` (advertising, sales, commercial
+        communication), ``survey`` (market research), ``statistical``
+        (statistical surveys) or ``service``. ``automated``: the call is
+        placed by an automated system without an operator (it then needs the
+        callee's consent for this client).
 
         Returns a :class:`GuardDecision`, or a :class:`CheckTimeout` when
         nothing arrived within ``timeout`` (default: the client's). Only
@@ -358,6 +371,8 @@ class GuardClient:
             intent["campaign_id"] = campaign_id
         if requested_at is not None:
             intent["requested_at"] = _when(requested_at)
+        if automated:
+            intent["automated"] = True
         return await self.submit(intent, timeout=timeout)
 
     async def submit(self, intent: Mapping[str, Any], *, timeout: float | None = None) -> CheckResult:
