@@ -1,7 +1,9 @@
 """The realistic data and intent mix shared by ``throughput`` and ``latency``.
 
 - register: numbers ``+39 347 0000000…``, 20 % opposed, one in ten with a
-  registration date, all consulted today;
+  registration date, all consulted today by each client (``acme``, ``beta``:
+  a result for every client only ever denies);
+- a public-directory extract listing 60 % of the numbers;
 - consents for 2 % of the numbers (client ``acme``), contracts for 1 %
   (client ``beta``), opt-outs for 1 % (every client);
 - 50 operators, 45 active and 5 suspended, each with two declared caller IDs;
@@ -27,6 +29,7 @@ import orjson
 
 import callguard
 from callguard.facts import Consent, Operator, OptOut
+from callguard.register import RegisterRows
 from callguard.stores import Stores
 
 OPERATORS = 50
@@ -43,8 +46,10 @@ def caller_ids(n: int) -> tuple[str, str]:
 
 async def load_data(redis_url: str, register_size: int, today: date) -> None:
     stores = Stores.from_url(redis_url, timeout=60)
-    rows = ((number(i), i % 5 == 0, date(2023, 5, 1) if i % 10 == 0 else None) for i in range(register_size))
-    await stores.add_register_results(rows, today, "*")
+    for client in ("acme", "beta"):
+        rows = ((number(i), i % 5 == 0, date(2023, 5, 1) if i % 10 == 0 else None) for i in range(register_size))
+        await stores.add_register_results(rows, today, client)
+    await load_directory(stores, register_size, today)
     await stores.replace_operators(
         [
             Operator(f"op-{n}", "active" if n < 45 else "suspended", date(2024, 1, 1), date(2030, 1, 1), caller_ids(n))
@@ -60,6 +65,19 @@ async def load_data(redis_url: str, register_size: int, today: date) -> None:
     )
     await stores.add_optouts([(number(i), OptOut("*", date(2025, 1, 1))) for i in range(7, register_size, 100)])
     await stores.close()
+
+
+async def load_directory(stores: Stores, register_size: int, today: date) -> None:
+    """60 % of the numbers listed in the public directories (none with an
+    older callguard that has no ``load_directory``)."""
+    load = getattr(stores, "load_directory", None)
+    if load is None:
+        return
+    spill = RegisterRows.from_rows((number(i), False, None) for i in range(register_size) if i % 5 < 3)
+    try:
+        await load(spill, today, entry={"rows": len(spill), "as_of": today.isoformat()})
+    finally:
+        spill.cleanup()
 
 
 def written(e164: str, rng: random.Random) -> str:

@@ -18,6 +18,12 @@ same run: its memory per number and its lookup rate are printed beside the
 new ones, and its load rate is estimated from the old parser (libphonenumber
 for every line) timed on a sample.
 
+With ``--directory FRACTION`` (default 0.5) it then loads a public-directory
+extract of that share of the register's numbers with ``callguard directory
+load`` (a fresh load, then a reload that replaces it), prints its load time
+and Redis memory per listed number, and times the lookups again with it in
+the buckets (the same GET answers both).
+
 With ``--cluster`` it also loads the file into a 3-node Redis Cluster
 (embedded, ``redis+cluster://``) and times the same lookups there.
 
@@ -101,6 +107,36 @@ def load(url: str, csv_path: Path, as_of: date) -> float:
     if result.returncode != 0:
         raise SystemExit(result.stderr)
     return elapsed
+
+
+def load_directory(url: str, csv_path: Path, as_of: date) -> float:
+    env = {**os.environ, "CALLGUARD_REDIS_URL": url}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "callguard", "directory", "load", str(csv_path), "--as-of", as_of.isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(result.stderr)
+    return elapsed
+
+
+def write_directory_csv(register_csv: Path, fraction: float) -> tuple[Path, int]:
+    """Every number of the register CSV whose position falls in ``fraction``."""
+    path = register_csv.with_name(register_csv.stem + f"-directory-{fraction}.csv")
+    step = max(1, round(1 / fraction)) if fraction < 1 else 1
+    count = 0
+    with register_csv.open() as source, path.open("w") as target:
+        next(source)
+        target.write("number\n")
+        for n, line in enumerate(source):
+            if n % step == 0:
+                target.write(line.split(",", 1)[0] + "\n")
+                count += 1
+    return path, count
 
 
 def batches(count: int, space: int, rounds: int) -> list[list[str]]:
@@ -260,6 +296,21 @@ def main(args: argparse.Namespace) -> None:
         )
         new_rates = script_rates(client, NEW_LOOKUP, register_key, numbers, args.seconds)
         print(f"register + callee script alone: median {median(new_rates):,.0f}/s")
+        if args.directory > 0:
+            directory_csv, listed = write_directory_csv(csv_path, args.directory)
+            before = used_memory(client)
+            fresh_directory = load_directory(url, directory_csv, date(2026, 11, 2))
+            directory_memory = (used_memory(client) - before) / listed
+            replace_directory = load_directory(url, directory_csv, date(2026, 11, 3))
+            after_replace = (used_memory(client) - before) / listed
+            with_directory = asyncio.run(lookup_rates(url, numbers, args.seconds))
+            print(
+                f"directory extract of {listed:,} numbers: fresh load {fresh_directory:.1f}s "
+                f"({listed / fresh_directory:,.0f}/s), replacing load {replace_directory:.1f}s; "
+                f"{directory_memory:.2f} bytes a listed number ({after_replace:.2f} after the replacement); "
+                f"lookups via Stores.lookup with it: median {median(with_directory):,.0f}/s "
+                f"({median(with_directory) / median(rates):.2f}x the rate without, same run)"
+            )
         if compare:
             old_server = start_redis(workdir / "old")
             servers.append(old_server)
@@ -303,4 +354,7 @@ if __name__ == "__main__":
     parser.add_argument("--no-reload", action="store_true", help="skip the full reload")
     parser.add_argument("--compare-old", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--cluster", action="store_true", help="also on a 3-node Redis Cluster")
+    parser.add_argument(
+        "--directory", type=float, default=0.5, help="share of the numbers in a directory extract (0: none)"
+    )
     main(parser.parse_args())
