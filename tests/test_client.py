@@ -48,7 +48,12 @@ def loaded(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Non
     rows = [f"{number(n)},{'opposed' if n % 2 == 0 else 'clear'},2024-02-01" for n in range(COUNT + 100)]
     register = write_csv(d / "register.csv", "number,status,registered_at", rows)
     ops = operators_csv(d, [f"{OPERATOR},active,2024-01-01,2030-12-31,"])
-    load_all(env, ("operators", "load", str(ops)), ("register", "load", str(register), "--as-of", today()))
+    # the intents are all acme's: a clear result loaded for every client ('*') is nobody's check
+    load_all(
+        env,
+        ("operators", "load", str(ops)),
+        ("register", "load", str(register), "--as-of", today(), "--client", "acme"),
+    )
 
 
 # --- the async client -------------------------------------------------------------
@@ -82,6 +87,7 @@ async def test_check_fields_reach_the_audit_trail(loaded: None, worker: Worker, 
     assert audit["intent"] == {
         "callee": number(COUNT + 1), "callee_input": None, "operator_id": OPERATOR, "client_id": "acme",
         "purpose": "survey", "caller_id": "+390844000001", "campaign_id": "cl-campaign", "requested_at": None,
+        "automated": False,
     }  # fmt: skip
 
 

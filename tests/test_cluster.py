@@ -394,9 +394,16 @@ def cluster_env(cluster: RedisCluster, tmp_path_factory: pytest.TempPathFactory)
         ("operators", "load", str(write_csv(directory / "ops.csv", "operator_id,status,valid_from,valid_until,caller_ids",
                                             ["cl-op,active,2024-01-01,2030-12-31,+39 0844 000001"]))),
         ("register", "load", str(write_csv(directory / "reg.csv", "number,status,registered_at",
-                                           [f"{e164(n)},clear," for n in range(100, 104)]
-                                           + [f"{e164(104)},opposed,2024-02-01", f"{e164(105)},opposed,2024-02-01"])),
+                                           [f"{e164(104)},opposed,2024-02-01", f"{e164(105)},opposed,2024-02-01"])),
          "--as-of", str(t - timedelta(days=1))),
+        # a clear result loaded for every client ('*') is nobody's check: cl-acme's own
+        ("register", "load", str(write_csv(directory / "clear.csv", "number,status",
+                                           [f"{e164(n)},clear" for n in range(100, 104)])),
+         "--as-of", str(t - timedelta(days=1)), "--client", "cl-acme"),
+        # the directory rule is on (open-hours.toml bases on "it"): the numbers are listed
+        ("directory", "load", str(write_csv(directory / "directory.csv", "number",
+                                            [e164(n) for n in (*range(100, 106), 199)])),
+         "--as-of", str(t)),
         ("consents", "load", str(write_csv(directory / "consents.csv", "callee,client_id,basis,granted_at",
                                            [f"{e164(105)},cl-acme,consent,2025-03-01"]))),
         ("optouts", "load", str(write_csv(directory / "optouts.csv", "callee,client_id,at", [f"{e164(103)},*,2025-05-05"]))),
@@ -409,12 +416,12 @@ async def test_a_worker_decides_on_the_cluster(cluster_env: dict[str, str], tmp_
     worker = Worker(cluster_env, tmp_path / "worker.log").start()
     broker_url = cluster_env["CALLGUARD_BROKER"]
 
-    def intent(intent_id: str, n: int) -> bytes:
+    def intent(intent_id: str, n: int, campaign: str = "cl-e2e-camp") -> bytes:
         return orjson.dumps({"intent_id": intent_id, "callee": e164(n), "operator_id": "cl-op", "client_id": "cl-acme",
-                             "caller_id": "+39 0844 000001", "campaign_id": "cl-e2e-camp"})  # fmt: skip
+                             "caller_id": "+39 0844 000001", "campaign_id": campaign})  # fmt: skip
 
-    async def decide(cases: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
-        await produce(broker_url, INTENTS_TOPIC, [intent(i, n) for i, n in cases.items()])
+    async def decide(cases: dict[str, int], campaign: str = "cl-e2e-camp") -> dict[str, list[dict[str, Any]]]:
+        await produce(broker_url, INTENTS_TOPIC, [intent(i, n, campaign) for i, n in cases.items()])
         return await collect(broker_url, DECISIONS_TOPIC, set(cases), timeout=60)
 
     try:
@@ -439,8 +446,12 @@ async def test_a_worker_decides_on_the_cluster(cluster_env: dict[str, str], tmp_
                 await asyncio.sleep(0.2)
         finally:
             await stores.close()
-        found = await decide({"cl-after-silent": 100})
+        # cl-e2e-camp's 1 silent call (0 answered) puts it over its silent-call rate: the block
+        # after a silent call is seen in another campaign, the stopped campaign on its own
+        found = await decide({"cl-after-silent": 100}, campaign="cl-e2e-camp-2")
         assert found["cl-after-silent"][-1]["reasons"] == ["recent_silent_call"]
+        found = await decide({"cl-camp-stopped": 102})
+        assert found["cl-camp-stopped"][-1]["reasons"] == ["campaign_silent_rate"]
         status = cli(cluster_env, "status")
         assert status.returncode == 0, status.stderr
         assert "campaign cl-e2e-camp, last 30 days: silent 1;" in status.stdout, status.stdout

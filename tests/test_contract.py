@@ -126,7 +126,8 @@ INTENT = {"intent_id": "i-1", "callee": "+39 347 555 5555", "operator_id": "op",
         {"callee": None}, {"callee": 393475555555}, {"operator_id": ""}, {"client_id": "*"},
         {"client_id": "c" * 129}, {"purpose": "sales"}, {"purpose": None}, {"requested_at": "yesterday"},
         {"requested_at": "2026-01-02T03:04:05"}, {"requested_at": 5}, {"caller_id": 5},
-        {"campaign_id": "c" * 129},
+        {"campaign_id": "c" * 129}, {"purpose": "statistical"}, {"automated": True}, {"automated": False},
+        {"automated": "yes"}, {"automated": 1},
     ],
 )  # fmt: skip
 def test_the_intent_schema_accepts_exactly_what_the_worker_accepts(change: dict[str, Any]) -> None:

@@ -480,7 +480,7 @@ local function reg_find(s, body, n, fmt, suffix)
 end
 local function register(key, suffix, client)
   local s = redis.call('GET', key)
-  if not s then return {false, false} end
+  if not s then return {false, false, false} end
   if not reg_hidden then
     reg_hidden = {}
     for _, id in ipairs(redis.call('SMEMBERS', 'cg:register:hidden')) do reg_hidden[tonumber(id)] = true end
