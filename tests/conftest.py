@@ -24,7 +24,17 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from callguard.embedded import Embedded, Server, free_port, start_postgres
+from callguard.embedded import (
+    BROKERS,
+    Embedded,
+    Server,
+    free_port,
+    kafka_libs,
+    kafka_unavailable,
+    start_broker,
+    start_kafka,
+    start_postgres,
+)
 
 ROME = ZoneInfo("Europe/Rome")
 
@@ -33,9 +43,44 @@ def today() -> str:
     return datetime.now(ROME).date().isoformat()
 
 
+# --- the broker the tests run on ---------------------------------------------------
+# CALLGUARD_TEST_BROKER=kafka|tansu; by default Apache Kafka where Java and the jars
+# `./dev test` fetched are here, else Tansu (the header says why). The demo's own
+# test (test_demo.py) runs on Tansu whatever this says: the demo does.
+
+_broker: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    wanted = os.environ.get("CALLGUARD_TEST_BROKER", "")
+    if wanted and wanted not in BROKERS:
+        raise pytest.UsageError(f"CALLGUARD_TEST_BROKER={wanted}: expected one of {', '.join(BROKERS)}")
+    reason = None if wanted == "tansu" else kafka_unavailable()
+    if wanted == "kafka" and reason:
+        raise pytest.UsageError(f"CALLGUARD_TEST_BROKER=kafka, but {reason}")
+    if wanted == "tansu":
+        reason = "CALLGUARD_TEST_BROKER=tansu"
+    _broker["kind"] = "tansu" if reason else "kafka"
+    _broker["why"] = f"Tansu ({reason})" if reason else f"Apache Kafka ({kafka_libs()})"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"broker: {_broker['why']}"
+
+
+def broker_kind() -> str:
+    """``"kafka"`` or ``"tansu"``: the broker this session's tests run on."""
+    return _broker["kind"]
+
+
+def start_test_broker(workdir: Path) -> Server:
+    """A broker of a test's own (files in ``workdir``), of the session's kind."""
+    return start_kafka(workdir) if broker_kind() == "kafka" else start_broker(workdir)
+
+
 @pytest.fixture(scope="session")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
-    with Embedded(workdir=tmp_path_factory.mktemp("embedded")) as servers:
+    with Embedded(workdir=tmp_path_factory.mktemp("embedded"), broker_kind=broker_kind()) as servers:
         yield servers
 
 

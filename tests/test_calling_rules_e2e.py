@@ -26,9 +26,20 @@ import pytest
 import redis
 
 from callguard.client import GuardClient
-from callguard.embedded import Embedded, Server, start_broker
+from callguard.embedded import Embedded, Server
 from callguard.schema import DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OUTCOMES_TOPIC
-from tests.conftest import Worker, cli, collect, env_for, load_all, operators_csv, produce, today, write_csv
+from tests.conftest import (
+    Worker,
+    cli,
+    collect,
+    env_for,
+    load_all,
+    operators_csv,
+    produce,
+    start_test_broker,
+    today,
+    write_csv,
+)
 from tests.contract import validate
 from tests.test_contract import CALLING_RULE_REASONS
 
@@ -68,7 +79,7 @@ class Broker:
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A broker of this module's own: its workers must not share a group or
     topics with the session's worker (which decides by another policy)."""
-    server: Server = start_broker(tmp_path_factory.mktemp("calling-broker"))
+    server: Server = start_test_broker(tmp_path_factory.mktemp("calling-broker"))
     yield Broker(f"kafka://127.0.0.1:{server.port}")
     server.stop()
 

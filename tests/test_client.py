@@ -21,10 +21,10 @@ import pytest
 from callguard.app import ensure_topics
 from callguard.client import CheckTimeout, GuardClient, GuardClosed, GuardDecision, GuardUnavailable, SyncGuardClient
 from callguard.config import Settings
-from callguard.embedded import Server, start_broker
+from callguard.embedded import Server
 from callguard.numbers import mask
 from callguard.schema import AUDIT_TOPIC, OUTCOMES_TOPIC
-from tests.conftest import Worker, collect, load_all, operators_csv, today, write_csv
+from tests.conftest import Worker, collect, load_all, operators_csv, start_test_broker, today, write_csv
 from tests.contract import validate
 
 pytestmark = pytest.mark.e2e
@@ -105,7 +105,7 @@ async def test_an_intent_id_cannot_be_checked_twice_at_once(loaded: None, worker
 @pytest.fixture
 def lone_broker(tmp_path: Path) -> Iterator[Server]:
     """A broker no worker consumes from."""
-    broker = start_broker(tmp_path)
+    broker = start_test_broker(tmp_path)
     try:
         yield broker
     finally:

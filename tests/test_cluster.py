@@ -38,7 +38,6 @@ from callguard.embedded import (
     RedisCluster,
     Server,
     redis_server_binary,
-    start_broker,
     start_redis,
     start_redis_cluster,
 )
@@ -46,7 +45,18 @@ from callguard.facts import Consent, Operator, OptOut, intent_ref
 from callguard.register import HIDDEN_KEY
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC, CallOutcome, OutcomeReport
 from callguard.stores import META_KEY, OPERATORS_KEY, Allowed, Query, Stores, callee_key, intent_key
-from tests.conftest import OPEN_HOURS_POLICY, Worker, cli, collect, env_for, load_all, produce, today, write_csv
+from tests.conftest import (
+    OPEN_HOURS_POLICY,
+    Worker,
+    cli,
+    collect,
+    env_for,
+    load_all,
+    produce,
+    start_test_broker,
+    today,
+    write_csv,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -257,7 +267,7 @@ async def test_cluster_lookups_read_from_the_replicas(tmp_path: Path) -> None:
         assert await replicas.record_allowed([Allowed(e164(1), "acme", "rp-1", None, True)], now, []) == [None]
 
         # a worker run as a user runs it: CALLGUARD_REDIS_CLUSTER_READS=replicas
-        broker = start_broker(tmp_path)
+        broker = start_test_broker(tmp_path)
         broker_url = f"kafka://127.0.0.1:{broker.port}"
         env = env_for(
             broker_url, cluster.url, CALLGUARD_POLICY=OPEN_HOURS_POLICY, CALLGUARD_REDIS_CLUSTER_READS="replicas"
@@ -386,7 +396,7 @@ async def test_a_register_load_on_the_cluster_is_atomic_for_a_reader(cluster: Re
 @pytest.fixture(scope="module")
 def cluster_env(cluster: RedisCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     directory = tmp_path_factory.mktemp("cluster-e2e")
-    broker = start_broker(directory)
+    broker = start_test_broker(directory)
     env = env_for(f"kafka://127.0.0.1:{broker.port}", cluster.url, CALLGUARD_POLICY=OPEN_HOURS_POLICY)
     t = TODAY
     load_all(

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from callguard.config import ENV_VARS
+from callguard.embedded import KAFKA_SETTINGS, kafka_version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,30 @@ def test_compose_file_runs_kafka_redis_and_two_workers() -> None:
         assert (ROOT / worker["build"]["dockerfile"]).is_file()
         assert set(worker["environment"]) <= set(ENV_VARS.values())
         assert worker["environment"]["CALLGUARD_BROKER"].startswith("kafka://kafka:")
+
+
+#: KAFKA_SETTINGS that only the tests' brokers take: faster group joins with 3 s
+#: sessions and a faster restart after a kill -9 (see callguard.embedded)
+TEST_ONLY_KAFKA_SETTINGS = {"group.min.session.timeout.ms", "broker.session.timeout.ms", "broker.heartbeat.interval.ms"}
+
+
+def test_compose_deploys_the_kafka_version_and_settings_the_tests_run_on() -> None:
+    kafka = compose()["services"]["kafka"]
+    assert kafka["image"] == f"apache/kafka:{kafka_version()}"
+    # the apache/kafka image reads KAFKA_FOO_BAR as foo.bar
+    deployed = {key.removeprefix("KAFKA_").lower().replace("_", "."): str(v) for key, v in kafka["environment"].items()}
+    for key, value in KAFKA_SETTINGS.items():
+        if key not in TEST_ONLY_KAFKA_SETTINGS:
+            assert deployed.get(key) == value, key
+    data = next(volume.split(":", 1)[1] for volume in kafka["volumes"] if volume.startswith("kafka-data:"))
+    assert deployed["log.dirs"] == data
+
+
+def test_the_kafka_pom_pins_one_4x_version() -> None:
+    assert kafka_version() == kafka_version(ROOT / "deploy" / "kafka" / "pom.xml")
+    assert kafka_version().split(".")[0] == "4" and "$" not in kafka_version() and "SNAPSHOT" not in kafka_version()
+    pom = (ROOT / "deploy" / "kafka" / "pom.xml").read_text()
+    assert "<version>${kafka.version}</version>" in pom and "[" not in pom.split("<dependencies>", 1)[1]
 
 
 def test_dockerfile_runs_the_worker_with_a_health_check() -> None:

