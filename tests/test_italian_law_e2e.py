@@ -27,9 +27,20 @@ import pytest
 import redis
 
 from callguard.client import GuardClient
-from callguard.embedded import Embedded, start_broker
+from callguard.embedded import Embedded
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
-from tests.conftest import Worker, cli, collect, env_for, load_all, operators_csv, produce, today, write_csv
+from tests.conftest import (
+    Worker,
+    cli,
+    collect,
+    env_for,
+    load_all,
+    operators_csv,
+    produce,
+    start_test_broker,
+    today,
+    write_csv,
+)
 from tests.contract import validate
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +89,7 @@ holiday = "00:00-24:00"
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker of this module's own: its worker decides by its own policy."""
-    server = start_broker(tmp_path_factory.mktemp("law-broker"))
+    server = start_test_broker(tmp_path_factory.mktemp("law-broker"))
     yield f"kafka://127.0.0.1:{server.port}"
     server.stop()
 
