@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callguard.facts import Facts, Operator, PastCall, RegisterResult, intent_ref
+from callguard.facts import Facts, Mandate, Operator, PastCall, RegisterResult, intent_ref
 from callguard.hours import LocalHoliday
 from callguard.numbers import normalise_caller_id
 from callguard.policy import RULES, CapLimit, PolicySettings, RuleScope, decide
@@ -60,6 +60,7 @@ def facts(
         listed=True,
         directory_as_of=as_of,
         campaign_outcomes=campaign_outcomes,
+        mandates=(Mandate(client, "op1", date(2020, 1, 1), date(2030, 12, 31)),),
     )
 
 

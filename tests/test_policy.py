@@ -155,7 +155,7 @@ def test_a_clear_result_for_every_client_is_nobodys_check():
     # the RPO: each controller consults for itself; a '*' clear result never makes a number callable
     d = run(facts((clear(TODAY, client="*"),)))
     assert d.reasons == (Reason.NOT_CHECKED,)
-    assert d.rules[2].detail == {"result": None}
+    assert next(r for r in d.rules if r.rule == "opposition_register").detail == {"result": None}
 
 
 def test_an_opposed_result_for_every_client_counts_for_every_client():

@@ -52,6 +52,7 @@ from callguard.policyfile import PolicyError, policy_for
 from callguard.publishing import BatchPublisher
 from callguard.schema import (
     AUDIT_TOPIC,
+    CONSENTS_TOPIC,
     DEADLETTER_TOPIC,
     DECISIONS_TOPIC,
     INTENTS_TOPIC,
@@ -63,7 +64,15 @@ from callguard.stores import Stores
 log = logging.getLogger("callguard.app")
 
 #: Every topic of the contract; the worker creates the missing ones at start.
-ALL_TOPICS = (INTENTS_TOPIC, DECISIONS_TOPIC, AUDIT_TOPIC, DEADLETTER_TOPIC, OPTOUTS_TOPIC, OUTCOMES_TOPIC)
+ALL_TOPICS = (
+    INTENTS_TOPIC,
+    DECISIONS_TOPIC,
+    AUDIT_TOPIC,
+    DEADLETTER_TOPIC,
+    OPTOUTS_TOPIC,
+    OUTCOMES_TOPIC,
+    CONSENTS_TOPIC,
+)
 
 
 async def _or_exit(work: Awaitable[Any]) -> None:
@@ -241,6 +250,11 @@ def create_app(
     async def optouts(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
             await _or_exit(guard.handle_optouts([_raw(event) for event in events]))
+
+    @app.agent(topics[CONSENTS_TOPIC], name="callguard.consents")
+    async def consents(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
+            await _or_exit(guard.handle_consents([_raw(event) for event in events]))
 
     @app.agent(topics[OUTCOMES_TOPIC], name="callguard.outcomes")
     async def outcomes(stream: Any) -> None:

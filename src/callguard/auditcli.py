@@ -150,6 +150,8 @@ def describe(decision: dict[str, Any]) -> list[str]:
         f"{intent.get('operator_id', '-')}, campaign {intent.get('campaign_id') or '-'}, "
         f"purpose {intent.get('purpose', '-')}",
     ]
+    if intent.get("script_id") or intent.get("list_source"):
+        lines.append(f"  script {intent.get('script_id') or '-'}, number from list {intent.get('list_source') or '-'}")
     register = rules.get("opposition_register")
     if register is None:
         lines.append("  register: not evaluated")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from callguard.loaders import (
     parse_consents,
     parse_date,
     parse_directory,
+    parse_mandates,
     parse_operators,
     parse_optouts,
     parse_register,
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("register", "opposition-register check results"),
         ("directory", "the public-directory extract: numbers in the public telephone directories (replaced whole)"),
         ("operators", "the certification list of call-centre operators (replaced whole)"),
+        ("mandates", "which call centres may call for which client, and when (replaced whole)"),
         ("consents", "consents and contracts (upsert)"),
         ("optouts", "internal do-not-call entries (added)"),
     ):
@@ -148,6 +151,8 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
         parsed = parse_directory(args.file, settings.default_region)
     elif kind == "operators":
         parsed = parse_operators(args.file, settings.default_region)
+    elif kind == "mandates":
+        parsed = parse_mandates(args.file)
     elif kind == "consents":
         parsed = parse_consents(args.file, settings.default_region, tz)
     else:
@@ -211,10 +216,20 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
             assert isinstance(parsed.rows, list)
             await stores.replace_operators(parsed.rows, version)
             print(f"operators: replaced the certification list with {len(parsed.rows):,} operators (version {version})")
+        elif kind == "mandates":
+            version = f"{now:%Y%m%dT%H%M%SZ}-{parsed.sha256[:12]}"
+            assert isinstance(parsed.rows, list)
+            await stores.replace_mandates(parsed.rows, version)
+            clients = len({m.client_id for m in parsed.rows})
+            print(
+                f"mandates: replaced the list with {len(parsed.rows):,} mandates of {clients:,} clients (version {version})"
+            )
         elif kind == "consents":
             assert isinstance(parsed.rows, list)
             await stores.upsert_consents(parsed.rows)
-            print(f"consents: upserted {len(parsed.rows):,} consents and contracts")
+            kinds = Counter(consent.basis for _, consent in parsed.rows)
+            shown = ", ".join(f"{kinds[basis]:,} {basis}s" for basis in ("consent", "contract", "request"))
+            print(f"consents: upserted {len(parsed.rows):,} rows ({shown})")
         else:
             assert isinstance(parsed.rows, list)
             added = await stores.add_optouts(parsed.rows)

@@ -45,6 +45,7 @@ from callguard.config import broker_hosts
 from callguard.numbers import normalise
 from callguard.schema import (
     ALL_CLIENTS,
+    CONSENTS_TOPIC,
     DECISIONS_TOPIC,
     INTENTS_TOPIC,
     OPTOUTS_TOPIC,
@@ -61,6 +62,10 @@ DEFAULT_TIMEOUT = 2.0
 Outcome: TypeAlias = Literal["answered", "no_answer", "busy", "silent", "abandoned"]
 #: What ``callguard.outcomes`` accepts as ``outcome``.
 OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
+
+ConsentBasis: TypeAlias = Literal["consent", "contract", "request"]
+#: What ``callguard.consents`` accepts as ``basis``.
+CONSENT_BASES: tuple[str, ...] = get_args(ConsentBasis)
 
 T = TypeVar("T")
 
@@ -410,6 +415,30 @@ class GuardClient:
         message = {"intent_id": intent_id, "outcome": outcome, "at": _when(at)}
         await self._publish(OUTCOMES_TOPIC, intent_id.encode(), message)
 
+    async def record_consent(
+        self,
+        callee: str,
+        client_id: str,
+        basis: ConsentBasis = "consent",
+        granted_at: date | datetime | None = None,
+        ends_at: date | datetime | None = None,
+    ) -> None:
+        """Publish a consent, a contract or a call request (``basis``
+        ``request``: the person asked this client for a call) to
+        ``callguard.consents``; it applies within about a second.
+        ``granted_at`` defaults to now. A withdrawal is :meth:`opt_out`."""
+        if basis not in CONSENT_BASES:
+            raise ValueError(f"basis must be one of {', '.join(CONSENT_BASES)}, got {basis!r}")
+        message: dict[str, Any] = {
+            "callee": callee,
+            "client_id": client_id,
+            "basis": basis,
+            "granted_at": _when(granted_at),
+        }
+        if ends_at is not None:
+            message["ends_at"] = _when(ends_at)
+        await self._publish(CONSENTS_TOPIC, self._key(callee), message)
+
     async def opt_out(self, callee: str, client_id: str = ALL_CLIENTS, at: date | datetime | None = None) -> None:
         """Publish an opt-out to ``callguard.optouts`` (``client_id`` ``*``: every
         client; ``at`` defaults to now). It applies within about a second."""
@@ -465,6 +494,16 @@ class SyncGuardClient:
 
     def opt_out(self, callee: str, client_id: str = ALL_CLIENTS, at: date | datetime | None = None) -> None:
         self._call(self._client.opt_out(callee, client_id, at))
+
+    def record_consent(
+        self,
+        callee: str,
+        client_id: str,
+        basis: ConsentBasis = "consent",
+        granted_at: date | datetime | None = None,
+        ends_at: date | datetime | None = None,
+    ) -> None:
+        self._call(self._client.record_consent(callee, client_id, basis, granted_at, ends_at))
 
     def close(self) -> None:
         if self._loop is None:

@@ -56,10 +56,11 @@ from redis.cluster import LoadBalancingStrategy
 from redis.exceptions import NoScriptError, RedisError
 
 from callguard import register as register_store
-from callguard.facts import Operator, PastCall, RegisterResult, intent_ref
+from callguard.facts import PastCall, RegisterResult, intent_ref
 from callguard.register import HIDDEN_KEY, LOOKUP_LUA
 from callguard.schema import OutcomeReport
 from callguard.stores import (
+    MANDATES_KEY,
     META_KEY,
     NO_CAMPAIGN,
     OPERATORS_KEY,
@@ -74,7 +75,6 @@ from callguard.stores import (
     epoch_ms,
     format_when,
     intent_key,
-    operator_value,
     parse_calls,
 )
 
@@ -129,7 +129,7 @@ return register(KEYS[1], tonumber(ARGV[1]), ARGV[2])
 )
 
 #: The fields stores._LOOKUP reads from a callee hash, for client {c}.
-CALLEE_FIELDS = ("consent:{c}", "contract:{c}", "optout:{c}", "optout:*", "calls:{c}", "silent:{c}")
+CALLEE_FIELDS = ("consent:{c}", "contract:{c}", "optout:{c}", "optout:*", "calls:{c}", "silent:{c}", "request:{c}")
 
 # stores._RECORD_ALLOWED's frequency-cap part for one intent: KEYS[1] its
 # callee hash; ARGV: L, L pairs (window ms, max), keep ms, client, ref, now ms.
@@ -253,6 +253,8 @@ class ClusterStores(Stores):
         self._loaded: set[int] = set()  # ids of the clients whose nodes hold the scripts
         self._operators: dict[str, str] = {}
         self._operators_version: object = self  # no version read yet
+        self._mandates: dict[str, str] = {}
+        self._mandates_version: object = self
         self._replicas_versioned = False  # every replica's Redis version was checked
 
     @classmethod
@@ -311,30 +313,36 @@ class ClusterStores(Stores):
         """The reply stores._LOOKUP gives, built from single-slot commands."""
         count = int(args[0])
         operator_ids = args[1 : count + 1]
-        days, nfields = int(args[count + 1]), int(args[count + 2])
-        fields = args[count + 3 : count + 3 + nfields]
+        npairs = int(args[count + 1])
+        pairs = args[count + 2 : count + 2 + npairs]
+        b = count + 2 + npairs
+        days, nfields = int(args[b]), int(args[b + 1])
+        fields = args[b + 2 : b + 2 + nfields]
         first: list[Sequence[Any]] = [
-            ("HMGET", META_KEY, "operators_version", "directory_generation", "directory_as_of"),
+            ("HMGET", META_KEY, "operators_version", "directory_generation", "directory_as_of", "mandates_version"),
             ("SMEMBERS", HIDDEN_KEY),
         ]
         if nfields:
-            first += [("HMGET", keys[2 + d], *fields) for d in range(days)]
+            first += [("HMGET", keys[3 + d], *fields) for d in range(days)]
         meta, hidden, *counts = await self._pipeline(first)
-        version = meta[0]
-        if version != self._operators_version:
-            # read after the version: a list newer than its version is read again next time
+        # each list is read after its version: a list newer than its version is read again next time
+        if meta[0] != self._operators_version:
             self._operators = cast(dict[str, str], await self.redis.hgetall(OPERATORS_KEY))
-            self._operators_version = version
+            self._operators_version = meta[0]
+        if meta[3] != self._mandates_version:
+            self._mandates = cast(dict[str, str], await self.redis.hgetall(MANDATES_KEY))
+            self._mandates_version = meta[3]
         hidden_ids = sorted(hidden)
         commands: list[Sequence[Any]] = []
-        a = count + 3 + nfields
-        for i in range(2 + days, len(keys), 2):
+        a = b + 2 + nfields
+        for i in range(3 + days, len(keys), 2):
             suffix, client = args[a], args[a + 1]
             a += 2
             commands.append(self._script("register_one", keys[i], suffix, client, *hidden_ids))
             commands.append(("HMGET", keys[i + 1], *(field.format(c=client) for field in CALLEE_FIELDS)))
         replies = await self._read(lambda client: self._on(client, commands)) if commands else []
-        return [[self._operators.get(op_id) for op_id in operator_ids], meta, counts, *replies]
+        operators = [self._operators.get(op_id) for op_id in operator_ids]
+        return [operators, meta, counts, [self._mandates.get(pair) for pair in pairs], *replies]
 
     async def _on(self, client: Any, commands: list[Sequence[Any]]) -> list[Any]:
         """``commands`` through ``client``; on the replicas' client the register
@@ -477,17 +485,17 @@ class ClusterStores(Stores):
             await self.redis.hincrby(META_KEY, tally.removeprefix("count:"), added)
         return written
 
-    async def replace_operators(self, operators: Sequence[Operator], version: str) -> None:
+    async def _replace_hash(self, key: str, mapping: dict[str, str], version_field: str, version: str) -> None:
         """As on one Redis; the staging key shares the list's slot, so ``RENAME``
         is still atomic, and the version follows it (readers that see the new
         version read the new list)."""
-        staging = "{" + OPERATORS_KEY + "}:staging"
+        staging = "{" + key + "}:staging"
         await self.redis.delete(staging)
-        for start in range(0, len(operators), 5000):
-            chunk = operators[start : start + 5000]
-            await self.redis.hset(staging, mapping={op.operator_id: operator_value(op) for op in chunk})
-        if operators:
-            await self.redis.rename(staging, OPERATORS_KEY)
+        items = list(mapping.items())
+        for start in range(0, len(items), 5000):
+            await self.redis.hset(staging, mapping=dict(items[start : start + 5000]))
+        if items:
+            await self.redis.rename(staging, key)
         else:
-            await self.redis.delete(OPERATORS_KEY)
-        await self.redis.hset(META_KEY, "operators_version", version)
+            await self.redis.delete(key)
+        await self.redis.hset(META_KEY, version_field, version)

@@ -17,7 +17,8 @@ When: TypeAlias = date | datetime
 """A day, or an aware instant. ``datetime`` is a subclass of ``date``: test for it first."""
 
 OperatorStatus = Literal["active", "suspended", "revoked"]
-Basis = Literal["consent", "contract"]
+#: ``request``: the person asked this client for the call or a call back (one call).
+Basis = Literal["consent", "contract", "request"]
 
 
 def local_day(when: When, tz: tzinfo) -> date:
@@ -80,11 +81,32 @@ class Operator:
     valid_from: date
     valid_until: date
     caller_ids: tuple[str, ...] = ()
+    #: Where the operator places its calls from (ISO 3166-1 alpha-2).
+    country: str = "IT"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "operator_id": self.operator_id,
             "status": self.status,
+            "valid_from": self.valid_from.isoformat(),
+            "valid_until": self.valid_until.isoformat(),
+            "country": self.country,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Mandate:
+    """A client's contract with a call centre, in force ``valid_from..valid_until`` (Italian days, inclusive)."""
+
+    client_id: str
+    operator_id: str
+    valid_from: date
+    valid_until: date
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "operator_id": self.operator_id,
             "valid_from": self.valid_from.isoformat(),
             "valid_until": self.valid_until.isoformat(),
         }
@@ -162,3 +184,5 @@ class Facts:
     #: Outcomes reported for the intent's campaign over the silent-call window
     #: (``campaign_silent_rate``): outcome -> count; None when not looked up.
     campaign_outcomes: dict[str, int] | None = None
+    #: The client's mandates to the intent's operator (every period loaded).
+    mandates: tuple[Mandate, ...] = ()

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 
 from callguard.audit import ChainHeads, link
-from callguard.facts import Facts, OptOut, PastCall, intent_ref
-from callguard.loaders import parse_when
+from callguard.facts import Consent, Facts, OptOut, PastCall, intent_ref
+from callguard.loaders import consent_row, parse_when
 from callguard.metrics import Metrics
 from callguard.numbers import normalise, normalise_caller_id
 from callguard.policy import Decision, PolicySettings, decide, malformed, silent_rate_days
@@ -273,19 +273,57 @@ class Guard:
                 self.metrics.deadlettered(raw.topic)
                 out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now), None))
                 log.info("malformed opt-out at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc)
-        delay = 0.1
-        while rows:
-            try:
-                await self.stores.add_optouts(rows)
-                break
-            except Exception as exc:  # any Redis failure: retry, never drop an opt-out
-                self.metrics.redis_errors.labels("optouts").inc()
-                log.warning("redis unavailable applying %d opt-outs (%s); retrying in %.1fs", len(rows), exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await self._retry_redis("optouts", len(rows), lambda: self.stores.add_optouts(rows))
         await self._publish(out)
         self.metrics.optouts_applied(len(rows))
         return len(rows)
+
+    async def handle_consents(self, batch: Sequence[Raw]) -> int:
+        """Apply consents, contracts and call requests from ``callguard.consents``
+        (validated like a line of ``consents load``); bad ones go to the dead
+        letters. Retries Redis until it answers: a consent is never dropped."""
+        now = self.clock()
+        rows: list[tuple[str, Consent]] = []
+        out: list[Outgoing] = []
+        for raw in batch:
+            try:
+                rows.append(self._parse_consent(raw))
+            except ValueError as exc:
+                self.metrics.deadlettered(raw.topic)
+                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now), None))
+                log.info("malformed consent at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc)
+        await self._retry_redis("consents", len(rows), lambda: self.stores.upsert_consents(rows))
+        await self._publish(out)
+        self.metrics.consents.inc(len(rows))
+        return len(rows)
+
+    def _parse_consent(self, raw: Raw) -> tuple[str, Consent]:
+        obj = _json_object(raw)
+        row: dict[str, str] = {}
+        for name in ("callee", "client_id", "basis", "granted_at", "ends_at"):
+            value = obj.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise ValueError(f"field {name!r} must be a string")
+            row[name] = value
+        for name in ("callee", "client_id", "basis", "granted_at"):
+            if name not in row:
+                raise ValueError(f"missing field {name!r}")
+        return consent_row(row, self.region, self.policy.timezone)
+
+    async def _retry_redis(self, what: str, count: int, write: Callable[[], Awaitable[Any]]) -> Any:
+        """``write()`` until Redis answers: what arrives on a topic is never dropped."""
+        delay = 0.1
+        while count:
+            try:
+                return await write()
+            except Exception as exc:  # any Redis failure: retry
+                self.metrics.redis_errors.labels(what).inc()
+                log.warning("redis unavailable applying %d %s (%s); retrying in %.1fs", count, what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return None
 
     async def handle_outcomes(self, batch: Sequence[Raw]) -> int:
         """Apply call outcomes from ``callguard.outcomes``: count them per
@@ -303,19 +341,13 @@ class Guard:
                 self.metrics.deadlettered(raw.topic)
                 out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now), None))
                 log.info("malformed outcome at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc)
-        delay = 0.1
-        results: list[str | int] = []
-        while reports:
-            try:
-                results = await self.stores.apply_outcomes(
-                    [(report, report.outcome in SILENT_OUTCOMES) for _, report in reports], self.policy.timezone
-                )
-                break
-            except Exception as exc:  # any Redis failure: retry, never drop an outcome
-                self.metrics.redis_errors.labels("outcomes").inc()
-                log.warning("redis unavailable applying %d outcomes (%s); retrying in %.1fs", len(reports), exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        pairs = [(report, report.outcome in SILENT_OUTCOMES) for _, report in reports]
+        results: list[str | int] = (
+            await self._retry_redis(
+                "outcomes", len(reports), lambda: self.stores.apply_outcomes(pairs, self.policy.timezone)
+            )
+            or []
+        )
         applied = 0
         for (raw, report), result in zip(reports, results, strict=True):
             if isinstance(result, str):
@@ -329,14 +361,7 @@ class Guard:
         return applied
 
     def _parse_optout(self, raw: Raw, now: datetime) -> tuple[str, OptOut]:
-        if raw.value is None or len(raw.value) > MAX_MESSAGE_BYTES:
-            raise ValueError("empty or oversized message")
-        try:
-            obj = orjson.loads(raw.value)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise ValueError("not a JSON object")
+        obj = _json_object(raw)
         callee, client_id, at = obj.get("callee"), obj.get("client_id"), obj.get("at")
         if not isinstance(callee, str):
             raise ValueError("field 'callee' must be a string")
@@ -395,6 +420,19 @@ class Guard:
                 log.warning("publishing %d messages failed (%s); retrying in %.1fs", len(messages), exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _json_object(raw: Raw) -> dict[str, Any]:
+    """A message's JSON object, or ``ValueError`` saying what it is instead."""
+    if raw.value is None or len(raw.value) > MAX_MESSAGE_BYTES:
+        raise ValueError("empty or oversized message")
+    try:
+        obj = orjson.loads(raw.value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    return obj
 
 
 async def _no_tail(partition: int) -> bytes | None:

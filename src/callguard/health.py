@@ -85,7 +85,7 @@ async def read_data(stores: Stores, loads: int = 10) -> DataState:
             if entry.get("applied", 1):
                 by_scope.setdefault(entry["client_id"], []).append(date.fromisoformat(entry["as_of"]))
         scopes = [ScopeState(s, 0, min(d), max(d), estimated=True) for s, d in sorted(by_scope.items())]
-    counters = {name: int(meta.get(name, 0)) for name in ("consents", "contracts", "optouts")}
+    counters = {name: int(meta.get(name, 0)) for name in ("consents", "contracts", "requests", "optouts")}
     return DataState(int(operators), meta.get("operators_version"), tuple(scopes), tuple(records[:loads]), counters)
 
 

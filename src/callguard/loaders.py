@@ -23,7 +23,7 @@ from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any, TextIO
 
-from callguard.facts import Consent, Operator, OptOut, When
+from callguard.facts import Consent, Mandate, Operator, OptOut, When, local_day
 from callguard.numbers import canonical_number_pattern, normalise, normalise_caller_id
 from callguard.register import (
     OPPOSED,
@@ -579,12 +579,17 @@ def _parse_register_fast(
     return Parsed(rows=rows, lines=rows.rows)
 
 
+#: ISO 3166-1 alpha-2, as written in the operators list's ``country`` column.
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
 def parse_operators(path: Path, region: str = "IT") -> Parsed:
-    """``operator_id,status,valid_from,valid_until[,caller_ids]``: the certification list.
+    """``operator_id,status,valid_from,valid_until[,caller_ids][,country]``: the certification list.
 
     ``caller_ids`` (``;``-separated) are the numbers the operator declared in
     the ROC; they are stored in E.164, so the ``caller_id`` rule finds an
-    intent's caller ID however either side wrote it."""
+    intent's caller ID however either side wrote it. ``country`` is where the
+    operator places its calls from (ISO 3166-1 alpha-2; empty: Italy)."""
     seen: set[str] = set()
 
     def row_parser(row: dict[str, str]) -> Operator:
@@ -607,11 +612,36 @@ def parse_operators(path: Path, region: str = "IT") -> Parsed:
             if e164 is None:
                 raise ValueError(f"caller_ids: {raw!r} is not a callable phone number")
             caller_ids.append(e164)
-        return Operator(operator_id, status, valid_from, valid_until, tuple(dict.fromkeys(caller_ids)))  # type: ignore[arg-type]
+        country = row.get("country", "").strip().upper() or "IT"
+        if not _COUNTRY.fullmatch(country):
+            raise ValueError(f"country must be an ISO 3166-1 alpha-2 code like IT or AL, not {row.get('country')!r}")
+        unique = tuple(dict.fromkeys(caller_ids))
+        return Operator(operator_id, status, valid_from, valid_until, unique, country)  # type: ignore[arg-type]
 
     return _parse_file(
-        path, ("operator_id", "status", "valid_from", "valid_until"), ("caller_ids",), row_parser, "operators"
+        path,
+        ("operator_id", "status", "valid_from", "valid_until"),
+        ("caller_ids", "country"),
+        row_parser,
+        "operators",
     )
+
+
+def parse_mandates(path: Path) -> Parsed:
+    """``client_id,operator_id,valid_from,valid_until``: which call centres may
+    call for which client, and when (Italian days, both included). A pair may
+    have several periods, one a line."""
+
+    def row_parser(row: dict[str, str]) -> Mandate:
+        client_id = _id(row, "client_id")
+        operator_id = _id(row, "operator_id")
+        valid_from = parse_date(row.get("valid_from", ""))
+        valid_until = parse_date(row.get("valid_until", ""))
+        if valid_until < valid_from:
+            raise ValueError("valid_until is before valid_from")
+        return Mandate(client_id, operator_id, valid_from, valid_until)
+
+    return _parse_file(path, ("client_id", "operator_id", "valid_from", "valid_until"), (), row_parser, "mandates")
 
 
 def parse_consents(path: Path, region: str, tz: tzinfo) -> Parsed:
@@ -622,17 +652,33 @@ def parse_consents(path: Path, region: str, tz: tzinfo) -> Parsed:
     """
 
     def row_parser(row: dict[str, str]) -> tuple[str, Consent]:
-        e164 = _number(row, "callee", region)
-        client_id = _id(row, "client_id")
-        basis = row.get("basis", "")
-        if basis not in ("consent", "contract"):
-            raise ValueError(f"basis must be 'consent' or 'contract', not {basis!r}")
-        granted_at = parse_when(row.get("granted_at", ""), tz)
-        ends_raw = row.get("ends_at", "")
-        ends_at = parse_when(ends_raw, tz) if ends_raw else None
-        return e164, Consent(client_id, basis, granted_at, ends_at)  # type: ignore[arg-type]
+        return consent_row(row, region, tz)
 
     return _parse_file(path, ("callee", "client_id", "basis", "granted_at"), ("ends_at",), row_parser, "consents")
+
+
+def consent_row(row: dict[str, str], region: str, tz: tzinfo) -> tuple[str, Consent]:
+    """One consent, contract or call request (a CSV line, or a message on
+    ``callguard.consents``) as ``(E.164, Consent)``; ``ValueError`` names
+    what is wrong. ``basis`` ``request``: the person asked this client for a
+    call; without ``ends_at`` it counts for the policy's short validity."""
+    e164 = _number(row, "callee", region)
+    client_id = _id(row, "client_id")
+    basis = row.get("basis", "")
+    if basis not in ("consent", "contract", "request"):
+        raise ValueError(f"basis must be 'consent', 'contract' or 'request', not {basis!r}")
+    granted_at = parse_when(row.get("granted_at", ""), tz)
+    ends_raw = row.get("ends_at", "")
+    ends_at = parse_when(ends_raw, tz) if ends_raw else None
+    if ends_at is not None and not _not_before(ends_at, granted_at, tz):
+        raise ValueError("ends_at is before granted_at")
+    return e164, Consent(client_id, basis, granted_at, ends_at)  # type: ignore[arg-type]
+
+
+def _not_before(later: When, earlier: When, tz: tzinfo) -> bool:
+    if isinstance(later, datetime) and isinstance(earlier, datetime):
+        return later >= earlier
+    return local_day(later, tz) >= local_day(earlier, tz)
 
 
 def parse_optouts(path: Path, region: str, tz: tzinfo) -> Parsed:

@@ -143,6 +143,11 @@ class Metrics:
             "callguard_deadletters", "Messages sent to callguard.deadletter, by source topic.", ["source"], registry=r
         )
         self.optouts = Counter("callguard_optouts_applied", "Opt-outs from callguard.optouts written.", registry=r)
+        self.consents = Counter(
+            "callguard_consents_applied",
+            "Consents, contracts and call requests from callguard.consents written.",
+            registry=r,
+        )
         self.outcomes = Counter(
             "callguard_call_outcomes",
             "Call outcomes from callguard.outcomes applied, per campaign (none: intents without campaign_id). "

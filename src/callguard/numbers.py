@@ -81,6 +81,17 @@ def normalise_caller_id(raw: str | None, default_region: str) -> str | None:
 
 
 @lru_cache(maxsize=16_384)
+@lru_cache(maxsize=4096)
+def is_mobile(e164: str) -> bool:
+    """True for a number libphonenumber knows as mobile only (a number that may
+    be either counts as not mobile: the stricter reading where it matters)."""
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.number_type(parsed) == phonenumbers.PhoneNumberType.MOBILE
+
+
 def is_geographic_or_mobile(e164: str) -> bool:
     """True for fixed-line and mobile numbers (AGCOM's accepted alternative to
     the 0843/0844 prefixes); False for toll-free, premium, shared-cost, ..."""

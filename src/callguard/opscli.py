@@ -10,8 +10,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from callguard.config import ENV_VARS, Settings, broker_hosts, kafka_security, safe_url
+from callguard.facts import Mandate
 from callguard.health import ROME, data_checks, read_data
 from callguard.lag import LagProbe, format_table, overall, watch
 from callguard.policy import PolicySettings, check_campaign_silent_rate
@@ -115,6 +116,19 @@ async def _lag_summary(settings: Settings) -> str:
         await probe.close()
 
 
+def mandates_line(mandates: Sequence[Mandate], today: date) -> str:
+    """How many mandates are held, for how many clients, and how many end within 30 days."""
+    if not mandates:
+        return "mandates: none loaded (marketing and survey intents are denied operator_not_mandated)"
+    in_force = [m for m in mandates if m.valid_from <= today <= m.valid_until]
+    ending = [m for m in in_force if (m.valid_until - today).days < 30]
+    clients = len({m.client_id for m in mandates})
+    return (
+        f"mandates: {len(mandates):,} for {clients:,} clients, {len(in_force):,} in force today, "
+        f"{len(ending):,} of them end within 30 days"
+    )
+
+
 def abandoned_rate(counts: dict[str, int]) -> float | None:
     """(silent + abandoned) / answered: the campaign silent-call rate the
     policy enforces (:func:`callguard.policy.check_campaign_silent_rate`).
@@ -164,6 +178,7 @@ async def run_status(settings: Settings, lag: bool = True) -> int:
         data = await read_data(stores)
         outcomes = await stores.outcome_counts(policy.silent_rate_window_days, today)
         directory = await stores.directory_state()
+        mandates = await stores.mandates()
     except (RedisError, OSError) as exc:
         return _fail(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}")
     finally:
@@ -174,6 +189,7 @@ async def run_status(settings: Settings, lag: bool = True) -> int:
     disabled = [name for name, scope in policy.scopes.items() if not scope.enabled]
     print(f"rules: {', '.join(enabled)}" + (f" (switched off: {', '.join(disabled)})" if disabled else ""))
     print(f"operators: {data.operators:,} (version {data.operators_version or 'none loaded'})")
+    print(mandates_line(mandates, today))
     if not data.scopes:
         print("register: no results loaded: every marketing or survey intent is denied not_checked")
     for scope in data.scopes:
@@ -192,7 +208,10 @@ async def run_status(settings: Settings, lag: bool = True) -> int:
             f"{entry['rows']:,} results, {entry['opposed']:,} opposed, file {entry['file']}"
         )
     c = data.counters
-    print(f"consents: {c['consents']:,}, contracts: {c['contracts']:,}, opt-outs: {c['optouts']:,}")
+    print(
+        f"consents: {c['consents']:,}, contracts: {c['contracts']:,}, call requests: {c['requests']:,}, "
+        f"opt-outs: {c['optouts']:,}"
+    )
     if directory is None:
         print("directory: no public-directory extract loaded: numbers without a consent are denied consent_required")
     else:

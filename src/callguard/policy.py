@@ -15,15 +15,26 @@ A guard fails closed: whatever could not be checked is denied with a reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from callguard.facts import Consent, Facts, Operator, OptOut, PastCall, RegisterResult, When, intent_ref, proven_after
+from callguard.facts import (
+    Consent,
+    Facts,
+    Mandate,
+    Operator,
+    OptOut,
+    PastCall,
+    RegisterResult,
+    When,
+    intent_ref,
+    proven_after,
+)
 from callguard.hours import CallingHours, ExtraDay, callee_local_time, calling_window, next_window_start
-from callguard.numbers import is_geographic_or_mobile
+from callguard.numbers import is_geographic_or_mobile, is_mobile
 from callguard.schema import ALL_CLIENTS, Intent, Purpose, Reason, rfc3339
 
 #: Version of the built-in defaults (tests and code); a policy file names its own.
@@ -45,6 +56,7 @@ ALL_PURPOSES = frozenset(Purpose)
 RULES = (
     "callee_number",
     "operator_certified",
+    "operator_mandated",
     "opposition_register",
     "directory",
     "automated_calls",
@@ -71,6 +83,7 @@ def _default_scopes() -> dict[str, RuleScope]:
     return {
         "callee_number": RuleScope(purposes=ALL_PURPOSES),
         "operator_certified": RuleScope(purposes=ALL_PURPOSES),
+        "operator_mandated": RuleScope(),
         "opposition_register": RuleScope(purposes=REGISTER_PURPOSES),
         "directory": RuleScope(),
         "automated_calls": RuleScope(),
@@ -106,11 +119,20 @@ class PolicySettings:
     #: A public-directory extract is used for as many days as a register result
     #: (no text sets its age; see :func:`check_directory`).
     directory_max_age_days: int = 15
+    #: A call request without an end counts for this many days (day D through
+    #: D+1, or 48 hours from an instant): RPO_FAQ_REQUEST reads a request as
+    #: one-off, so it is short, and it lifts one allowed call at most.
+    request_validity_days: int = 2
     #: Day boundaries (register age, operator validity) are Italian days.
     timezone: tzinfo = field(default_factory=lambda: ZoneInfo("Europe/Rome"))
     version: str = POLICY_VERSION
     #: Which rules run for which purposes (a policy file can switch any off).
     scopes: dict[str, RuleScope] = field(default_factory=_default_scopes)
+    #: AGCOM_CLI_SPOOFING: calls from abroad showing an Italian number are
+    #: blocked by carriers (fixed and non-mobile from 2025-08-19, mobile from
+    #: 2025-11-19), Italian days.
+    foreign_fixed_block_from: date = date(2025, 8, 19)
+    foreign_mobile_block_from: date = date(2025, 11, 19)
     #: L5_2018_ART2_C1: require the 0844 (marketing, market research) / 0843
     #: (statistical surveys) prefix, or a geographic or mobile number.
     caller_id_require_prefix: bool = False
@@ -242,6 +264,8 @@ def _intent_json(intent: Intent, callee: str | None) -> dict[str, Any]:
         "campaign_id": intent.campaign_id,
         "requested_at": None if intent.requested_at is None else rfc3339(intent.requested_at),
         "automated": intent.automated,
+        "script_id": intent.script_id,
+        "list_source": intent.list_source,
     }
 
 
@@ -277,6 +301,56 @@ def check_operator(operator_id: str, operator: Operator | None, today: date) -> 
         reasons.append(Reason.OPERATOR_EXPIRED)
     detail = operator.to_json()
     return RuleResult("operator_certified", "deny" if reasons else "pass", tuple(reasons), detail)
+
+
+def check_mandate(intent: Intent, mandates: tuple[Mandate, ...], today: date) -> RuleResult:
+    """The call centre must hold a mandate from this client, in force today.
+
+    Source: CODICE_CONDOTTA_FILIERA: the client (committente) works only with
+    suppliers bound to it by contract and adhering to the code, and answers
+    for its supply chain. A mandate counts ``valid_from..valid_until``, both
+    Italian days included; no mandate of this client for this operator in
+    force today gives ``operator_not_mandated``.
+    """
+    detail: dict[str, Any] = {"client_id": intent.client_id, "operator_id": intent.operator_id}
+    for mandate in mandates:
+        if mandate.valid_from <= today <= mandate.valid_until:
+            detail["mandate"] = mandate.to_json()
+            return RuleResult("operator_mandated", "pass", detail=detail)
+    detail["mandates"] = [m.to_json() for m in mandates]
+    return RuleResult("operator_mandated", "deny", (Reason.OPERATOR_NOT_MANDATED,), detail)
+
+
+def request_in_force(
+    intent: Intent, consents: tuple[Consent, ...], calls: tuple[PastCall, ...], now: datetime, settings: PolicySettings
+) -> Consent | None:
+    """The person's own request for a call by this client, if it still lifts the checks.
+
+    Source: CODICE_CONDOTTA_ART10_C2 ("laddove l'interessato non abbia chiesto
+    espressamente la chiamata o la richiamata") and RPO_FAQ_REQUEST (no
+    register check for a call the person asked for, but "una tantum"). The
+    request counts from ``granted_at`` until ``ends_at`` (that day included)
+    or, without one, for ``request_validity_days``; and only until this guard
+    allowed one call to the callee for this client after it (the intent
+    itself does not count, so a redelivery gets the same answer). Calls are
+    known only where the frequency cap records them.
+    """
+    tz = settings.timezone
+    ref = intent_ref(intent.intent_id)
+    for consent in consents:
+        if consent.client_id != intent.client_id or consent.basis != "request":
+            continue
+        ends = consent.ends_at
+        if ends is None:
+            validity = timedelta(days=settings.request_validity_days)
+            granted = consent.granted_at
+            ends = granted + validity if isinstance(granted, datetime) else granted + validity - timedelta(days=1)
+        if not consent_in_force(replace(consent, ends_at=ends), now, tz):
+            continue
+        if any(call.ref != ref and not proven_after(consent.granted_at, call.at, tz) for call in calls):
+            continue  # used: the request was for one call (a call the same day as it may have followed it)
+        return consent
+    return None
 
 
 def most_recent_result(results: tuple[RegisterResult, ...]) -> RegisterResult | None:
@@ -345,6 +419,7 @@ def check_register(
     consents: tuple[Consent, ...],
     now: datetime,
     settings: PolicySettings,
+    request: Consent | None = None,
 ) -> RuleResult:
     """Marketing, survey and statistical calls need a fresh, clear register result, or an exception.
 
@@ -371,8 +446,15 @@ def check_register(
     A stale ``opposed`` result gives both ``register_stale`` and
     ``opposition_register``: a deny lists every reason that applies.
     ``service`` calls are outside the register (``skipped``).
+
+    A call the person asked this client for (``request``,
+    :func:`request_in_force`) needs no register check (CODICE_CONDOTTA_ART10_C2,
+    RPO_FAQ_REQUEST): allow with ``request``, whatever the result.
     """
     result = most_recent_result(results)
+    if request is not None:
+        detail_request = {"result": None if result is None else result.to_json(), "exceptions": [request.to_json()]}
+        return RuleResult("opposition_register", "allow_exception", (Reason.REQUEST,), detail_request)
     if result is None:
         return RuleResult("opposition_register", "deny", (Reason.NOT_CHECKED,), {"result": None})
     tz = settings.timezone
@@ -448,7 +530,9 @@ def valid_consent(
     return None
 
 
-def check_directory(intent: Intent, facts: Facts, now: datetime, settings: PolicySettings) -> RuleResult:
+def check_directory(
+    intent: Intent, facts: Facts, now: datetime, settings: PolicySettings, request: Consent | None = None
+) -> RuleResult:
     """A number not in the public telephone directories is called only with a valid consent.
 
     Source: CODICE_CONDOTTA_ART10_C2: a supplier may call "le utenze
@@ -464,6 +548,9 @@ def check_directory(intent: Intent, facts: Facts, now: datetime, settings: Polic
     - Otherwise (not listed, no extract loaded, or the extract too old): a
       valid consent of this client (:func:`valid_consent`) lifts it, else
       ``consent_required``.
+    - The person's own request for the call (:func:`request_in_force`)
+      lifts it too: the comma applies "laddove l'interessato non abbia chiesto
+      espressamente la chiamata o la richiamata".
     - A contract does not lift it: the article asks for "idoneo consenso",
       and L5_2018_ART1_C5's contract exception is an exception to the
       register only. On the safe side, a customer's unlisted number needs
@@ -487,6 +574,9 @@ def check_directory(intent: Intent, facts: Facts, now: datetime, settings: Polic
     if consent is not None:
         detail["exceptions"] = [consent.to_json()]
         return RuleResult("directory", "allow_exception", (Reason.CONSENT,), detail)
+    if request is not None:
+        detail["exceptions"] = [request.to_json()]
+        return RuleResult("directory", "allow_exception", (Reason.REQUEST,), detail)
     detail["why"] = why
     return RuleResult("directory", "deny", (Reason.CONSENT_REQUIRED,), detail)
 
@@ -503,7 +593,8 @@ def check_automated(intent: Intent, facts: Facts, now: datetime, settings: Polic
     whatever the register says. Statistical surveys are not named there; on
     the safe side the shipped policy applies the rule to them too. A valid
     consent of this client (:func:`valid_consent`) lifts it; a contract does
-    not (the article asks for consent).
+    not (the article asks for consent), nor does a request for a call (a
+    person who asks to be called has not consented to a machine).
     """
     if not intent.automated:
         return _NOT_AUTOMATED
@@ -516,7 +607,12 @@ def check_automated(intent: Intent, facts: Facts, now: datetime, settings: Polic
 
 
 def check_optout(
-    client_id: str, optouts: tuple[OptOut, ...], consents: tuple[Consent, ...], now: datetime, settings: PolicySettings
+    client_id: str,
+    optouts: tuple[OptOut, ...],
+    consents: tuple[Consent, ...],
+    now: datetime,
+    settings: PolicySettings,
+    request: Consent | None = None,
 ) -> RuleResult:
     """A callee on the internal do-not-call list for this client (or ``*``) is not called.
 
@@ -539,11 +635,23 @@ def check_optout(
         ):
             detail["exceptions"] = [consent.to_json()]
             return RuleResult("internal_dnc", "allow_exception", (Reason.CONSENT,), detail)
+    if request is not None and all(proven_after(request.granted_at, o.at, tz) for o in applicable):
+        # the person asked for this call after opting out; an opt-out after the request still denies
+        detail["exceptions"] = [request.to_json()]
+        return RuleResult("internal_dnc", "allow_exception", (Reason.REQUEST,), detail)
     return RuleResult("internal_dnc", "deny", (Reason.INTERNAL_DNC,), detail)
 
 
+def foreign_block_start(caller: str, settings: PolicySettings) -> date | None:
+    """From which day carriers block a call from abroad that shows ``caller``
+    (an Italian number), or None for a foreign number."""
+    if not caller.startswith("+39"):
+        return None
+    return settings.foreign_mobile_block_from if is_mobile(caller) else settings.foreign_fixed_block_from
+
+
 def check_caller_id(
-    intent: Intent, caller: str | None, operator: Operator | None, settings: PolicySettings
+    intent: Intent, caller: str | None, operator: Operator | None, settings: PolicySettings, now: datetime
 ) -> RuleResult:
     """The number shown to the callee must be callable and declared by the operator.
 
@@ -556,6 +664,13 @@ def check_caller_id(
     ("anonymous", "private", ...) or not a number: ``caller_id_missing``. A
     number the operator did not declare: ``caller_id_not_declared``. An
     unknown operator is already denied by ``operator_certified``.
+
+    An operator placing calls from outside Italy (``country`` of the
+    operators list) that shows an Italian number: ``caller_id_foreign_origin``
+    (AGCOM_CLI_SPOOFING: carriers block such calls, fixed and other
+    non-mobile numbers from 19 August 2025, mobile numbers from 19 November
+    2025, Italian days; the roaming exception is not assumed for a call
+    centre).
 
     Optional (``require_prefix``), AGCOM numbering: a marketing call shows an
     0844 number and a survey an 0843 number, or else a geographic or mobile
@@ -572,6 +687,15 @@ def check_caller_id(
     if caller not in operator.caller_ids:
         reasons.append(Reason.CALLER_ID_NOT_DECLARED)
         detail["declared"] = len(operator.caller_ids)
+    blocked_from = foreign_block_start(caller, settings)
+    if (
+        operator.country != "IT"
+        and blocked_from is not None
+        and now.astimezone(settings.timezone).date() >= blocked_from
+    ):
+        reasons.append(Reason.CALLER_ID_FOREIGN_ORIGIN)
+        detail["operator_country"] = operator.country
+        detail["blocked_since"] = blocked_from.isoformat()
     prefix = settings.caller_id_prefixes.get(intent.purpose)
     if settings.caller_id_require_prefix and prefix is not None:
         detail["required_prefix"] = prefix
@@ -780,23 +904,29 @@ def decide(
         def skip(rule: str) -> RuleResult:
             return settings.skipped(rule, purpose)
 
-        if "operator_certified" in on:
-            rules.append(check_operator(intent.operator_id, operator, now.astimezone(settings.timezone).date()))
-        else:
-            rules.append(skip("operator_certified"))
+        today = now.astimezone(settings.timezone).date()
+        rules.append(
+            check_operator(intent.operator_id, operator, today)
+            if "operator_certified" in on
+            else skip("operator_certified")
+        )
+        rules.append(
+            check_mandate(intent, facts.mandates, today) if "operator_mandated" in on else skip("operator_mandated")
+        )
         facts_json["operator"] = None if operator is None else operator.to_json()
         if callee is not None:
             register, consents = facts.register, facts.consents
+            request = request_in_force(intent, consents, facts.calls, now, settings)
             rules += (
-                check_register(intent, register, consents, now, settings)
+                check_register(intent, register, consents, now, settings, request)
                 if "opposition_register" in on
                 else skip("opposition_register"),
-                check_directory(intent, facts, now, settings) if "directory" in on else skip("directory"),
+                check_directory(intent, facts, now, settings, request) if "directory" in on else skip("directory"),
                 check_automated(intent, facts, now, settings) if "automated_calls" in on else skip("automated_calls"),
-                check_optout(intent.client_id, facts.optouts, consents, now, settings)
+                check_optout(intent.client_id, facts.optouts, consents, now, settings, request)
                 if "internal_dnc" in on
                 else skip("internal_dnc"),
-                check_caller_id(intent, caller, operator, settings) if "caller_id" in on else skip("caller_id"),
+                check_caller_id(intent, caller, operator, settings, now) if "caller_id" in on else skip("caller_id"),
                 check_calling_hours(callee, now, settings) if "calling_hours" in on else skip("calling_hours"),
                 check_frequency(intent, facts.calls, now, settings) if "frequency_cap" in on else skip("frequency_cap"),
                 check_silent_calls(facts.silent_at, now, settings) if "silent_calls" in on else skip("silent_calls"),
@@ -811,6 +941,7 @@ def decide(
             facts_json["consents"] = [c.to_json() for c in consents]
             facts_json["optouts"] = [o.to_json() for o in facts.optouts]
             facts_json["directory"] = {"extract": versions["directory"], "listed": facts.listed}
+            facts_json["mandates"] = [m.to_json() for m in facts.mandates]
             requires_operator = "silent_calls" in on and operator_required(intent, facts, settings)
     denying = [rule for rule in rules if rule.outcome == "deny"]
     deny = tuple(dict.fromkeys(reason for rule in denying for reason in rule.reasons))

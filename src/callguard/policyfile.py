@@ -34,7 +34,8 @@ DEFAULT_POLICY = "it"
 _RULE_KEYS: dict[str, set[str]] = {
     "callee_number": set(),
     "operator_certified": set(),
-    "opposition_register": {"max_age_days", "contract_grace_days"},
+    "operator_mandated": set(),
+    "opposition_register": {"max_age_days", "contract_grace_days", "request_validity_days"},
     "directory": {"max_age_days"},
     "automated_calls": set(),
     "internal_dnc": set(),
@@ -178,6 +179,9 @@ def _parameters(
             settings,
             register_max_age_days=_int(table, "max_age_days", settings.register_max_age_days, 1, 366, where, errors),
             contract_grace_days=_int(table, "contract_grace_days", settings.contract_grace_days, 0, 366, where, errors),
+            request_validity_days=_int(
+                table, "request_validity_days", settings.request_validity_days, 1, 30, where, errors
+            ),
         )
     if name == "directory":
         return replace(
@@ -312,6 +316,7 @@ def describe(settings: PolicySettings) -> dict[str, Any]:
         "opposition_register": {
             "max_age_days": settings.register_max_age_days,
             "contract_grace_days": settings.contract_grace_days,
+            "request_validity_days": settings.request_validity_days,
         },
         "directory": {"max_age_days": settings.directory_max_age_days},
         "campaign_silent_rate": {"window_days": settings.silent_rate_window_days},

@@ -24,6 +24,8 @@ DEADLETTER_TOPIC = "callguard.deadletter"
 OPTOUTS_TOPIC = "callguard.optouts"
 #: Call outcomes reported by dialers (``GuardClient.report_outcome``): silent-call blocks and abandoned-call rates.
 OUTCOMES_TOPIC = "callguard.outcomes"
+#: Real-time consents, contracts and call requests (``GuardClient.record_consent``); withdrawals are opt-outs.
+CONSENTS_TOPIC = "callguard.consents"
 
 #: Largest message the guard accepts; larger ones are malformed by contract.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -59,9 +61,13 @@ class Reason(StrEnum):
     CONSENT_REQUIRED = "consent_required"
     # deny, the campaign's silent-call rate is over the limit
     CAMPAIGN_SILENT_RATE = "campaign_silent_rate"
+    # deny, the supply chain
+    OPERATOR_NOT_MANDATED = "operator_not_mandated"
+    CALLER_ID_FOREIGN_ORIGIN = "caller_id_foreign_origin"
     # allow on an exception
     CONSENT = "consent"
     CONTRACT = "contract"
+    REQUEST = "request"
 
 
 class Purpose(StrEnum):
@@ -115,6 +121,10 @@ class Intent:
     requested_at: datetime | None = None
     #: placed by an automated calling system without an operator (Codice privacy art. 130 c. 1-2)
     automated: bool = False
+    #: the campaign's script (Codice di condotta art. 10 c. 1): evidence, kept in the audit record
+    script_id: str | None = None
+    #: where the number came from (a list provider, or ``directory``): evidence
+    list_source: str | None = None
 
 
 def _required_id(obj: dict[str, Any], name: str, intent_id: str | None) -> str:
@@ -213,6 +223,8 @@ def parse_intent(value: bytes | None) -> Intent:
         campaign_id=_optional_str(obj, "campaign_id", intent_id),
         requested_at=requested_at,
         automated=automated,
+        script_id=_optional_str(obj, "script_id", intent_id),
+        list_source=_optional_str(obj, "list_source", intent_id),
     )
 
 

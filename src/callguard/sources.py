@@ -75,6 +75,44 @@ SOURCES: dict[str, Source] = {
             "'un idoneo consenso'. A missing or too old directory extract counts as 'not listed'.",
         ),
         Source(
+            "CODICE_CONDOTTA_FILIERA",
+            _GU_CODICE,
+            "art. 6, 7, 14, 17",
+            _GU_CODICE_PUB,
+            "(not read) The client (committente) uses only suppliers bound to it by contract and adhering to the "
+            "code, and answers for its supply chain, sub-suppliers and suppliers with several mandates included.",
+            "https://www.gazzettaufficiale.it/ (caricaArticolo, 24A01602, art. 6, 7, 14, 17)",
+            "A call centre calls for a client only under a mandate of that client in force on the decision's "
+            "Italian day (callguard mandates load); none gives operator_not_mandated.",
+            verified=False,
+        ),
+        Source(
+            "RPO_FAQ_REQUEST",
+            "Registro pubblico delle opposizioni, FAQ for operators",
+            "FAQ",
+            "registrodelleopposizioni.it/operatore/domande-frequenti-operatore/",
+            "Nel caso di chiamate su richiesta del cittadino non e' necessario consultare preventivamente il RPO. "
+            "Fermo restando che tale richiesta deve essere intesa una tantum e non puo' essere estensivamente "
+            "interpretata come consenso al telemarketing.",
+            "https://registrodelleopposizioni.it/operatore/domande-frequenti-operatore/",
+            "A call request lifts the register and directory checks for the one client asked, for one allowed "
+            "call and a short time (2 days without an end); it is no consent to automated calls.",
+        ),
+        Source(
+            "AGCOM_CLI_SPOOFING",
+            "AGCOM, delibere 106/25/CONS (30 April 2025) and 271/25/CONS (6 November 2025)",
+            "caller-ID rules for calls from abroad",
+            "agcom.it",
+            "(not read; AGCOM's announcements as reported) Carriers block calls from abroad that show an Italian "
+            "fixed number from 19 August 2025, and an Italian mobile number outside real roaming from 19 November "
+            "2025.",
+            "https://www.agcom.it/",
+            "An operator calling from outside Italy that shows a +39 number is denied caller_id_foreign_origin from "
+            "those days (numbers libphonenumber does not know as mobile count as fixed: the earlier day); real "
+            "roaming is not assumed for a call centre.",
+            verified=False,
+        ),
+        Source(
             "L5_2018_ART1",
             _L5,
             "art. 1 c. 2",

@@ -45,12 +45,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import DataError, RedisClusterException, RedisError
 
 from callguard import register as register_store
-from callguard.facts import Consent, Facts, Operator, OptOut, PastCall, RegisterResult, When, intent_ref
+from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult, When, intent_ref
 from callguard.register import LOOKUP_LUA, RegisterRows, register_key, register_result
 from callguard.schema import ALL_CLIENTS, OutcomeReport
 
 PREFIX = "cg:"
 OPERATORS_KEY = PREFIX + "operators"
+#: ``{client_id}|{operator_id}`` -> ``{valid_from}|{valid_until};…`` (``callguard mandates load``).
+MANDATES_KEY = PREFIX + "mandates"
 META_KEY = PREFIX + "meta"
 REGISTER_LOADS_KEY = register_store.LOADS_KEY
 AUDIT_HEADS_KEY = PREFIX + "audit:heads"
@@ -89,10 +91,11 @@ return written
 
 
 # Everything a batch of intents needs, in one command (one round trip, one
-# reply to parse). KEYS: the operators and meta hashes, D outcome-counter
-# hashes (one a day of the campaign silent-rate window), then per intent with
-# a valid callee its register bucket and callee hash. ARGV: the number of
-# operator ids, the ids, D, the number of outcome fields, the fields
+# reply to parse). KEYS: the operators, meta and mandates hashes, D
+# outcome-counter hashes (one a day of the campaign silent-rate window), then
+# per intent with a valid callee its register bucket and callee hash. ARGV:
+# the number of operator ids, the ids, the number of mandate fields, the
+# fields ("{client}|{operator}"), D, the number of outcome fields, the fields
 # ("{campaign}|{outcome}"), then per intent the number's suffix in its bucket
 # and the client id. ``register()`` is callguard.register.LOOKUP_LUA,
 # prepended when the script is registered.
@@ -103,23 +106,29 @@ for j = 1, n do
   operators[j] = redis.call('HGET', KEYS[1], ARGV[j + 1])
 end
 local out = {operators}
-out[2] = redis.call('HMGET', KEYS[2], 'operators_version', 'directory_generation', 'directory_as_of')
-local days = tonumber(ARGV[n + 2])
-local nf = tonumber(ARGV[n + 3])
+out[2] = redis.call('HMGET', KEYS[2], 'operators_version', 'directory_generation', 'directory_as_of', 'mandates_version')
+local nm = tonumber(ARGV[n + 2])
+local mandates = {}
+for j = 1, nm do mandates[j] = redis.call('HGET', KEYS[3], ARGV[n + 2 + j]) end
+local b = n + 3 + nm
+local days = tonumber(ARGV[b])
+local nf = tonumber(ARGV[b + 1])
 local fields = {}
-for j = 1, nf do fields[j] = ARGV[n + 3 + j] end
+for j = 1, nf do fields[j] = ARGV[b + 1 + j] end
 local counts = {}
 if nf > 0 then
-  for d = 1, days do counts[d] = redis.call('HMGET', KEYS[2 + d], unpack(fields)) end
+  for d = 1, days do counts[d] = redis.call('HMGET', KEYS[3 + d], unpack(fields)) end
 end
 out[3] = counts
-local a = n + 4 + nf
-for i = 3 + days, #KEYS, 2 do
+out[4] = mandates
+local a = b + 2 + nf
+for i = 4 + days, #KEYS, 2 do
   local suffix, client = ARGV[a], ARGV[a + 1]
   a = a + 2
   out[#out + 1] = register(KEYS[i], tonumber(suffix), client)
   out[#out + 1] = redis.call('HMGET', KEYS[i + 1], 'consent:' .. client, 'contract:' .. client,
-                             'optout:' .. client, 'optout:*', 'calls:' .. client, 'silent:' .. client)
+                             'optout:' .. client, 'optout:*', 'calls:' .. client, 'silent:' .. client,
+                             'request:' .. client)
 end
 return out
 """
@@ -295,13 +304,14 @@ def format_when(when: When) -> str:
 
 @lru_cache(maxsize=4_096)
 def _operator(operator_id: str, value: str) -> Operator:
-    status, valid_from, valid_until, caller_ids = value.split("|")
+    status, valid_from, valid_until, caller_ids, *country = value.split("|")  # no country: stored before it existed
     return Operator(
         operator_id=operator_id,
         status=cast(Any, status),
         valid_from=date.fromisoformat(valid_from),
         valid_until=date.fromisoformat(valid_until),
         caller_ids=tuple(c for c in caller_ids.split(";") if c),
+        country=country[0] if country else "IT",
     )
 
 
@@ -312,8 +322,35 @@ def operator_value(operator: Operator) -> str:
             operator.valid_from.isoformat(),
             operator.valid_until.isoformat(),
             ";".join(operator.caller_ids),
+            operator.country,
         )
     )
+
+
+def mandate_field(client_id: str, operator_id: str) -> str:
+    return f"{client_id}|{operator_id}"
+
+
+def mandates_by_field(mandates: Iterable[Mandate]) -> dict[str, str]:
+    """The ``cg:mandates`` hash: every period of a client and operator in one field."""
+    periods: dict[str, list[str]] = {}
+    for m in mandates:
+        periods.setdefault(mandate_field(m.client_id, m.operator_id), []).append(
+            f"{m.valid_from.isoformat()}|{m.valid_until.isoformat()}"
+        )
+    return {field: ";".join(sorted(values)) for field, values in periods.items()}
+
+
+@lru_cache(maxsize=4_096)
+def parse_mandates(field: str, value: str | None) -> tuple[Mandate, ...]:
+    if not value:
+        return ()
+    client_id, _, operator_id = field.partition("|")
+    out = []
+    for period in value.split(";"):
+        valid_from, _, valid_until = period.partition("|")
+        out.append(Mandate(client_id, operator_id, date.fromisoformat(valid_from), date.fromisoformat(valid_until)))
+    return tuple(out)
 
 
 def consent_value(consent: Consent) -> str:
@@ -463,10 +500,12 @@ class Stores:
         then denies the whole batch with ``lookup_unavailable``.
         """
         operator_ids = list(dict.fromkeys(q.operator_id for q in queries))
+        pairs = list(dict.fromkeys(mandate_field(q.client_id, q.operator_id) for q in queries))
         campaigns = list(dict.fromkeys(q.campaign_id or NO_CAMPAIGN for q in queries)) if outcome_days else []
         fields = [f"{campaign}|{outcome}" for campaign in campaigns for outcome in RATE_OUTCOMES]
-        keys = [OPERATORS_KEY, META_KEY, *(outcome_days_key(day) for day in outcome_days)]
-        args: list[str] = [str(len(operator_ids)), *operator_ids, str(len(outcome_days)), str(len(fields)), *fields]
+        keys = [OPERATORS_KEY, META_KEY, MANDATES_KEY, *(outcome_days_key(day) for day in outcome_days)]
+        args: list[str] = [str(len(operator_ids)), *operator_ids, str(len(pairs)), *pairs]
+        args += (str(len(outcome_days)), str(len(fields)), *fields)
         for q in queries:
             if q.callee is not None:
                 bucket, suffix = register_key(q.callee)
@@ -480,10 +519,11 @@ class Stores:
             op_id: None if value is None else _operator(op_id, value)
             for op_id, value in zip(operator_ids, replies[0], strict=True)
         }
-        operators_version, generation_text, directory_day = replies[1]
+        operators_version, generation_text, directory_day, mandates_version = replies[1]
         generation = int(generation_text) if generation_text else None
         directory_as_of = date.fromisoformat(directory_day) if directory_day else None
-        versions: dict[str, str | None] = {"operators": operators_version}
+        versions: dict[str, str | None] = {"operators": operators_version, "mandates": mandates_version}
+        mandates = {pair: parse_mandates(pair, value) for pair, value in zip(pairs, replies[3], strict=True)}
         outcomes: dict[str, dict[str, int]] = {campaign: {} for campaign in campaigns}
         for day in replies[2]:
             for index, count in enumerate(day):
@@ -492,15 +532,18 @@ class Stores:
                     outcome = RATE_OUTCOMES[index % len(RATE_OUTCOMES)]
                     per[outcome] = per.get(outcome, 0) + int(count)
         facts: list[Facts] = []
-        position = 3
+        position = 4
         for q in queries:
             operator = operators[q.operator_id]
             campaign_outcomes = outcomes[q.campaign_id or NO_CAMPAIGN] if outcome_days else None
+            mandated = mandates[mandate_field(q.client_id, q.operator_id)]
             if q.callee is None:
-                facts.append(Facts(operator=operator, versions=versions, campaign_outcomes=campaign_outcomes))
+                facts.append(
+                    Facts(operator=operator, versions=versions, campaign_outcomes=campaign_outcomes, mandates=mandated)
+                )
                 continue
             reg_all, reg_client, listed = replies[position]
-            consent, contract, optout_client, optout_all, calls, silent = replies[position + 1]
+            consent, contract, optout_client, optout_all, calls, silent, request = replies[position + 1]
             position += 2
             register: list[RegisterResult] = []
             if reg_all is not None:
@@ -512,6 +555,8 @@ class Stores:
                 consents.append(_consent(q.client_id, "consent", consent))
             if contract is not None:
                 consents.append(_consent(q.client_id, "contract", contract))
+            if request is not None:
+                consents.append(_consent(q.client_id, "request", request))
             optouts: list[OptOut] = []
             if optout_client is not None:
                 optouts.append(OptOut(q.client_id, parse_when(optout_client)))
@@ -529,6 +574,7 @@ class Stores:
                     listed=directory_listed(listed, generation),
                     directory_as_of=directory_as_of,
                     campaign_outcomes=campaign_outcomes,
+                    mandates=mandated,
                 )
             )
         return facts
@@ -798,17 +844,32 @@ class Stores:
     async def replace_operators(self, operators: Sequence[Operator], version: str) -> None:
         """Swap the whole certification list at once: readers see the old
         list or the new one, never a mix."""
-        staging = OPERATORS_KEY + ":staging"
+        mapping = {op.operator_id: operator_value(op) for op in operators}
+        await self._replace_hash(OPERATORS_KEY, mapping, "operators_version", version)
+
+    async def replace_mandates(self, mandates: Sequence[Mandate], version: str) -> None:
+        """Swap the whole list of mandates at once, like the operators."""
+        await self._replace_hash(MANDATES_KEY, mandates_by_field(mandates), "mandates_version", version)
+
+    async def mandates(self) -> tuple[Mandate, ...]:
+        """Every mandate held (``callguard status``)."""
+        raw = cast(dict[str, str], await self.redis.hgetall(MANDATES_KEY))
+        return tuple(m for field, value in raw.items() for m in parse_mandates(field, value))
+
+    async def _replace_hash(self, key: str, mapping: dict[str, str], version_field: str, version: str) -> None:
+        """Stage ``mapping`` beside ``key``, then rename it over ``key`` and set
+        its version in one transaction."""
+        staging = key + ":staging"
         await self.redis.delete(staging)
-        for start in range(0, len(operators), 5000):
-            chunk = operators[start : start + 5000]
-            await self.redis.hset(staging, mapping={op.operator_id: operator_value(op) for op in chunk})
+        items = list(mapping.items())
+        for start in range(0, len(items), 5000):
+            await self.redis.hset(staging, mapping=dict(items[start : start + 5000]))
         async with self.redis.pipeline(transaction=True) as pipe:
-            if operators:
-                pipe.rename(staging, OPERATORS_KEY)
+            if items:
+                pipe.rename(staging, key)
             else:
-                pipe.delete(OPERATORS_KEY)
-            pipe.hset(META_KEY, "operators_version", version)
+                pipe.delete(key)
+            pipe.hset(META_KEY, version_field, version)
             await pipe.execute()
 
     async def upsert_consents(self, rows: Sequence[tuple[str, Consent]], chunk: int = 5000) -> None:
@@ -820,9 +881,9 @@ class Stores:
                     pipe.hset(callee_key(e164), f"{consent.basis}:{consent.client_id}", consent_value(consent))
                 added = await pipe.execute()
             # counts for ``callguard status`` (operations, issue 5): HSET answers 1 for a new field
-            new = {"consents": 0, "contracts": 0}
+            new = {"consents": 0, "contracts": 0, "requests": 0}
             for (_, consent), fresh in zip(part, added, strict=True):
-                new["consents" if consent.basis == "consent" else "contracts"] += int(fresh)
+                new[consent.basis + "s"] += int(fresh)
             if any(new.values()):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for name, count in new.items():

@@ -23,6 +23,7 @@ SCHEMAS = {
     "deadletter": "deadletter.schema.json",
     "optout": "optout.schema.json",
     "outcome": "outcome.schema.json",
+    "consent": "consent.schema.json",
 }
 ASYNCAPI = "asyncapi.yaml"
 
