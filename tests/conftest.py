@@ -132,6 +132,19 @@ def operators_csv(directory: Path, rows: list[str]) -> Path:
     return write_csv(directory / "operators.csv", header, list(_session_operators.values()))
 
 
+#: every mandate the test modules loaded into the session's Redis
+_session_mandates: set[str] = set()
+
+
+def mandates_csv(directory: Path, rows: list[str]) -> Path:
+    """A mandates file with ``rows`` and every mandate other modules loaded
+    before (``mandates load`` replaces the whole list, like the operators)."""
+    _session_mandates.update(rows)
+    return write_csv(
+        directory / "mandates.csv", "client_id,operator_id,valid_from,valid_until", sorted(_session_mandates)
+    )
+
+
 def load_all(env: dict[str, str], *commands: tuple[str, ...]) -> None:
     """Run ``callguard`` loader commands as a user would; each must succeed."""
     for argv in commands:

@@ -34,6 +34,7 @@ from tests.conftest import (
     collect,
     env_for,
     load_all,
+    mandates_csv,
     operators_csv,
     produce,
     start_test_broker,
@@ -103,6 +104,11 @@ def env(broker: Broker, embedded: Embedded, tmp_path_factory: pytest.TempPathFac
     load_all(
         environment,
         ("operators", "load", str(operators)),
+        (
+            "mandates",
+            "load",
+            str(mandates_csv(directory, [f"{c},ce-op,2024-01-01,2030-12-31" for c in ("ce-acme", "ce-beta")])),
+        ),
         # a clear result loaded for every client ('*') is nobody's check: each client's own
         ("register", "load", str(register), "--as-of", today(), "--client", "ce-acme"),
         ("register", "load", str(register), "--as-of", today(), "--client", "ce-beta"),

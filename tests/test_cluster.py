@@ -403,6 +403,8 @@ def cluster_env(cluster: RedisCluster, tmp_path_factory: pytest.TempPathFactory)
         env,
         ("operators", "load", str(write_csv(directory / "ops.csv", "operator_id,status,valid_from,valid_until,caller_ids",
                                             ["cl-op,active,2024-01-01,2030-12-31,+39 0844 000001"]))),
+        ("mandates", "load", str(write_csv(directory / "mandates.csv", "client_id,operator_id,valid_from,valid_until",
+                                           [f"{c},cl-op,2024-01-01,2030-12-31" for c in ("cl-acme", "cl-beta")]))),
         ("register", "load", str(write_csv(directory / "reg.csv", "number,status,registered_at",
                                            [f"{e164(104)},opposed,2024-02-01", f"{e164(105)},opposed,2024-02-01"])),
          "--as-of", str(t - timedelta(days=1))),

@@ -35,6 +35,7 @@ from tests.conftest import (
     collect,
     env_for,
     load_all,
+    mandates_csv,
     operators_csv,
     produce,
     start_test_broker,
@@ -121,6 +122,7 @@ def env(broker: str, embedded: Embedded, tmp_path_factory: pytest.TempPathFactor
     load_all(
         environment,
         ("operators", "load", str(files["ops"])),
+        ("mandates", "load", str(mandates_csv(d, [f"{CLIENT},il-op,2024-01-01,2030-12-31"]))),
         ("register", "load", str(files["mine"]), "--as-of", str(t), "--client", CLIENT),
         ("register", "load", str(files["fresh"]), "--as-of", str(t - timedelta(days=14)), "--client", CLIENT),
         ("register", "load", str(files["stale"]), "--as-of", str(t - timedelta(days=15)), "--client", CLIENT),

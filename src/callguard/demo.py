@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from callguard.embedded import Embedded, free_port, wait_healthy
 from callguard.numbers import mask
-from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
+from callguard.schema import CONSENTS_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC, rfc3339
 
 SAMPLE = resources.files("callguard") / "sample"
 CLIENTS = ("acme", "acme", "acme", "beta")
-OPERATORS = ("op-roma",) * 6 + ("op-milano",) * 3 + ("op-napoli", "op-torino", "op-unknown")
+OPERATORS = ("op-roma",) * 6 + ("op-milano",) * 3 + ("op-napoli", "op-torino", "op-unknown", "op-tirana")
 #: The caller ID each operator shows (declared in sample/operators.csv), and some that are not right.
-CALLER_IDS = {"op-roma": "+39 0844 000001", "op-milano": "+39 0844 000002"}
+CALLER_IDS = {"op-roma": "+39 0844 000001", "op-milano": "+39 0844 000002", "op-tirana": "+39 06 5555 0000"}
 #: The number the real-time opt-out is shown on: kept out of the random intents,
 #: which would otherwise use up its frequency cap (3 calls per 24 h per client).
 OPTOUT_INDEX = 7
@@ -125,6 +125,35 @@ async def _exchange(
                 break
         elapsed = time.monotonic() - started
 
+        # real-time consents: an unlisted number needs one (consent_required); the
+        # person asks acme to call back (a request), or gives a consent, on callguard.consents
+        print("\nreal-time consents (numbers not in the public directories):")
+        for label, number, basis in (
+            ("call request", "+39347000" + "0112", "request"),
+            ("consent", "+39347000" + "0113", "consent"),
+        ):
+            probe_intent = {"operator_id": "op-roma", "client_id": "acme", "caller_id": CALLER_IDS["op-roma"]}
+            for step in ("before", "after"):
+                if step == "after":
+                    given = {
+                        "callee": number,
+                        "client_id": "acme",
+                        "basis": basis,
+                        "granted_at": rfc3339(datetime.now(UTC)),
+                    }
+                    await producer.send_and_wait(CONSENTS_TOPIC, orjson.dumps(given), key=number.encode())
+                    print(f"  {label} published on {CONSENTS_TOPIC} for {mask(number)}")
+                    await asyncio.sleep(1.0)
+                intent_id = f"demo-{basis}-{step}"
+                await producer.send_and_wait(
+                    INTENTS_TOPIC, orjson.dumps({"intent_id": intent_id, "callee": number, **probe_intent})
+                )
+                async for record in consumer:
+                    decision = orjson.loads(record.value)
+                    if decision["intent_id"] == intent_id:
+                        print(f"  {step:<6} the {label}: {decision['decision']} {decision['reasons']}")
+                        break
+
         # the real-time opt-out: the same number, allowed, then opted out, then denied
         print("\nreal-time opt-out:")
         probe = {
@@ -175,6 +204,8 @@ def run_demo(intents: int = 2000, show: int = 25) -> int:
         }
         print(f"  broker {embedded.broker_url}   redis {embedded.redis_url}   worker web port {web_port}\n")
         _cli(["operators", "load", str(sample_path("operators.csv"))], env)
+        # which call centres may call for which client (beta's mandate to op-milano has ended)
+        _cli(["mandates", "load", str(sample_path("mandates.csv"))], env)
         # each client consults the register for itself (a clear result counts only for its client)
         for client, days in (("acme", 2), ("beta", 1)):
             register = str(sample_path("register.csv"))
