@@ -128,7 +128,7 @@ def operators_csv(directory: Path, rows: list[str]) -> Path:
     the session's Redis, so no module may take another's operators away."""
     for row in rows:
         _session_operators[row.split(",", 1)[0]] = row
-    header = "operator_id,status,valid_from,valid_until,caller_ids"
+    header = "operator_id,status,valid_from,valid_until,caller_ids,country"
     return write_csv(directory / "operators.csv", header, list(_session_operators.values()))
 
 
