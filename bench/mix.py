@@ -4,6 +4,7 @@
   registration date, all consulted today by each client (``acme``, ``beta``:
   a result for every client only ever denies);
 - a public-directory extract listing 60 % of the numbers;
+- mandates: ``acme`` for every operator, ``beta`` for nine in ten;
 - consents for 2 % of the numbers (client ``acme``), contracts for 1 %
   (client ``beta``), opt-outs for 1 % (every client);
 - 50 operators, 45 active and 5 suspended, each with two declared caller IDs;
@@ -28,7 +29,7 @@ from pathlib import Path
 import orjson
 
 import callguard
-from callguard.facts import Consent, Operator, OptOut
+from callguard.facts import Consent, Mandate, Operator, OptOut
 from callguard.register import RegisterRows
 from callguard.stores import Stores
 
@@ -50,6 +51,17 @@ async def load_data(redis_url: str, register_size: int, today: date) -> None:
         rows = ((number(i), i % 5 == 0, date(2023, 5, 1) if i % 10 == 0 else None) for i in range(register_size))
         await stores.add_register_results(rows, today, client)
     await load_directory(stores, register_size, today)
+    replace_mandates = getattr(stores, "replace_mandates", None)  # absent in an older callguard
+    if replace_mandates is not None:
+        await replace_mandates(
+            [
+                Mandate(client, f"op-{n}", date(2024, 1, 1), date(2030, 1, 1))
+                for client in ("acme", "beta")
+                for n in range(OPERATORS)
+                if client == "acme" or n % 10  # beta has no mandate for one operator in ten
+            ],
+            "bench",
+        )
     await stores.replace_operators(
         [
             Operator(f"op-{n}", "active" if n < 45 else "suspended", date(2024, 1, 1), date(2030, 1, 1), caller_ids(n))

@@ -88,6 +88,8 @@ async def test_check_fields_reach_the_audit_trail(loaded: None, worker: Worker, 
         "callee": number(COUNT + 1), "callee_input": None, "operator_id": OPERATOR, "client_id": "acme",
         "purpose": "survey", "caller_id": "+390844000001", "campaign_id": "cl-campaign", "requested_at": None,
         "automated": False,
+        "script_id": None,
+        "list_source": None,
     }  # fmt: skip
 
 

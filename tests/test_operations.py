@@ -229,7 +229,7 @@ def test_status_prints_data_workers_and_lag(stack: Stack) -> None:
     assert f"register for every client: 5 numbers, newest as of {t - timedelta(days=1)} (1 days old)" in out
     assert f"oldest still in use as of {t - timedelta(days=20)} (20 days old) (older than the maximum" in out
     assert f"register for client acme: 1 numbers, newest as of {t}" in out
-    assert "consents: 1, contracts: 0, opt-outs: 1" in out
+    assert "consents: 1, contracts: 0, call requests: 0, opt-outs: 1" in out
     assert f"workers: group {GROUP}" in out and "on 6 partitions" in out
     assert "data: ok" in out
 
