@@ -8,7 +8,7 @@ own whose Redis never answers, so no decision can arrive in time.
 from __future__ import annotations
 
 import asyncio
-import socket
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from callguard.embedded import Server
+from callguard.embedded import Server, start_redis
 from callguard.schema import AUDIT_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
 from tests.conftest import Worker, cli, collect, env_for, load_all, operators_csv, start_test_broker, today, write_csv
 from tests.contract import validate
@@ -51,6 +51,22 @@ def loaded(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Non
     )
 
 
+def issue(env: dict[str, str], operator: str, *clients: str, name: str | None = None) -> str:
+    """A token issued with the CLI as an operator's admin would; the token is the one line on stdout."""
+    argv = ["tokens", "issue", "--operator-id", operator, *(a for c in clients for a in ("--client-id", c))]
+    result = cli(env, *argv, *(("--name", name) if name else ()))
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert token.startswith("cgk_") and "\n" not in token
+    return token
+
+
+@pytest.fixture(scope="module")
+def token(env: dict[str, str]) -> str:
+    """The token this module's checks present: operator ch-op, client acme."""
+    return issue(env, OPERATOR, "acme", name="ch-dialer")
+
+
 @pytest.fixture
 def lone_broker(tmp_path: Path) -> Iterator[Server]:
     """A broker the session worker does not consume from."""
@@ -64,10 +80,11 @@ def lone_broker(tmp_path: Path) -> Iterator[Server]:
 # --- POST /v1/check -----------------------------------------------------------------------
 
 
-def post(port: int, body: bytes, timeout: float = 30) -> tuple[int, dict[str, Any], float]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/check", data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
+def post(port: int, body: bytes, token: str | None, timeout: float = 30) -> tuple[int, dict[str, Any], float]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/check", data=body, headers=headers, method="POST")
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -83,9 +100,11 @@ def intent(intent_id: str | None, n: int, **extra: Any) -> bytes:
     return orjson.dumps(body)
 
 
-async def test_http_check_answers_the_decision_from_the_topics(loaded: None, worker: Worker, embedded) -> None:
+async def test_http_check_answers_the_decision_from_the_topics(
+    loaded: None, worker: Worker, embedded, token: str
+) -> None:
     for intent_id, n in (("ch-http-allow", 11), ("ch-http-deny", 12)):
-        status, body, _ = await asyncio.to_thread(post, worker.web_port, intent(intent_id, n))
+        status, body, _ = await asyncio.to_thread(post, worker.web_port, intent(intent_id, n), token)
         assert status == 200, body
         assert (body["decision"], body["reasons"]) == expected(n) and body["intent_id"] == intent_id
         validate(body, "decision")
@@ -95,7 +114,7 @@ async def test_http_check_answers_the_decision_from_the_topics(loaded: None, wor
         audit = (await collect(embedded.broker_url, AUDIT_TOPIC, {intent_id}))[intent_id][0]
         assert audit["intent"]["callee"] == number(n)
 
-    status, body, _ = await asyncio.to_thread(post, worker.web_port, intent(None, 13))
+    status, body, _ = await asyncio.to_thread(post, worker.web_port, intent(None, 13), token)
     assert status == 200 and body["decision"] == "allow"
     assert body["intent_id"].startswith("http-")
     audit = (await collect(embedded.broker_url, AUDIT_TOPIC, {body["intent_id"]}))[body["intent_id"]][0]
@@ -116,48 +135,45 @@ async def test_http_check_answers_the_decision_from_the_topics(loaded: None, wor
     ],
 )  # fmt: skip
 async def test_http_check_rejects_bad_bodies_with_json_errors(
-    loaded: None, worker: Worker, body: bytes, status: int, error: str, intent_id: str | None
+    loaded: None, worker: Worker, token: str, body: bytes, status: int, error: str, intent_id: str | None
 ) -> None:
-    got, answer, _ = await asyncio.to_thread(post, worker.web_port, body)
+    got, answer, _ = await asyncio.to_thread(post, worker.web_port, body, token)
     assert got == status, answer
     assert error in answer["error"] and answer["intent_id"] == intent_id and answer["retryable"] is False
 
 
-class BlackHole:
-    """A TCP port that accepts connections and never answers: a Redis that hangs."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 async def test_http_check_times_out_with_504_when_no_decision_can_arrive(lone_broker: Server, tmp_path: Path) -> None:
-    # the worker's own agent cannot decide (its Redis never answers) and no other worker runs
-    hole = BlackHole()
+    # the worker's own agent cannot decide (its Redis stops answering once the
+    # endpoint has read the tokens) and no other worker runs
+    (tmp_path / "redis").mkdir()
+    redis_server = start_redis(tmp_path / "redis")
     env = env_for(
-        f"kafka://127.0.0.1:{lone_broker.port}", f"redis://127.0.0.1:{hole.port}/0",
+        f"kafka://127.0.0.1:{lone_broker.port}", f"redis://127.0.0.1:{redis_server.port}/0",
         CALLGUARD_CHECK_TIMEOUT="1", CALLGUARD_REDIS_TIMEOUT="3", CALLGUARD_APP_ID="callguard-ch-504",
     )  # fmt: skip
+    token = issue(env, OPERATOR, "acme")
     worker = Worker(env, tmp_path / "worker.log").start(wait=False)
+    frozen = False
     try:
         deadline = time.monotonic() + 60
         attempt = 0
-        while True:  # 503 until the endpoint's client has started
+        while True:  # 503 until the endpoint's client has started and read the tokens
             attempt += 1
             try:
-                status, body, elapsed = await asyncio.to_thread(post, worker.web_port, intent(f"ch-504-{attempt}", 15))
+                status, body, elapsed = await asyncio.to_thread(
+                    post, worker.web_port, intent(f"ch-504-{attempt}", 15), token
+                )
             except OSError:
                 status = 0
-            if status not in (0, 503) or time.monotonic() > deadline:
+            if status == 200 and not frozen:  # the endpoint works: now freeze Redis (SIGSTOP)
+                redis_server.process.send_signal(signal.SIGSTOP)
+                frozen = True
+                continue
+            if (frozen and status not in (0, 503)) or time.monotonic() > deadline:
                 break
             assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
             await asyncio.sleep(0.3)
-        assert status == 504, worker.log_tail()
+        assert status == 504, (status, body, worker.log_tail())
         assert body == {"error": body["error"], "intent_id": f"ch-504-{attempt}", "retryable": True}
         assert "treat as a deny" in body["error"] and "decision" not in body
         assert 1.0 <= elapsed < 5
@@ -168,9 +184,83 @@ async def test_http_check_times_out_with_504_when_no_decision_can_arrive(lone_br
         validate(late, "decision")
         validate((await collect(broker_url, AUDIT_TOPIC, {body["intent_id"]}))[body["intent_id"]][0], "audit")
     finally:
+        if frozen:
+            redis_server.process.send_signal(signal.SIGCONT)
         worker.stop()
-        hole.close()
+        redis_server.stop()
     assert number(15) not in worker.log_path.read_text()
+
+
+# --- who may check: tokens ------------------------------------------------------------------
+
+
+async def test_a_check_without_a_valid_token_is_refused_and_publishes_nothing(
+    loaded: None, worker: Worker, embedded, env: dict[str, str]
+) -> None:
+    other_operator = issue(env, "ch-other-op")
+    other_client = issue(env, OPERATOR, "beta")
+    cases = {
+        "ch-401-none": (None, 401),
+        "ch-401-unknown": ("cgk_not-a-token", 401),
+        "ch-403-operator": (other_operator, 403),
+        "ch-403-client": (other_client, 403),
+    }
+    for intent_id, (presented, expected_status) in cases.items():
+        status, body, _ = await asyncio.to_thread(post, worker.web_port, intent(intent_id, 16), presented)
+        assert status == expected_status, body
+        assert set(body) == {"error", "intent_id", "retryable"} and "decision" not in body
+    # nothing was published for them: no decision ever comes
+    found = await collect(embedded.broker_url, DECISIONS_TOPIC, set(cases), timeout=8, idle=4)
+    assert not found
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'callguard_check_refusals_total{status="401"}' in metrics
+    assert 'callguard_check_refusals_total{status="403"}' in metrics
+
+
+async def test_a_revoked_token_is_refused_within_seconds(loaded: None, worker: Worker, env: dict[str, str]) -> None:
+    revocable = issue(env, OPERATOR, name="ch-revocable")
+    deadline = time.monotonic() + 10
+    while True:  # a new token is known to the worker within about a second
+        status, body, _ = await asyncio.to_thread(post, worker.web_port, intent(None, 17), revocable)
+        if status == 200 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert status == 200, body
+    listed = cli(env, "tokens", "list")
+    assert listed.returncode == 0 and "ch-revocable" in listed.stdout and revocable not in listed.stdout
+    assert "last used 20" in next(line for line in listed.stdout.splitlines() if line.startswith("ch-revocable"))
+    assert cli(env, "tokens", "revoke", "ch-revocable").returncode == 0
+    revoked_at = time.monotonic()
+    while True:
+        status, body, _ = await asyncio.to_thread(post, worker.web_port, intent(None, 17), revocable)
+        if status == 401 or time.monotonic() - revoked_at > 10:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 401
+    assert time.monotonic() - revoked_at < 3  # refreshed once a second (slack for a busy machine)
+    again = cli(env, "tokens", "revoke", "ch-revocable")
+    assert again.returncode == 1 and "no token named" in again.stderr
+
+
+async def test_an_address_that_keeps_presenting_bad_tokens_is_slowed_down(
+    lone_broker: Server, embedded, env: dict[str, str], tmp_path: Path
+) -> None:
+    # a worker of its own: the session worker must not block this machine's address for a minute
+    own = env_for(f"kafka://127.0.0.1:{lone_broker.port}", embedded.redis_url, CALLGUARD_APP_ID="callguard-ch-429")
+    token = issue(own, OPERATOR, "acme")
+    worker = Worker(own, tmp_path / "worker.log").start()
+    try:
+        statuses = []
+        for n in range(12):
+            status, body, _ = await asyncio.to_thread(post, worker.web_port, intent(f"ch-429-{n}", 18), "cgk_wrong")
+            statuses.append(status)
+        assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+        # the limit is per address and holds even for a good token until the window passes
+        status, body, _ = await asyncio.to_thread(post, worker.web_port, intent("ch-429-good", 18), token)
+        assert status == 429 and body["retryable"] is True
+    finally:
+        worker.stop()
 
 
 @pytest.mark.parametrize("value", ["0", "61", "soon"])

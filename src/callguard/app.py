@@ -160,7 +160,7 @@ def create_app(
         # of the working directory (nothing in it needs to survive a restart)
         datadir=_faust_datadir(settings.app_id),
         web_port=settings.web_port,
-        web_host="0.0.0.0",
+        web_host=settings.web_host,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replicas,
         topic_allow_declare=True,
@@ -421,7 +421,7 @@ def create_app(
     # --- dialer integration (issue 7): POST /v1/check through the same topics ---
     from callguard.checkapi import install_check_endpoint
 
-    install_check_endpoint(app, settings)
+    install_check_endpoint(app, settings, stores, lambda status: metrics.check_refusals.labels(str(status)).inc())
 
     return app
 

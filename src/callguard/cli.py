@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from callguard.policycli import add_parsers as add_policy_parsers
 
     add_policy_parsers(commands, _config_flags)
+    from callguard.tokenscli import add_parsers as add_token_parsers
+
+    add_token_parsers(commands, _config_flags)
 
     audit = commands.add_parser("audit", help="the tamper-evident audit trail")
     audit_actions = audit.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -391,6 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from callguard.policycli import main_explain
 
             return main_explain(args, settings)
+        if args.command == "tokens":
+            from callguard.tokenscli import main_tokens
+
+            return main_tokens(args, settings)
         if args.command == "lag":  # operations (issue 5)
             from callguard.opscli import main_lag
 

@@ -35,8 +35,10 @@ class Settings:
     #: Where a Redis Cluster's batch lookups go: ``primaries``, or ``replicas``
     #: (each slot's replicas while every replica is linked to its primary; Redis 7+).
     redis_cluster_reads: str = "primaries"
-    #: Port of the worker's web server (``/health``).
+    #: Port of the worker's web server (``/health``, ``/ready``, ``/metrics``, ``POST /v1/check``).
     web_port: int = 6066
+    #: Address the web server listens on (``127.0.0.1``: this machine only).
+    web_host: str = "0.0.0.0"
     #: Policy file (TOML) the worker decides by; empty: the Italian policy shipped with callguard.
     policy: str = ""
     #: Overrides the policy's ``opposition_register.max_age_days`` when set (DPR 26/2022 practice: 15).

@@ -143,6 +143,13 @@ class Metrics:
             "callguard_deadletters", "Messages sent to callguard.deadletter, by source topic.", ["source"], registry=r
         )
         self.optouts = Counter("callguard_optouts_applied", "Opt-outs from callguard.optouts written.", registry=r)
+        self.check_refusals = Counter(
+            "callguard_check_refusals",
+            "POST /v1/check requests refused before any intent was published, by HTTP status "
+            "(401 no valid token, 403 operator or client not the token's, 429 too many bad tokens, 503 Redis).",
+            ["status"],
+            registry=r,
+        )
         self.consents = Counter(
             "callguard_consents_applied",
             "Consents, contracts and call requests from callguard.consents written.",

@@ -48,9 +48,15 @@ from callguard import register as register_store
 from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult, When, intent_ref
 from callguard.register import LOOKUP_LUA, RegisterRows, register_key, register_result
 from callguard.schema import ALL_CLIENTS, OutcomeReport
+from callguard.tokens import TokenGrant
 
 PREFIX = "cg:"
 OPERATORS_KEY = PREFIX + "operators"
+#: ``POST /v1/check`` tokens (callguard.tokens): SHA-256 of the token -> its grant (JSON);
+#: name -> that hash; name -> when last used (RFC 3339, written at most once a minute a worker).
+TOKENS_KEY = PREFIX + "tokens"
+TOKEN_NAMES_KEY = PREFIX + "tokens:names"
+TOKENS_USED_KEY = PREFIX + "tokens:used"
 #: ``{client_id}|{operator_id}`` -> ``{valid_from}|{valid_until};…`` (``callguard mandates load``).
 MANDATES_KEY = PREFIX + "mandates"
 META_KEY = PREFIX + "meta"
@@ -889,6 +895,50 @@ class Stores:
                     for name, count in new.items():
                         pipe.hincrby(META_KEY, name, count)
                     await pipe.execute()
+
+    # --- check tokens ------------------------------------------------------------
+
+    async def issue_token(self, grant: TokenGrant, digest: str) -> bool:
+        """Store a token's grant under its hash; False when the name is taken."""
+        if not await self.redis.hsetnx(TOKEN_NAMES_KEY, grant.name, digest):
+            return False
+        await self.redis.hset(TOKENS_KEY, digest, orjson.dumps(grant.to_json()).decode())
+        await self.redis.hincrby(META_KEY, "tokens_version", 1)
+        return True
+
+    async def token_grant(self, digest: str) -> TokenGrant | None:
+        raw = await self.redis.hget(TOKENS_KEY, digest)
+        return None if raw is None else TokenGrant.from_json(orjson.loads(raw))
+
+    async def tokens_version(self) -> str | None:
+        """Changes with every token issued or revoked (the workers reread the grants then)."""
+        return cast(str | None, await self.redis.hget(META_KEY, "tokens_version"))
+
+    async def token_grants(self) -> dict[str, TokenGrant]:
+        """Every token's grant by the token's hash."""
+        raw = cast(dict[str, str], await self.redis.hgetall(TOKENS_KEY))
+        return {digest: TokenGrant.from_json(orjson.loads(value)) for digest, value in raw.items()}
+
+    async def tokens(self) -> list[tuple[TokenGrant, str | None]]:
+        """Every token's grant and when it was last used (never the token)."""
+        raw = cast(dict[str, str], await self.redis.hgetall(TOKENS_KEY))
+        used = cast(dict[str, str], await self.redis.hgetall(TOKENS_USED_KEY))
+        grants = sorted((TokenGrant.from_json(orjson.loads(v)) for v in raw.values()), key=lambda g: g.name)
+        return [(grant, used.get(grant.name)) for grant in grants]
+
+    async def revoke_token(self, name: str) -> bool:
+        """Remove a token: the next request that presents it is refused."""
+        digest = await self.redis.hget(TOKEN_NAMES_KEY, name)
+        if digest is None:
+            return False
+        await self.redis.hdel(TOKENS_KEY, digest)
+        await self.redis.hincrby(META_KEY, "tokens_version", 1)
+        await self.redis.hdel(TOKEN_NAMES_KEY, name)
+        await self.redis.hdel(TOKENS_USED_KEY, name)
+        return True
+
+    async def token_used(self, name: str, at: datetime) -> None:
+        await self.redis.hset(TOKENS_USED_KEY, name, at.astimezone(UTC).isoformat(timespec="seconds"))
 
     async def save_audit_heads(self, heads: dict[int, tuple[int, str]]) -> None:
         """Checkpoint the audit chains' heads (partition -> offset, hash); an
