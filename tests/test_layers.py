@@ -51,4 +51,4 @@ def test_the_probe_sees_an_io_client() -> None:
         text=True,
         timeout=60,
     )
-    assert "redis" in result.stdout.split(",")
+    assert "redis" in result.stdout.strip().split(",")
