@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -420,12 +421,19 @@ def _redis_argv(port: int, workdir: Path, binary: str | None = None) -> list[str
     ]  # fmt: skip
 
 
-def start_redis(workdir: Path, port: int | None = None, password: str | None = None, timeout: float = 15.0) -> Server:
+def start_redis(
+    workdir: Path,
+    port: int | None = None,
+    password: str | None = None,
+    timeout: float = 15.0,
+    options: Sequence[str] = (),
+) -> Server:
+    """A throw-away redis-server; ``options`` are more ``--name value`` arguments (e.g. ``--aclfile``)."""
     port = port or free_port()
     argv = _redis_argv(port, workdir)
     if password:
         argv += ["--requirepass", password]
-    return _spawn("redis", argv, port, workdir, timeout)
+    return _spawn("redis", [*argv, *options], port, workdir, timeout)
 
 
 def start_redis_replica(workdir: Path, primary_port: int, timeout: float = 15.0) -> Server:
