@@ -64,6 +64,32 @@ def pytest_configure(config: pytest.Config) -> None:
     _broker["why"] = f"Tansu ({reason})" if reason else f"Apache Kafka ({kafka_libs()})"
 
 
+#: A test that uses one of these fixtures, or lives in a module that imports
+#: one of these starters, talks to real servers: it is marked ``e2e``, and
+#: ``./dev test --fast`` leaves it out.
+SERVER_FIXTURES = frozenset({"embedded"})
+SERVER_STARTERS = frozenset(
+    {
+        "start_broker",
+        "start_kafka",
+        "start_test_broker",
+        "start_redis",
+        "start_redis_replica",
+        "start_redis_cluster",
+        "start_postgres",
+        "Embedded",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        starters = SERVER_STARTERS & set(vars(module)) if module is not None else set()
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or starters:
+            item.add_marker(pytest.mark.e2e)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"broker: {_broker['why']}"
 

@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from callguard.schema import Reason
+
+pytestmark = pytest.mark.e2e  # the demo starts a broker, Redis and a worker
 
 
 def test_the_demo_decides_every_intent_and_stops_what_it_started(tmp_path: Path) -> None:
