@@ -123,8 +123,8 @@ def test_operators_are_replaced_whole(env, r, tmp_path: Path) -> None:
         assert set(r.hgetall(OPERATORS_KEY)) == {"cli-a", "cli-b"}
         result = cli(env, "operators", "load", str(second))
         assert result.returncode == 0 and "1 operators" in result.stdout
-        # the country (empty in the file: Italy) is stored last
-        assert r.hgetall(OPERATORS_KEY) == {"cli-c": "active|2024-01-01|2030-01-01|+390844000001;+390612345678|IT"}
+        # an Italian operator (no country in the file) is stored as before countries existed
+        assert r.hgetall(OPERATORS_KEY) == {"cli-c": "active|2024-01-01|2030-01-01|+390844000001;+390612345678"}
         bad = write_csv(tmp_path / "o3.csv", "operator_id,status,valid_from,valid_until",
                         ["cli-d,active,2024-01-01,2023-01-01", "cli-d,active,2024-01-01,2030-01-01"])  # fmt: skip
         result = cli(env, "operators", "load", str(bad))

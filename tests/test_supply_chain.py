@@ -226,3 +226,12 @@ def test_script_and_list_source_are_kept_as_evidence():
     i = replace(intent(), script_id="script-7", list_source="directory")
     record = run(facts(), i).to_audit(i, {})
     assert record["intent"]["script_id"] == "script-7" and record["intent"]["list_source"] == "directory"
+
+
+def test_an_operators_country_is_stored_only_when_not_italy():
+    from callguard.stores import _operator, operator_value
+
+    italian = replace(OPERATOR, country="IT")
+    assert operator_value(italian).count("|") == 3  # what a worker of an earlier version reads
+    assert _operator("op1", operator_value(italian)) == italian
+    assert _operator("op1", operator_value(ABROAD)) == ABROAD

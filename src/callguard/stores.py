@@ -322,15 +322,13 @@ def _operator(operator_id: str, value: str) -> Operator:
 
 
 def operator_value(operator: Operator) -> str:
-    return "|".join(
-        (
-            operator.status,
-            operator.valid_from.isoformat(),
-            operator.valid_until.isoformat(),
-            ";".join(operator.caller_ids),
-            operator.country,
-        )
-    )
+    """The stored form; the country only when it is not Italy, so that a
+    worker of an earlier version still reads an Italian operator."""
+    fields = [operator.status, operator.valid_from.isoformat(), operator.valid_until.isoformat()]
+    fields.append(";".join(operator.caller_ids))
+    if operator.country != "IT":
+        fields.append(operator.country)
+    return "|".join(fields)
 
 
 def mandate_field(client_id: str, operator_id: str) -> str:
