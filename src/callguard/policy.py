@@ -162,7 +162,7 @@ class PolicySettings:
     _active: dict[Purpose, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
     #: Calling-hours verdicts by (local time, zone, local days) (``check_calling_hours``).
     _hours_verdicts: dict[Any, RuleResult] = field(default_factory=dict, init=False, repr=False, compare=False)
-    #: The audit record's ``facts.lookback`` (:func:`_lookback`), filled on first use.
+    #: The audit record's ``facts.lookback`` (:func:`lookback`), filled on first use.
     _lookback: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def applies(self, rule: str, purpose: Purpose) -> bool:
@@ -260,7 +260,7 @@ def _operator_facts(operator: Operator) -> dict[str, Any]:
     return {**operator.to_json(), "caller_ids": list(operator.caller_ids)}
 
 
-def _lookback(settings: PolicySettings) -> dict[str, Any]:
+def lookback(settings: PolicySettings) -> dict[str, Any]:
     """How far back the past calls (the longest frequency-cap window; only
     calls of the purposes the caps count are recorded) and the campaign's
     outcomes (``None``: not looked up) were read for a decision."""
@@ -979,7 +979,7 @@ def decide(
             facts_json["campaign_outcomes"] = facts.campaign_outcomes
             # how far back the stores looked: a replay under a policy that looks
             # further back would lack facts, and must say so instead of guessing
-            facts_json["lookback"] = _lookback(settings)
+            facts_json["lookback"] = lookback(settings)
             requires_operator = "silent_calls" in on and operator_required(intent, facts, settings)
     denying = [rule for rule in rules if rule.outcome == "deny"]
     deny = tuple(dict.fromkeys(reason for rule in denying for reason in rule.reasons))

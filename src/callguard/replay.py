@@ -26,14 +26,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult, When
 from callguard.numbers import mask
-from callguard.policy import Decision, PolicySettings, capped_purposes, decide, malformed
+from callguard.policy import Decision, PolicySettings, decide, malformed
+from callguard.policy import lookback as policy_lookback
 from callguard.schema import Intent, Purpose, rfc3339
 
 #: What a replay compares: the decision, its reasons, not_before and requires_operator.
@@ -68,12 +70,23 @@ class Inputs:
     malformed_error: str | None = None
 
 
+@lru_cache(maxsize=65_536)
+def _parse_day(text: str) -> date:
+    return date.fromisoformat(text)
+
+
+@lru_cache(maxsize=65_536)
+def _parse_instant(text: str) -> datetime | None:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return None if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _when(text: Any, name: str) -> When:
     if not isinstance(text, str):
         raise NotReplayable(f"{name} is not a day or a time")
     try:
         if len(text) == 10:
-            return date.fromisoformat(text)
+            return _parse_day(text)
         return _instant(text, name)
     except ValueError:
         raise NotReplayable(f"{name} is not a day or a time") from None
@@ -83,19 +96,19 @@ def _instant(text: Any, name: str) -> datetime:
     if not isinstance(text, str):
         raise NotReplayable(f"{name} is not a time")
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = _parse_instant(text)
     except ValueError:
         raise NotReplayable(f"{name} is not a time") from None
-    if moment.tzinfo is None:
+    if moment is None:
         raise NotReplayable(f"{name} has no UTC offset")
-    return moment.astimezone(UTC)
+    return moment
 
 
 def _day(text: Any, name: str) -> date:
     if not isinstance(text, str):
         raise NotReplayable(f"{name} is not a day")
     try:
-        return date.fromisoformat(text)
+        return _parse_day(text)
     except ValueError:
         raise NotReplayable(f"{name} is not a day") from None
 
@@ -166,9 +179,9 @@ def _operator(raw: Any) -> Operator | None:
 
 def facts_from_audit(record: dict[str, Any]) -> Facts | None:
     """The facts the decision used, ``None`` when the stores did not answer."""
-    if any(isinstance(rule, dict) and rule.get("rule") == "lookup" for rule in record.get("rules") or ()):
-        return None
     raw = record.get("facts")
+    if not raw and any(isinstance(r, dict) and r.get("rule") == "lookup" for r in record.get("rules") or ()):
+        return None
     if not isinstance(raw, dict):
         raise NotReplayable("no facts in the record")
     versions = record.get("versions")
@@ -276,17 +289,20 @@ def check_policy(inputs: Inputs, record: dict[str, Any], settings: PolicySetting
     lookback = _need(record["facts"], "lookback", "facts")
     if not isinstance(lookback, dict):
         raise NotReplayable("facts.lookback is not an object")
+    needed = policy_lookback(settings)
+    if lookback == needed:
+        return  # the stores were read as this policy reads them
     purpose = intent.purpose
     if settings.applies("frequency_cap", purpose):
-        hours = settings.longest_cap_window / timedelta(hours=1)
-        if hours > float(lookback.get("calls_hours") or 0):
-            raise NotReplayable(
-                f"past calls were read over {lookback.get('calls_hours'):g} h, the policy counts them over {hours:g} h"
-            )
-        counted = lookback.get("calls_purposes") or []
-        missing = [p for p in capped_purposes(settings) if p not in counted]
-        if missing:
-            raise NotReplayable(f"calls of purpose {', '.join(missing)} were not counted when decided")
+        hours = needed["calls_hours"]
+        kept = lookback.get("calls_hours")
+        if not isinstance(kept, int | float) or hours > kept:
+            raise NotReplayable(f"past calls were read over {kept} h, the policy counts them over {hours:g} h")
+        counted = lookback.get("calls_purposes")
+        if counted != needed["calls_purposes"]:
+            missing = [p for p in needed["calls_purposes"] if p not in (counted or ())]
+            if missing:
+                raise NotReplayable(f"calls of purpose {', '.join(missing)} were not counted when decided")
     if settings.applies("campaign_silent_rate", purpose):
         days = lookback.get("outcome_days")
         if days is None:
