@@ -203,7 +203,7 @@ def test_a_policy_needing_facts_the_guard_did_not_read_is_not_replayed():
     }
     record["intent"]["purpose"] = "marketing"
     longer = replace(shipped, frequency_limits=(CapLimit(timedelta(days=60), 10),))
-    with pytest.raises(NotReplayable, match="past calls were read over 720.0 h, the policy counts them over 1440 h"):
+    with pytest.raises(NotReplayable, match=r"past calls were read over 720\.0 h, the policy counts them over 1440 h"):
         redecide(record, longer)
     scopes = dict(shipped.scopes)
     scopes["frequency_cap"] = RuleScope(purposes=frozenset(Purpose))
