@@ -293,3 +293,25 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_postgres(tmp_path_factory.mktemp("postgres"))
     yield server
     server.stop()
+
+
+# --- replay (issue 17) --------------------------------------------------------------
+
+
+def replay(env: dict[str, str], *argv: str) -> dict[str, Any]:
+    """``callguard replay ... --json`` as a user runs it; it must succeed."""
+    result = cli(env, "replay", *argv, "--json")
+    assert result.returncode == 0, result.stderr
+    answer: dict[str, Any] = orjson.loads(result.stdout)
+    return answer
+
+
+def assert_replays_exactly(env: dict[str, str], version: str, at_least: int, *argv: str) -> dict[str, Any]:
+    """Every audit record of the broker in ``env`` decided again under the
+    worker's own policy file gives the recorded decision, reasons, not_before
+    and requires_operator: zero differences, nothing not replayable."""
+    answer = replay(env, "--policy", env["CALLGUARD_POLICY"], "--from", "topic", *argv)
+    assert answer["records"] >= at_least, answer
+    assert answer["recorded_policies"] == {version: answer["records"]}, answer
+    assert (answer["replayed"], answer["changed"], answer["not_replayable"]) == (answer["records"], 0, 0), answer
+    return answer

@@ -25,7 +25,7 @@ from callguard.audit import Stored, verify
 from callguard.auditstore import stored_records, to_row
 from callguard.embedded import Server, free_port
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
-from tests.conftest import Worker, cli, collect, operators_csv, produce, today, write_csv
+from tests.conftest import Worker, cli, collect, operators_csv, produce, replay, today, write_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -202,6 +202,28 @@ async def test_since_and_client_filters(store_env: dict[str, str], sink: Sink) -
     assert search(store_env, "--callee", "+39 351 700 0099")["decisions"] == []  # never called
     bad = cli(store_env, "audit", "search", "--callee", OPPOSED, "--since", "28/11/2026")
     assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+async def test_replay_from_the_store_reproduces_every_stored_decision(store_env: dict[str, str], sink: Sink) -> None:
+    """Determinism from the store: every decision the session's worker made
+    so far (register, consents, opt-outs, operators: its core policy), read
+    back from PostgreSQL and decided again under the same policy file."""
+    await wait_stored(store_env["CALLGUARD_AUDIT_DSN"], "as-", 5, sink)
+    everything = replay(store_env, "--policy", store_env["CALLGUARD_POLICY"])
+    assert everything["source"] == "audit store" and everything["records"] >= 5
+    assert everything["recorded_policies"] == {"test-core": everything["records"]}
+    assert (everything["replayed"], everything["changed"], everything["not_replayable"]) == (
+        everything["records"], 0, 0,
+    ), everything  # fmt: skip
+    beta = replay(store_env, "--policy", store_env["CALLGUARD_POLICY"], "--client", "beta", "--since", today())
+    assert beta["records"] == 1 and beta["filters"]["client"] == "beta"
+    tomorrow = str(date.fromisoformat(today()) + timedelta(days=1))
+    assert replay(store_env, "--policy", store_env["CALLGUARD_POLICY"], "--since", tomorrow)["records"] == 0
+    bad = cli(
+        store_env, "replay", "--policy", store_env["CALLGUARD_POLICY"], "--audit-dsn", "postgresql://x@127.0.0.1:1/db"
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("callguard: cannot reach the audit store at")
+    assert len(bad.stderr.strip().splitlines()) == 1
 
 
 async def test_a_sink_killed_mid_stream_stores_everything_once(

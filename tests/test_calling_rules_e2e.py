@@ -30,6 +30,7 @@ from callguard.embedded import Embedded, Server
 from callguard.schema import DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OUTCOMES_TOPIC
 from tests.conftest import (
     Worker,
+    assert_replays_exactly,
     cli,
     collect,
     env_for,
@@ -37,6 +38,7 @@ from tests.conftest import (
     mandates_csv,
     operators_csv,
     produce,
+    replay,
     start_test_broker,
     today,
     write_csv,
@@ -294,3 +296,45 @@ def test_policy_check_explains_errors(tmp_path: Path, env: dict[str, str]) -> No
     # a worker refuses to start on an invalid policy, in one line
     worker = cli({**env, "CALLGUARD_POLICY": str(bad)}, "worker")
     assert worker.returncode == 2 and "cannot use the policy" in worker.stdout + worker.stderr
+
+
+def test_replay_reproduces_every_decision_and_shows_what_a_stricter_policy_changes(
+    tmp_path: Path, env: dict[str, str], workers: list[Worker]
+) -> None:
+    """Determinism: every decision above (caps raced by two workers, a
+    redelivery, caller IDs, hours, zones, silent calls, the campaign rate),
+    decided again from its audit record under the same policy file. Then two
+    what-ifs: marketing hours closed turns every allow into a deny, and a cap
+    of 1 call a day denies some of the capped callee's allows."""
+    same = assert_replays_exactly(env, "test-e2e-calling", 20)
+    allows = same["replayed_allow"]
+    assert allows >= 6
+
+    closed = tmp_path / "closed.toml"
+    closed.write_text(POLICY.replace('version = "test-e2e-calling"', 'version = "test-closed"').replace(
+        'purposes = ["survey"]', 'purposes = ["marketing", "survey"]'))  # fmt: skip
+    what_if = replay(env, "--policy", str(closed), "--from", "topic")
+    assert (what_if["allow_to_deny"], what_if["deny_to_allow"]) == (allows, 0)
+    assert what_if["by_reason"]["allow->deny"] == {"outside_calling_hours": allows}
+    assert sum(what_if["by_client"]["allow->deny"].values()) == allows
+    assert set(what_if["by_campaign"]["allow->deny"]) <= {"ce-camp", "ce-camp-2"}
+    example = what_if["examples"]["allow->deny"][0]
+    assert example["recorded"]["decision"] == "allow" and example["replayed"]["reasons"] == ["outside_calling_hours"]
+    assert "*" in example["callee"]  # masked
+
+    capped = tmp_path / "capped.toml"
+    capped.write_text(POLICY.replace('version = "test-e2e-calling"', 'version = "test-one-a-day"') + """
+[rules.frequency_cap]
+limits = [{ window = "24h", max = 1 }, { window = "30d", max = 10 }]
+""")  # fmt: skip
+    fewer = replay(env, "--policy", str(capped), "--from", "topic", "--client", "ce-acme")
+    # each record is judged on the calls its worker saw: with two workers deciding
+    # the capped callee at once, at least one of the 3 allows after the first was
+    # seen by its worker with a call before it
+    assert 1 <= fewer["allow_to_deny"] <= 2 and fewer["deny_to_allow"] == 0
+    assert fewer["by_reason"]["allow->deny"] == {"frequency_cap": fewer["allow_to_deny"]}
+    assert fewer["by_client"]["allow->deny"] == {"ce-acme": fewer["allow_to_deny"]}
+    text = cli(env, "replay", "--policy", str(capped), "--from", "topic")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[-1].startswith("replayed ") and "allow->deny" in text.stdout.splitlines()[-1]
+    assert CAPPED not in text.stdout  # numbers masked

@@ -31,6 +31,7 @@ from callguard.embedded import Embedded
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
 from tests.conftest import (
     Worker,
+    assert_replays_exactly,
     cli,
     collect,
     env_for,
@@ -262,3 +263,10 @@ def test_a_directory_file_with_a_bad_line_loads_nothing(env: dict[str, str], tmp
     assert future.returncode != 0 and "in the future" in future.stderr
     refused = cli(env, "register", "load", str(bad), "--as-of", today(), "--client", "#directory")
     assert refused.returncode != 0
+
+
+def test_replay_reproduces_every_decision_of_this_module(env: dict[str, str], worker: Worker) -> None:
+    """Determinism: the decisions above (directory, register ages, contracts,
+    automated calls, caller-ID prefixes, silent calls and campaign rates),
+    decided again from their audit records under the same policy file."""
+    assert_replays_exactly(env, "test-e2e-italian-law", len(CASES) + 3)

@@ -28,6 +28,7 @@ from callguard.embedded import Embedded
 from callguard.schema import AUDIT_TOPIC, CONSENTS_TOPIC, DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
 from tests.conftest import (
     Worker,
+    assert_replays_exactly,
     cli,
     collect,
     env_for,
@@ -238,3 +239,9 @@ def test_explain_shows_the_mandate_and_a_request(env: dict[str, str]) -> None:
                 "--caller-id", "+39 0844 000334", "--at", datetime.now(UTC).isoformat())  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert "operator_mandated" in shown.stdout and "operator_not_mandated" in shown.stdout
+
+
+def test_replay_reproduces_every_decision_of_this_module(env: dict[str, str], worker: Worker) -> None:
+    """Determinism: mandates, caller IDs from abroad, live consents and call
+    requests, decided again from their audit records under the same policy."""
+    assert_replays_exactly(env, "test-e2e-supply-chain", 5)

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from callguard.policycli import add_parsers as add_policy_parsers
 
     add_policy_parsers(commands, _config_flags)
+    from callguard.replaycli import add_parsers as add_replay_parsers
+
+    add_replay_parsers(commands, _config_flags)
     from callguard.tokenscli import add_parsers as add_token_parsers
 
     add_token_parsers(commands, _config_flags)
@@ -394,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from callguard.policycli import main_explain
 
             return main_explain(args, settings)
+        if args.command == "replay":
+            from callguard.replaycli import main_replay
+
+            return main_replay(args, settings)
         if args.command == "tokens":
             from callguard.tokenscli import main_tokens
 

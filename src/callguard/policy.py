@@ -32,6 +32,7 @@ from callguard.facts import (
     When,
     intent_ref,
     proven_after,
+    when_to_json,
 )
 from callguard.hours import CallingHours, ExtraDay, callee_local_time, calling_window, next_window_start
 from callguard.numbers import is_geographic_or_mobile, is_mobile
@@ -161,6 +162,8 @@ class PolicySettings:
     _active: dict[Purpose, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
     #: Calling-hours verdicts by (local time, zone, local days) (``check_calling_hours``).
     _hours_verdicts: dict[Any, RuleResult] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: The audit record's ``facts.lookback`` (:func:`lookback`), filled on first use.
+    _lookback: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def applies(self, rule: str, purpose: Purpose) -> bool:
         return rule in self.active_rules(purpose)
@@ -250,6 +253,29 @@ class Decision:
         record["facts"] = self.facts
         record["source"] = source
         return record
+
+
+def _operator_facts(operator: Operator) -> dict[str, Any]:
+    """The operator as looked up: its certification and the caller IDs it declared."""
+    return {**operator.to_json(), "caller_ids": list(operator.caller_ids)}
+
+
+def lookback(settings: PolicySettings) -> dict[str, Any]:
+    """How far back the past calls (the longest frequency-cap window; only
+    calls of the purposes the caps count are recorded) and the campaign's
+    outcomes (``None``: not looked up) were read for a decision."""
+    if not settings._lookback:
+        settings._lookback.update(
+            calls_hours=settings.longest_cap_window / timedelta(hours=1),
+            calls_purposes=capped_purposes(settings),
+            outcome_days=settings.silent_rate_window_days if _rate_looked_up(settings) else None,
+        )
+    return settings._lookback
+
+
+def capped_purposes(settings: PolicySettings) -> list[str]:
+    """The purposes whose allowed calls are counted (recorded) for the frequency caps."""
+    return sorted(p.value for p in Purpose if settings.applies("frequency_cap", p))
 
 
 def _intent_json(intent: Intent, callee: str | None) -> dict[str, Any]:
@@ -825,12 +851,17 @@ def operator_required(intent: Intent, facts: Facts, settings: PolicySettings) ->
 SILENT_OUTCOME_NAMES = ("silent", "abandoned")
 
 
+def _rate_looked_up(settings: PolicySettings) -> bool:
+    """Whether a campaign's outcomes are looked up at all (the rule runs for some purpose)."""
+    scope = settings.scopes.get("campaign_silent_rate")
+    return scope is not None and scope.enabled and bool(scope.purposes)
+
+
 def silent_rate_days(now: datetime, settings: PolicySettings) -> tuple[date, ...]:
     """The Italian days whose reported outcomes make a campaign's silent-call
     rate now: today and the ``silent_rate_window_days`` - 1 days before it
     (none when the rule is off for every purpose)."""
-    scope = settings.scopes.get("campaign_silent_rate")
-    if scope is None or not scope.enabled or not scope.purposes:
+    if not _rate_looked_up(settings):
         return ()
     today = now.astimezone(settings.timezone).date()
     return tuple(today - timedelta(days=back) for back in range(settings.silent_rate_window_days))
@@ -913,7 +944,9 @@ def decide(
         rules.append(
             check_mandate(intent, facts.mandates, today) if "operator_mandated" in on else skip("operator_mandated")
         )
-        facts_json["operator"] = None if operator is None else operator.to_json()
+        facts_json["operator"] = None if operator is None else _operator_facts(operator)
+        facts_json["mandates"] = [m.to_json() for m in facts.mandates]
+        facts_json["caller"] = caller
         if callee is not None:
             register, consents = facts.register, facts.consents
             request = request_in_force(intent, consents, facts.calls, now, settings)
@@ -941,7 +974,12 @@ def decide(
             facts_json["consents"] = [c.to_json() for c in consents]
             facts_json["optouts"] = [o.to_json() for o in facts.optouts]
             facts_json["directory"] = {"extract": versions["directory"], "listed": facts.listed}
-            facts_json["mandates"] = [m.to_json() for m in facts.mandates]
+            facts_json["calls"] = [{"at": when_to_json(call.at), "ref": call.ref} for call in facts.calls]
+            facts_json["silent_at"] = when_to_json(facts.silent_at)
+            facts_json["campaign_outcomes"] = facts.campaign_outcomes
+            # how far back the stores looked: a replay under a policy that looks
+            # further back would lack facts, and must say so instead of guessing
+            facts_json["lookback"] = lookback(settings)
             requires_operator = "silent_calls" in on and operator_required(intent, facts, settings)
     denying = [rule for rule in rules if rule.outcome == "deny"]
     deny = tuple(dict.fromkeys(reason for rule in denying for reason in rule.reasons))

@@ -36,6 +36,11 @@ def add_parsers(commands: Any, config_flags: Callable[[argparse.ArgumentParser],
     actions.add_parser("sources", help="the legal sources the rules cite: act, article, where published, its words")
     check = actions.add_parser("check", help="validate a policy file; every error names its key (exit 1 if any)")
     check.add_argument("file", type=Path, help="the policy file (TOML)")
+    diff = actions.add_parser(
+        "diff", help="what changes from one policy file to another, rule by rule, in words (exit 0; 2 on a bad file)"
+    )
+    diff.add_argument("old", type=Path, help="the policy in force (TOML)")
+    diff.add_argument("new", type=Path, help="the proposed policy (TOML)")
     show = actions.add_parser("show", help="print the policy a file amounts to, as JSON (default: the worker's)")
     show.add_argument("file", type=Path, nargs="?", help=f"the policy file [{ENV_VARS['policy']}, default: shipped it]")
 
@@ -68,6 +73,8 @@ def main_policy(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  callguard reads it: {source.reading}")
             print(f"  {source.url}")
         return 0
+    if args.action == "diff":
+        return _diff(args.old, args.new)
     if args.action == "check":
         try:
             policy = load_policy(args.file)
@@ -88,6 +95,28 @@ def main_policy(args: argparse.Namespace, settings: Settings) -> int:
         print(f"callguard: {exc}", file=sys.stderr)
         return 1
     sys.stdout.write(orjson.dumps(describe(policy), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _diff(old_path: Path, new_path: Path) -> int:
+    from callguard.policydiff import diff_policies
+
+    try:
+        old, new = load_policy(old_path), load_policy(new_path)
+    except PolicyError as exc:
+        print(f"callguard: invalid policy file {exc}", file=sys.stderr)
+        return 2
+    changes = diff_policies(old, new)
+    print(f"policy {old.version} ({old_path}) -> {new.version} ({new_path})")
+    for change in changes:
+        print(f"  {change}")
+    if not changes:
+        print(
+            "no differences: the two files decide alike"
+            + (" (only the version differs)" if old.version != new.version else "")
+        )
+    else:
+        print(f"{len(changes)} change(s)")
     return 0
 
 
