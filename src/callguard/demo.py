@@ -240,6 +240,11 @@ def run_demo(intents: int = 2000, show: int = 25) -> int:
             _cli(["explain", *probe, "--caller-id", CALLER_IDS["op-roma"]], shipped)
             print()
             _cli(["audit", "verify"], env)  # every decision's evidence, hash-chained
+            # what-if: the same decisions again, from their audit records, under a stricter policy
+            print("\nwhat a stricter policy would have changed (its own facts, each decision's own time):")
+            stricter = str(sample_path("stricter-policy.toml"))
+            _cli(["policy", "diff", env["CALLGUARD_POLICY"], stricter], env)
+            _cli(["replay", "--policy", stricter, "--from", "topic", "--examples", "1"], env)
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
