@@ -29,6 +29,7 @@ import logging.config
 import os
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Awaitable
 from typing import Any
 
@@ -137,6 +138,20 @@ def faust_credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(security["ssl_context"])
 
 
+def _canonical_url(settings: Settings) -> str | None:
+    """Faust's name for this worker in the group's assignments; by default
+    ``http://{web_host}:{web_port}``. A static member (``CALLGUARD_INSTANCE_ID``)
+    restarted within the session timeout is handed its previous assignment as
+    stored by the group, and Faust's assignor asserts that the name in it is
+    its own: with another web port the restarted worker's group coordinator
+    died on that assertion and the worker never consumed again. Named by its
+    instance id instead, a static member keeps its name across restarts
+    (callguard routes nothing by this URL: it has no Faust tables)."""
+    if not settings.instance_id:
+        return None
+    return "http://static-member/" + urllib.parse.quote(settings.instance_id, safe="")
+
+
 def create_app(
     settings: Settings, audit_partitions: int | None = None, policy: PolicySettings | None = None
 ) -> faust.App:
@@ -162,6 +177,7 @@ def create_app(
         producer_max_batch_size=256 * 1024,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id or None,
+        canonical_url=_canonical_url(settings),
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=max(settings.session_timeout / 10, 0.5),
         broker_rebalance_timeout=settings.session_timeout,
