@@ -237,7 +237,10 @@ class GuardClient:
                 await self._consumer.position(tp)
         except (KafkaError, OSError) as exc:
             await self._stop_clients()
-            raise GuardUnavailable(f"cannot reach the broker at {';'.join(self.hosts)}: {exc}") from None
+            from callguard.kafkaaccess import access_problem
+
+            refused = await access_problem(self.hosts, self.security, timeout=min(self.start_timeout, 10.0))
+            raise GuardUnavailable(refused or f"cannot reach the broker at {';'.join(self.hosts)}: {exc}") from None
         except BaseException:
             await self._stop_clients()
             raise
