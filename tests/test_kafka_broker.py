@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import random
 import signal
 import time
 import urllib.request
@@ -373,3 +375,71 @@ async def test_a_killed_workers_partitions_are_taken_over_with_and_without_stati
     for figures in (dynamic, static):
         assert figures["takeover"] is not None and figures["takeover"] < 60
         assert figures["restart"] is not None and figures["restart"] < 60
+
+
+# --- exactly-once decisions ----------------------------------------------------------
+
+
+async def test_exactly_once_a_worker_killed_mid_stream_leaves_no_duplicate_for_read_committed(
+    stack: tuple[Server, Server, dict[str, str]], tmp_path: Path
+) -> None:
+    """Section 2, item 3: with CALLGUARD_PROCESSING_GUARANTEE=exactly_once a
+    worker killed -9 mid-stream and restarted leaves every intent decided
+    exactly once for a read_committed consumer, and the audit chains verify
+    (what the dead worker's open transactions wrote is aborted)."""
+    broker, _, env = stack
+    total = 20_000
+    env = {**env, "CALLGUARD_PROCESSING_GUARANTEE": "exactly_once", "CALLGUARD_APP_ID": "callguard-eos"}
+    worker = Worker(env, tmp_path / "worker.log").start()
+    committed = DecisionCounter(broker.url, isolation_level="read_committed")
+    everything = DecisionCounter(broker.url)  # read_uncommitted: aborted decisions too
+    restarted: Worker | None = None
+    try:
+        await committed.consumer.start()
+        await everything.consumer.start()
+        started = time.monotonic()
+        await publish_intents(broker.url, total, prefix="eos")
+        await committed.until(total // 4, timeout=120)
+        assert worker.process is not None
+        reader = committed.consumer
+        for attempt in itertools.count():  # kill it while a transaction is open: decisions written, not committed
+            assert attempt < 200 and len(committed.first) < total, "never caught the worker inside a transaction"
+            worker.process.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(0.3)  # what the broker holds now stays as the frozen worker left it
+            await committed.poll()
+            await committed.poll()
+            if any((reader.last_stable_offset(tp) or 0) < (reader.highwater(tp) or 0) for tp in reader.assignment()):
+                worker.process.send_signal(signal.SIGKILL)
+                break
+            worker.process.send_signal(signal.SIGCONT)
+            await asyncio.sleep(random.uniform(0.01, 0.1))
+        worker.process.wait(10)
+        decided_at_kill = len(committed.first)
+        restarted = Worker(env, tmp_path / "worker.log").start()
+        await committed.until(total, timeout=180)
+        took = time.monotonic() - started
+        await asyncio.sleep(2.0)
+        await committed.poll()
+        await everything.until(total, timeout=30)
+        await asyncio.sleep(1.0)
+        await everything.poll()
+    finally:
+        await committed.consumer.stop()
+        await everything.consumer.stop()
+        worker.stop()
+        if restarted is not None:
+            restarted.stop()
+    missing = total - len(committed.first)
+    print(
+        f"\nexactly_once, kill -9 after {decided_at_kill:,} of {total:,} decisions, all decided {took:.1f} s after "
+        f"publishing started: read_committed missing {missing}, duplicates {committed.duplicates}; "
+        f"read_uncommitted duplicates (aborted, then decided again) {everything.duplicates:,}"
+    )
+    assert missing == 0
+    assert everything.duplicates > 0, "the kill found no transaction open"
+    assert committed.duplicates == 0
+    assert committed.conflicts == []
+    verified = cli(env, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "intact" in verified.stdout
+    print(verified.stdout.splitlines()[-1])

@@ -70,9 +70,12 @@ class DecisionCounter:
     """Reads every decision from the start; counts distinct intents and duplicates
     (of the intents whose id starts with ``prefix``)."""
 
-    def __init__(self, broker_url: str, prefix: str = "") -> None:
+    def __init__(self, broker_url: str, prefix: str = "", isolation_level: str = "read_uncommitted") -> None:
         self.consumer = AIOKafkaConsumer(
-            DECISIONS_TOPIC, bootstrap_servers=bootstrap(broker_url), auto_offset_reset="earliest"
+            DECISIONS_TOPIC,
+            bootstrap_servers=bootstrap(broker_url),
+            auto_offset_reset="earliest",
+            isolation_level=isolation_level,
         )
         self.prefix = prefix
         self.first: dict[str, tuple[str, tuple[str, ...]]] = {}

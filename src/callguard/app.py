@@ -60,6 +60,7 @@ from callguard.schema import (
     OUTCOMES_TOPIC,
 )
 from callguard.stores import Stores
+from callguard.transactions import Transactions
 
 log = logging.getLogger("callguard.app")
 
@@ -202,7 +203,18 @@ def create_app(
 
     # Faust's own aiokafka producer (acks=all), one record batch per partition and publish
     producer: Any = app.producer
-    send = BatchPublisher(lambda: producer._ensure_producer())
+    send: Any = BatchPublisher(lambda: producer._ensure_producer())
+    transactions: Transactions | None = None
+    if settings.processing_guarantee == "exactly_once":  # transactions.py: one transaction per partition's batch
+        transactions = Transactions(
+            broker_hosts(settings.broker),
+            settings.app_id,
+            handle=lambda raws: guard.handle_intents(raws),
+            generation=lambda: int(app.consumer_generation_id),
+            forget=lambda: guard.chain.forget(),
+            options={"acks": "all", "linger_ms": 5, "max_batch_size": 256 * 1024, **kafka_security(settings)},
+        )
+        send = transactions.sender(send)
 
     tail_reader: list[AIOKafkaConsumer] = []
 
@@ -210,7 +222,10 @@ def create_app(
         """The last audit record of a partition, to continue its hash chain."""
         if not tail_reader:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False, **kafka_security(settings)
+                bootstrap_servers=broker_hosts(settings.broker),
+                enable_auto_commit=False,
+                isolation_level="read_committed",  # never chain onto an aborted record (exactly_once)
+                **kafka_security(settings),
             )
             await consumer.start()
             tail_reader.append(consumer)
@@ -250,7 +265,7 @@ def create_app(
     @app.agent(topics[INTENTS_TOPIC], name="callguard.decide")
     async def decide(stream: Any) -> None:  # supervised by Faust; its records come from ``intents``, not the stream
         async for batch in intents.batches(settings.batch_size):
-            await _or_exit(guard.handle_intents(batch.raws))
+            await _or_exit(guard.handle_intents(batch.raws) if transactions is None else transactions.decide(batch))
             intents.done(batch)
 
     @app.agent(topics[OPTOUTS_TOPIC], name="callguard.optouts")
@@ -392,6 +407,8 @@ def create_app(
         await probe.close()
         for consumer in tail_reader:
             await consumer.stop()
+        if transactions is not None:
+            await transactions.close()
         with contextlib.suppress(Exception):
             await stores.save_audit_heads(guard.chain.acknowledged)
 

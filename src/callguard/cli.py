@@ -245,7 +245,10 @@ async def _read_audit_topic(settings: Settings) -> tuple[list[int], list[Stored]
     from callguard.schema import AUDIT_TOPIC
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False, **kafka_security(settings)
+        bootstrap_servers=broker_hosts(settings.broker),
+        enable_auto_commit=False,
+        isolation_level="read_committed",  # records of aborted transactions are no part of the chain
+        **kafka_security(settings),
     )
     records: list[Stored] = []
     try:

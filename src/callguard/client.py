@@ -222,6 +222,7 @@ class GuardClient:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
+            isolation_level="read_committed",  # workers deciding exactly once: only committed decisions
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             **self.security,
