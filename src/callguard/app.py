@@ -175,6 +175,7 @@ def create_app(
         # Kafka producers are not idempotent by default in Faust; keep acks=all
         producer_acks=-1,
         producer_linger=0.005,
+        producer_compression_type=None if settings.compression == "none" else settings.compression,
         producer_max_batch_size=256 * 1024,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id or None,
@@ -212,7 +213,13 @@ def create_app(
             handle=lambda raws: guard.handle_intents(raws),
             generation=lambda: int(app.consumer_generation_id),
             forget=lambda: guard.chain.forget(),
-            options={"acks": "all", "linger_ms": 5, "max_batch_size": 256 * 1024, **kafka_security(settings)},
+            options={
+                "acks": "all",
+                "linger_ms": 5,
+                "max_batch_size": 256 * 1024,
+                "compression_type": None if settings.compression == "none" else settings.compression,
+                **kafka_security(settings),
+            },
         )
         send = transactions.sender(send)
 
