@@ -30,6 +30,10 @@ broker's and the clients' part, and the first and last 5 s of each row
 show the slowdown.
 
     ./dev bench latency [--rate 1000] [--seconds 30] [--fetch-max-wait-ms 50,5] [--register 200000]
+                        [--broker kafka|tansu] [--worker-env NAME=VALUE ...]
+
+The broker is Apache Kafka (one KRaft node, the jars ``./dev`` fetched) unless
+``--broker tansu``.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from mix import POLICY, intents, load_data
 
-from callguard.embedded import Server, free_port, start_broker, start_redis, wait_healthy
+from callguard.embedded import Server, free_port, start_broker, start_kafka, start_redis, wait_healthy
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
 
 PARTITIONS = 6
@@ -77,7 +81,10 @@ class Reader:
     """Reads an output topic from its end; notes when each key arrived."""
 
     def __init__(self, bootstrap: str, topic: str, wait_ms: int) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=wait_ms)
+        # read_committed, as a dialer reads: with exactly-once workers a decision counts once its transaction committed
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, fetch_max_wait_ms=wait_ms, isolation_level="read_committed"
+        )
         self.topic = topic
         self.arrived: dict[bytes, tuple[float, int, float | None]] = {}  # key -> (read at, timestamp ms, decided at)
         self.task: asyncio.Task[None] | None = None
@@ -202,10 +209,10 @@ async def measure(bootstrap: str, topic: str, prefix: str, args: argparse.Namesp
     return found
 
 
-async def fresh_broker(workdir: Path, name: str) -> tuple[Server, str]:
+async def fresh_broker(workdir: Path, name: str, kind: str) -> tuple[Server, str]:
     """A new embedded broker with the topics (Tansu slows down as its in-memory logs grow)."""
     (workdir / name).mkdir()
-    broker = start_broker(workdir / name)
+    broker = start_kafka(workdir / name) if kind == "kafka" else start_broker(workdir / name)
     bootstrap = f"127.0.0.1:{broker.port}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -240,11 +247,12 @@ async def main(args: argparse.Namespace) -> None:
     try:
         await load_data(redis_url, args.register, datetime.now(ZoneInfo("Europe/Rome")).date())
         print(
+            f"broker: {'Apache Kafka' if args.broker == 'kafka' else 'Tansu'}; "
             f"{args.rate:,} intents/s for {args.seconds:g} s (after {args.warmup:g} s of warm-up), a fresh broker "
             f"for each row, reader fetch wait {args.reader_wait_ms} ms; milliseconds from send() to the decision\n"
         )
         for phase, wait in enumerate(waits):
-            broker, bootstrap = await fresh_broker(workdir, f"pass-{phase}")
+            broker, bootstrap = await fresh_broker(workdir, f"pass-{phase}", args.broker)
             try:
                 ready, stop = asyncio.Event(), asyncio.Event()
                 forwarder = asyncio.create_task(passthrough(bootstrap, wait, "bench-latency-pass", ready, stop))
@@ -256,7 +264,7 @@ async def main(args: argparse.Namespace) -> None:
                 broker.stop()
             print(rows(f"pass-through, fetch wait {wait} ms", found, window), flush=True)
 
-            broker, bootstrap = await fresh_broker(workdir, f"worker-{phase}")
+            broker, bootstrap = await fresh_broker(workdir, f"worker-{phase}", args.broker)
             port = free_port()
             env = {
                 "CALLGUARD_BROKER": f"kafka://{bootstrap}",
@@ -267,6 +275,7 @@ async def main(args: argparse.Namespace) -> None:
                 "CALLGUARD_SESSION_TIMEOUT": "3",
                 "CALLGUARD_FETCH_MAX_WAIT_MS": str(wait),
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                **dict(item.split("=", 1) for item in args.worker_env),
             }
             with (workdir / f"worker-{phase}.log").open("wb") as log:
                 worker = subprocess.Popen(
@@ -292,4 +301,6 @@ if __name__ == "__main__":
     parser.add_argument("--register", type=int, default=200_000)
     parser.add_argument("--fetch-max-wait-ms", default="50,5", help="worker fetch waits to try, comma-separated")
     parser.add_argument("--reader-wait-ms", type=int, default=5)
+    parser.add_argument("--broker", choices=("kafka", "tansu"), default="kafka", help="the embedded broker to run on")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE")
     asyncio.run(main(parser.parse_args()))

@@ -25,9 +25,12 @@ Italian policy with calling hours open around the clock (every rule runs).
 - ``--workers N``: N workers in one consumer group per variant (scale-out on
   this machine: they share its cores with the broker, Redis and this script).
 
-    ./dev bench throughput [--intents 200000] [--register 1000000] [--runs 3]
+    ./dev bench throughput [--intents 200000] [--register 1000000] [--runs 3] [--broker kafka|tansu]
                            [--compare SRC] [--variant LABEL:NAME=VALUE,...] [--worker-env NAME=VALUE ...]
                            [--workers N] [--profile DIR]
+
+The broker is Apache Kafka (one KRaft node, the jars ``./dev`` fetched) unless
+``--broker tansu``.
 
 ``--profile DIR`` samples every worker with py-spy (``.venv/bin/pip install
 py-spy``) and prints where its CPU time went (``bench/pyspy.py``).
@@ -201,7 +204,8 @@ async def worker_run(
 
 async def main(args: argparse.Namespace) -> None:
     extra_env = dict(item.split("=", 1) for item in args.worker_env)
-    with Embedded(workdir=Path(tempfile.mkdtemp(prefix="callguard-bench-"))) as embedded:
+    with Embedded(workdir=Path(tempfile.mkdtemp(prefix="callguard-bench-")), broker_kind=args.broker) as embedded:
+        print(f"broker: {'Apache Kafka' if args.broker == 'kafka' else 'Tansu'}")
         bootstrap = embedded.broker_url.split("://", 1)[1]
         today = datetime.now(ZoneInfo("Europe/Rome")).date()
         started = time.perf_counter()
@@ -278,4 +282,5 @@ if __name__ == "__main__":
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="workers per variant, in one consumer group")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy every worker, print where time goes")
+    parser.add_argument("--broker", choices=("kafka", "tansu"), default="kafka", help="the embedded broker to run on")
     asyncio.run(main(parser.parse_args()))

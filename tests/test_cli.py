@@ -238,3 +238,18 @@ def test_a_bad_kafka_security_setting_is_one_line_without_secrets(env) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "hunter2" not in result.stderr
     assert "CALLGUARD_KAFKA_SASL_MECHANISM" in result.stderr
+
+
+def test_processing_guarantee_and_compression_settings() -> None:
+    from callguard.config import ConfigError, load_settings
+
+    assert load_settings(environ={}).processing_guarantee == "at_least_once"
+    assert load_settings(environ={"CALLGUARD_PROCESSING_GUARANTEE": "exactly_once"}).processing_guarantee == (
+        "exactly_once"
+    )
+    with pytest.raises(ConfigError, match="CALLGUARD_PROCESSING_GUARANTEE: expected at_least_once or exactly_once"):
+        load_settings(environ={"CALLGUARD_PROCESSING_GUARANTEE": "exactly-once"})
+    assert load_settings(environ={}).compression == "none"
+    assert load_settings(environ={"CALLGUARD_COMPRESSION": "gzip"}).compression == "gzip"
+    with pytest.raises(ConfigError, match="CALLGUARD_COMPRESSION: expected one of none, gzip, lz4, zstd"):
+        load_settings(environ={"CALLGUARD_COMPRESSION": "brotli"})

@@ -67,12 +67,17 @@ async def publish_intents(broker_url: str, total: int, prefix: str = "r") -> Non
 
 
 class DecisionCounter:
-    """Reads every decision from the start; counts distinct intents and duplicates."""
+    """Reads every decision from the start; counts distinct intents and duplicates
+    (of the intents whose id starts with ``prefix``)."""
 
-    def __init__(self, broker_url: str) -> None:
+    def __init__(self, broker_url: str, prefix: str = "", isolation_level: str = "read_uncommitted") -> None:
         self.consumer = AIOKafkaConsumer(
-            DECISIONS_TOPIC, bootstrap_servers=bootstrap(broker_url), auto_offset_reset="earliest"
+            DECISIONS_TOPIC,
+            bootstrap_servers=bootstrap(broker_url),
+            auto_offset_reset="earliest",
+            isolation_level=isolation_level,
         )
+        self.prefix = prefix
         self.first: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.duplicates = 0
         self.conflicts: list[str] = []
@@ -81,6 +86,8 @@ class DecisionCounter:
         for records in (await self.consumer.getmany(timeout_ms=300, max_records=10_000)).values():
             for record in records:
                 d = orjson.loads(record.value)
+                if not d["intent_id"].startswith(self.prefix):
+                    continue
                 seen = (d["decision"], tuple(d["reasons"]))
                 previous = self.first.setdefault(d["intent_id"], seen)
                 if previous is not seen:

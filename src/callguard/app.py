@@ -29,6 +29,7 @@ import logging.config
 import os
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Awaitable
 from typing import Any
 
@@ -60,6 +61,7 @@ from callguard.schema import (
     OUTCOMES_TOPIC,
 )
 from callguard.stores import Stores
+from callguard.transactions import Transactions
 
 log = logging.getLogger("callguard.app")
 
@@ -146,6 +148,20 @@ def faust_credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(security["ssl_context"])
 
 
+def _canonical_url(settings: Settings) -> str | None:
+    """Faust's name for this worker in the group's assignments; by default
+    ``http://{web_host}:{web_port}``. A static member (``CALLGUARD_INSTANCE_ID``)
+    restarted within the session timeout is handed its previous assignment as
+    stored by the group, and Faust's assignor asserts that the name in it is
+    its own: with another web port the restarted worker's group coordinator
+    died on that assertion and the worker never consumed again. Named by its
+    instance id instead, a static member keeps its name across restarts
+    (callguard routes nothing by this URL: it has no Faust tables)."""
+    if not settings.instance_id:
+        return None
+    return "http://static-member/" + urllib.parse.quote(settings.instance_id, safe="")
+
+
 def create_app(
     settings: Settings, audit_partitions: int | None = None, policy: PolicySettings | None = None
 ) -> faust.App:
@@ -168,9 +184,11 @@ def create_app(
         # Kafka producers are not idempotent by default in Faust; keep acks=all
         producer_acks=-1,
         producer_linger=0.005,
+        producer_compression_type=None if settings.compression == "none" else settings.compression,
         producer_max_batch_size=256 * 1024,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id or None,
+        canonical_url=_canonical_url(settings),
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=max(settings.session_timeout / 10, 0.5),
         broker_rebalance_timeout=settings.session_timeout,
@@ -195,7 +213,24 @@ def create_app(
 
     # Faust's own aiokafka producer (acks=all), one record batch per partition and publish
     producer: Any = app.producer
-    send = BatchPublisher(lambda: producer._ensure_producer())
+    send: Any = BatchPublisher(lambda: producer._ensure_producer())
+    transactions: Transactions | None = None
+    if settings.processing_guarantee == "exactly_once":  # transactions.py: one transaction per partition's batch
+        transactions = Transactions(
+            broker_hosts(settings.broker),
+            settings.app_id,
+            handle=lambda raws: guard.handle_intents(raws),
+            generation=lambda: int(app.consumer_generation_id),
+            forget=lambda: guard.chain.forget(),
+            options={
+                "acks": "all",
+                "linger_ms": 5,
+                "max_batch_size": 256 * 1024,
+                "compression_type": None if settings.compression == "none" else settings.compression,
+                **kafka_security(settings),
+            },
+        )
+        send = transactions.sender(send)
 
     tail_reader: list[AIOKafkaConsumer] = []
 
@@ -203,7 +238,10 @@ def create_app(
         """The last audit record of a partition, to continue its hash chain."""
         if not tail_reader:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False, **kafka_security(settings)
+                bootstrap_servers=broker_hosts(settings.broker),
+                enable_auto_commit=False,
+                isolation_level="read_committed",  # never chain onto an aborted record (exactly_once)
+                **kafka_security(settings),
             )
             await consumer.start()
             tail_reader.append(consumer)
@@ -243,7 +281,7 @@ def create_app(
     @app.agent(topics[INTENTS_TOPIC], name="callguard.decide")
     async def decide(stream: Any) -> None:  # supervised by Faust; its records come from ``intents``, not the stream
         async for batch in intents.batches(settings.batch_size):
-            await _or_exit(guard.handle_intents(batch.raws))
+            await _or_exit(guard.handle_intents(batch.raws) if transactions is None else transactions.decide(batch))
             intents.done(batch)
 
     @app.agent(topics[OPTOUTS_TOPIC], name="callguard.optouts")
@@ -390,6 +428,8 @@ def create_app(
         await probe.close()
         for consumer in tail_reader:
             await consumer.stop()
+        if transactions is not None:
+            await transactions.close()
         with contextlib.suppress(Exception):
             await stores.save_audit_heads(guard.chain.acknowledged)
 

@@ -153,8 +153,10 @@ async def read_partition(
     consumer: AIOKafkaConsumer, tp: TopicPartition, start: int | None = None
 ) -> AsyncIterator[Stored]:
     """Every record of ``tp`` from ``start`` (default: the beginning) to the
-    high watermark as of the first fetch. The high watermark comes from fetch
-    responses, which every Kafka-protocol broker reports correctly."""
+    high watermark as of the first fetch (for a ``read_committed`` consumer,
+    the last stable offset: records past it belong to transactions still
+    open). Both come from fetch responses, which every Kafka-protocol broker
+    reports correctly."""
     consumer.assign([tp])
     if start is None:
         await consumer.seek_to_beginning(tp)
@@ -167,6 +169,9 @@ async def read_partition(
         records = batches.get(tp, [])
         if end is None:
             end = consumer.highwater(tp)
+            stable = consumer.last_stable_offset(tp) if consumer._isolation_level == "read_committed" else None
+            if end is not None and stable is not None and 0 <= stable < end:
+                end = stable
         for record in records:
             if end is not None and record.offset >= end:
                 return
@@ -181,11 +186,17 @@ async def read_partition(
 async def last_record(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bytes | None:
     """The value of the last record of ``tp``, or None when it is empty. Starts
     one before the reported end offset and reads on to the high watermark
-    (some brokers report a batch's base offset as the end)."""
+    (some brokers report a batch's base offset as the end). Where the last
+    offsets hold no record a consumer returns (a transaction's commit or
+    abort marker, an aborted transaction's records), it starts again further
+    back, twice as far each time."""
     end = (await consumer.end_offsets([tp]))[tp]
-    if end == 0:
-        return None
-    last: bytes | None = None
-    async for stored in read_partition(consumer, tp, start=end - 1):
-        last = stored.value
-    return last
+    back = 1
+    while True:
+        start = max(end - back, 0)
+        last: bytes | None = None
+        async for stored in read_partition(consumer, tp, start=start):
+            last = stored.value
+        if last is not None or start == 0:
+            return last
+        back *= 2

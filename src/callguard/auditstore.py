@@ -216,6 +216,7 @@ def sink_consumer(settings: Settings, topics: Iterable[str] = (AUDIT_TOPIC,)) ->
         heartbeat_interval_ms=max(session_ms // 3, 100),
         max_poll_records=settings.batch_size,
         fetch_max_wait_ms=200,
+        isolation_level="read_committed",  # never store a record of an aborted transaction
         **kafka_security(settings),
     )
 
@@ -361,6 +362,7 @@ async def scan_unsynced(
         group_id=SINK_GROUP,
         enable_auto_commit=False,
         fetch_max_wait_ms=100,
+        isolation_level="read_committed",
         **kafka_security(settings),
     )
     try:

@@ -266,7 +266,10 @@ async def _read_audit_topic(settings: Settings) -> tuple[list[int], list[Stored]
     from callguard.schema import AUDIT_TOPIC
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker_hosts(settings.broker), enable_auto_commit=False, **kafka_security(settings)
+        bootstrap_servers=broker_hosts(settings.broker),
+        enable_auto_commit=False,
+        isolation_level="read_committed",  # records of aborted transactions are no part of the chain
+        **kafka_security(settings),
     )
     records: list[Stored] = []
     try:
@@ -363,6 +366,14 @@ def _use_uvloop() -> None:
     mode.loop.use("uvloop")
 
 
+def _talks_to_kafka(args: argparse.Namespace) -> bool:
+    if args.command in ("worker", "lag"):
+        return True
+    if args.command == "audit":
+        return args.action != "verify" or args.file is None
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -371,6 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(intents=args.intents, show=args.show)
         settings = _settings(args)
+        if _talks_to_kafka(args):  # a refused TLS or SASL login: one line, at once (kafkaaccess.py)
+            from callguard.kafkaaccess import check_kafka_access
+
+            asyncio.run(check_kafka_access(settings))
         if args.command == "worker":
             _use_uvloop()
             from callguard.app import BrokerUnavailable, run_worker

@@ -227,6 +227,7 @@ class GuardClient:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
+            isolation_level="read_committed",  # workers deciding exactly once: only committed decisions
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             **self.security,
@@ -242,7 +243,10 @@ class GuardClient:
                 await self._consumer.position(tp)
         except (KafkaError, OSError) as exc:
             await self._stop_clients()
-            raise GuardUnavailable(f"cannot reach the broker at {';'.join(self.hosts)}: {exc}") from None
+            from callguard.kafkaaccess import access_problem
+
+            refused = await access_problem(self.hosts, self.security, timeout=min(self.start_timeout, 10.0))
+            raise GuardUnavailable(refused or f"cannot reach the broker at {';'.join(self.hosts)}: {exc}") from None
         except BaseException:
             await self._stop_clients()
             raise

@@ -16,6 +16,8 @@ from callguard.numbers import is_known_region
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+COMPRESSIONS = ("none", "gzip", "lz4", "zstd")
 
 
 class ConfigError(Exception):
@@ -67,6 +69,13 @@ class Settings:
     #: Static group membership (Kafka group.instance.id), e.g. the pod name of a
     #: StatefulSet: a restarted worker gets its partitions back without a rebalance.
     instance_id: str = ""
+    #: Compression of what the worker writes (decisions, audit records, dead
+    #: letters): ``none``, ``gzip``, ``lz4`` or ``zstd`` (lz4 and zstd need the cramjam package).
+    compression: str = "none"
+    #: ``at_least_once``, or ``exactly_once``: a batch's decisions, audit records,
+    #: dead letters and input offsets commit in one Kafka transaction (Apache Kafka;
+    #: consumers of the output topics read with isolation level read_committed).
+    processing_guarantee: str = "at_least_once"
     #: Kafka consumer group (Faust app id) of the workers.
     app_id: str = "callguard"
     #: Seconds between the worker's lag and register samples for ``/metrics`` (operations, issue 5).
@@ -185,6 +194,17 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"CALLGUARD_TOPIC_REPLICAS: expected 1-10, got {s.topic_replicas}")
     if not 3 <= s.session_timeout <= 300:
         raise ConfigError(f"CALLGUARD_SESSION_TIMEOUT: expected 3-300 seconds, got {s.session_timeout}")
+    if s.compression not in COMPRESSIONS:
+        raise ConfigError(f"CALLGUARD_COMPRESSION: expected one of {', '.join(COMPRESSIONS)}, got {s.compression!r}")
+    if s.compression in ("lz4", "zstd"):
+        from aiokafka import codec
+
+        if not (codec.has_lz4() if s.compression == "lz4" else codec.has_zstd()):
+            raise ConfigError(f"CALLGUARD_COMPRESSION={s.compression} needs the cramjam package: pip install cramjam")
+    if s.processing_guarantee not in PROCESSING_GUARANTEES:
+        raise ConfigError(
+            f"CALLGUARD_PROCESSING_GUARANTEE: expected {' or '.join(PROCESSING_GUARANTEES)}, got {s.processing_guarantee!r}"
+        )
     if not s.app_id or any(c.isspace() for c in s.app_id):
         raise ConfigError(f"CALLGUARD_APP_ID: expected a name without spaces, got {s.app_id!r}")
     if not 0.2 <= s.metrics_interval <= 300:

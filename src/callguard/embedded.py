@@ -122,6 +122,8 @@ class Server:
     stop_signal: int = signal.SIGTERM
     #: a directory of the server's own, removed once it stopped
     scratch: Path | None = None
+    #: Apache Kafka's SASL_SSL listener, when it has one (``start_kafka(sasl_ssl=…)``)
+    secure_url: str = ""
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -316,12 +318,88 @@ def _kafka_serves_metadata(port: int) -> bool:
         return pool.submit(asyncio.run, probe()).result()
 
 
+@dataclass(frozen=True)
+class KafkaSaslSsl:
+    """A SASL_SSL listener for :func:`start_kafka`: TLS with the broker's
+    PKCS12 ``keystore`` (see :func:`make_test_certificates`) and SASL/SCRAM
+    ``mechanism`` with ``users`` (name -> password), created when the storage
+    is formatted."""
+
+    keystore: Path
+    keystore_password: str
+    users: dict[str, str]
+    mechanism: str = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A certificate authority and a broker certificate it signed, for 127.0.0.1 and localhost."""
+
+    ca_file: Path  # the CA's certificate (PEM): what clients trust
+    keystore: Path  # the broker's key and certificate chain (PKCS12)
+    keystore_password: str
+
+
+def make_test_certificates(directory: Path, name: str = "callguard test CA") -> Certificates:
+    """A fresh CA and a broker certificate signed by it (valid two days,
+    subjectAltName 127.0.0.1 and localhost), made with the ``openssl``
+    command; the broker's key and chain go into a PKCS12 keystore."""
+    import secrets
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise EmbeddedError("making test certificates needs the openssl command")
+    directory.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(12)
+
+    def run(*argv: str) -> None:
+        done = subprocess.run([openssl, *argv], cwd=directory, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise EmbeddedError(f"openssl {argv[0]} failed: {(done.stdout + done.stderr)[-1000:]}")
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=localhost")
+    (directory / "broker.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+    )
+    run("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "broker.pem", "-days", "2", "-extfile", "broker.ext")  # fmt: skip
+    run("pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key", "-certfile", "ca.pem",
+        "-name", "kafka", "-out", "broker.p12", "-passout", f"pass:{password}")  # fmt: skip
+    return Certificates(directory / "ca.pem", directory / "broker.p12", password)
+
+
+def _sasl_ssl_properties(port: int, tls: KafkaSaslSsl) -> dict[str, str]:
+    mechanism = tls.mechanism.lower()
+    return {
+        "sasl.enabled.mechanisms": tls.mechanism,
+        f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        "listener.name.sasl_ssl.ssl.keystore.type": "PKCS12",
+        "listener.name.sasl_ssl.ssl.keystore.location": str(tls.keystore),
+        "listener.name.sasl_ssl.ssl.keystore.password": tls.keystore_password,
+        "listener.name.sasl_ssl.ssl.key.password": tls.keystore_password,
+    }
+
+
+def _listener_port(properties: dict[str, str], name: str) -> int | None:
+    for listener in properties.get("advertised.listeners", "").split(","):
+        if listener.startswith(f"{name}://"):
+            return int(listener.rsplit(":", 1)[1])
+    return None
+
+
 def start_kafka(
     workdir: Path,
     port: int | None = None,
     settings: dict[str, str] | None = None,
     heap: str = "512m",
     timeout: float = 90.0,
+    sasl_ssl: KafkaSaslSsl | None = None,
+    features: dict[str, int] | None = None,
 ) -> Server:
     """Apache Kafka, one combined broker and controller in KRaft mode, on loopback.
 
@@ -329,11 +407,16 @@ def start_kafka(
     directory ``data/`` and the broker's log ``kafka.log``. The first start
     writes the configuration (PLAINTEXT on ``port`` or a free one, the
     controller on another free port, :data:`KAFKA_SETTINGS` updated by
-    ``settings``) and formats the storage with a random cluster id. A later
-    start on the same ``workdir`` (after a stop or a kill -9) restarts that
-    broker on its log directory and ports, and ignores ``port`` and
-    ``settings``. Returns once the broker answers metadata requests;
-    ``Server.url`` is its ``kafka://`` URL.
+    ``settings``) and formats the storage with a random cluster id
+    (``features``: feature levels to format with, e.g.
+    ``{"transaction.version": 1}``). With ``sasl_ssl`` it also listens for
+    SASL_SSL clients on another free port (``Server.secure_url``), and its
+    SCRAM users are created at format time; the PLAINTEXT listener stays for
+    the broker's own use and the harness's probe. A later start on the same
+    ``workdir`` (after a stop or a kill -9) restarts that broker on its log
+    directory and ports, and ignores every option but ``heap`` and
+    ``timeout``. Returns once the broker answers metadata requests;
+    ``Server.url`` is its PLAINTEXT ``kafka://`` URL.
     """
     home = workdir / "kafka"
     config = home / "server.properties"
@@ -343,17 +426,28 @@ def start_kafka(
         controller = free_port()
         while controller == port:
             controller = free_port()
+        listeners = f"PLAINTEXT://127.0.0.1:{port}"
+        protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        secure: dict[str, str] = {}
+        if sasl_ssl is not None:
+            secure_port = free_port()
+            while secure_port in (port, controller):
+                secure_port = free_port()
+            listeners += f",SASL_SSL://127.0.0.1:{secure_port}"
+            protocols += ",SASL_SSL:SASL_SSL"
+            secure = _sasl_ssl_properties(secure_port, sasl_ssl)
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "listeners": f"{listeners},CONTROLLER://127.0.0.1:{controller}",
+            "advertised.listeners": listeners,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(home / "data"),
             **KAFKA_SETTINGS,
+            **secure,
             **(settings or {}),
         }
         # written under another name until the storage is formatted: a directory
@@ -363,13 +457,23 @@ def start_kafka(
         pending.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
         argv = [*_kafka_java(home, "256m"), "kafka.tools.StorageTool", "format", "--config", str(pending),
                 "--cluster-id", _kafka_cluster_id(), "--standalone"]  # fmt: skip
+        if sasl_ssl is not None:
+            for user, password in sasl_ssl.users.items():
+                argv += ["--add-scram", f"{sasl_ssl.mechanism}=[name={user},password={password}]"]
+        for feature, level in (features or {}).items():
+            argv += ["--feature", f"{feature}={level}"]
         formatting = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         if formatting.returncode != 0:
             raise EmbeddedError(
                 f"formatting Kafka's storage failed:\n{(formatting.stdout + formatting.stderr)[-2000:]}"
             )
         pending.rename(config)
-    port = int(_read_properties(config)["advertised.listeners"].rsplit(":", 1)[1])
+    written = _read_properties(config)
+    plain_port = _listener_port(written, "PLAINTEXT")
+    sasl_port = _listener_port(written, "SASL_SSL")
+    if plain_port is None:
+        raise EmbeddedError(f"{config} advertises no PLAINTEXT listener")
+    port = plain_port
     log_path = home / "kafka.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -377,6 +481,8 @@ def start_kafka(
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=home,
         )  # fmt: skip
     server = Server("kafka", port, process, log_path, url=f"kafka://127.0.0.1:{port}")
+    if sasl_port is not None:
+        server.secure_url = f"kafka://127.0.0.1:{sasl_port}"
     try:
         deadline = time.monotonic() + timeout
         wait_for_port(port, timeout, process)
