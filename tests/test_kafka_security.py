@@ -47,6 +47,7 @@ class Secured:
     certs: Certificates
     password: str
     env: dict[str, str]  # every CALLGUARD_KAFKA_* setting for the SASL_SSL listener
+    check_token: str  # a bearer token for POST /v1/check (operator sec-op, client acme)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,10 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     ):
         result = cli(env, *argv)
         assert result.returncode == 0, result.stderr
+    issued = cli(env, "tokens", "issue", "--operator-id", "sec-op", "--client-id", "acme")
+    assert issued.returncode == 0, issued.stderr
     try:
-        yield Secured(broker, certs, password, env)
+        yield Secured(broker, certs, password, env, issued.stdout.strip())
     finally:
         redis_server.stop()
         broker.stop()
@@ -92,8 +95,13 @@ def secure_worker(secured: Secured, tmp_path_factory: pytest.TempPathFactory) ->
     running.stop()
 
 
-def post_check(port: int, body: dict[str, str]) -> dict[str, object]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/check", data=orjson.dumps(body), method="POST")
+def post_check(port: int, body: dict[str, str], token: str) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/check",
+        data=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {token}"},
+        method="POST",
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         answer: dict[str, object] = orjson.loads(response.read())
         return answer
@@ -123,7 +131,10 @@ async def test_every_kafka_client_works_over_sasl_ssl(
 
     # POST /v1/check: the worker's own client, through the same listener
     answer = await asyncio.to_thread(
-        post_check, secure_worker.web_port, {"callee": CLEAR, "operator_id": "sec-op", "client_id": "acme"}
+        post_check,
+        secure_worker.web_port,
+        {"callee": CLEAR, "operator_id": "sec-op", "client_id": "acme"},
+        secured.check_token,
     )
     assert answer["decision"] == "allow", answer
 
