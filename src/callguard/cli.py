@@ -263,6 +263,7 @@ async def _read_audit_topic(settings: Settings) -> tuple[list[int], list[Stored]
 
     from callguard.audit import read_partition
     from callguard.config import broker_hosts, kafka_security
+    from callguard.kafkaaccess import refuse_hidden_topic
     from callguard.schema import AUDIT_TOPIC
 
     consumer = AIOKafkaConsumer(
@@ -278,6 +279,8 @@ async def _read_audit_topic(settings: Settings) -> tuple[list[int], list[Stored]
         # answers with none (Tansu with all), so ask for every topic's
         await consumer._client.force_metadata_update()
         partitions = sorted(consumer.partitions_for_topic(AUDIT_TOPIC) or ())
+        if not partitions:
+            await refuse_hidden_topic(consumer._client, AUDIT_TOPIC, kafka_security(settings))
         for partition in partitions:
             records += [r async for r in read_partition(consumer, TopicPartition(AUDIT_TOPIC, partition))]
     finally:

@@ -385,6 +385,19 @@ def _sasl_ssl_properties(port: int, tls: KafkaSaslSsl) -> dict[str, str]:
     }
 
 
+def kafka_authorizer_settings(*super_users: str) -> dict[str, str]:
+    """Broker settings that enforce ACLs (KRaft's ``StandardAuthorizer``), for
+    ``start_kafka(settings=…)``: whatever no ACL allows is refused, except for
+    ``super_users`` (e.g. ``User:admin``). ``User:ANONYMOUS`` is always one:
+    it is the principal of the PLAINTEXT and CONTROLLER listeners, which the
+    broker uses to talk to itself (and the harness to probe it), on loopback."""
+    return {
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": ";".join(["User:ANONYMOUS", *super_users]),
+    }
+
+
 def _listener_port(properties: dict[str, str], name: str) -> int | None:
     for listener in properties.get("advertised.listeners", "").split(","):
         if listener.startswith(f"{name}://"):
@@ -513,6 +526,25 @@ def kafka_tool(main_class: str, *args: str, timeout: float = 60.0) -> subprocess
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def kafka_tool_script(path: Path, main_class: str) -> Path:
+    """Write an executable shell script at ``path`` that runs Kafka's tool
+    ``main_class`` from the same jars with its arguments, as the
+    distribution's ``bin/`` scripts do (e.g. ``kafka-acls.sh`` runs
+    ``org.apache.kafka.tools.AclCommand``): for scripts written against them."""
+    import shlex
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a short-lived client: the serial collector and the first JIT tier start it in about half the time
+    java = [
+        ("-XX:+UseSerialGC" if arg == "-XX:+UseG1GC" else arg)
+        for arg in _kafka_java(path.parent, "256m", "WARN", "SYSTEM_ERR")
+    ]
+    argv = [*java[:1], "-XX:TieredStopAtLevel=1", *java[1:], main_class]
+    path.write_text(f'#!/bin/sh\nexec {shlex.join(argv)} "$@"\n')
+    path.chmod(0o755)
+    return path
 
 
 def _redis_argv(port: int, workdir: Path, binary: str | None = None) -> list[str]:

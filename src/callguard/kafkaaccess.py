@@ -16,7 +16,8 @@ import ssl
 from typing import Any
 
 from aiokafka.conn import create_conn
-from aiokafka.errors import SaslAuthenticationFailed, UnsupportedSaslMechanismError
+from aiokafka.errors import SaslAuthenticationFailed, TopicAuthorizationFailedError, UnsupportedSaslMechanismError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from callguard.config import ConfigError, Settings, broker_hosts, kafka_security
 
@@ -82,3 +83,17 @@ async def check_kafka_access(settings: Settings, timeout: float = 10.0) -> None:
     problem = await access_problem(broker_hosts(settings.broker), kafka_security(settings), timeout)
     if problem is not None:
         raise KafkaAccessDenied(problem)
+
+
+async def refuse_hidden_topic(client: Any, topic: str, security: dict[str, Any]) -> None:
+    """Raise ``TopicAuthorizationFailedError`` naming the user when the broker
+    refuses to describe ``topic`` to this client (aiokafka's ``AIOKafkaClient``).
+
+    A full metadata request leaves out the topics a principal may not
+    describe, so a reader without the ACL would take the topic for empty; a
+    request that names the topic says why it is missing."""
+    response = await client.send(client.get_random_node(), MetadataRequest([topic], allow_auto_topic_creation=False))
+    if any(entry[0] == TopicAuthorizationFailedError.errno for entry in response.topics):
+        user = security.get("sasl_plain_username")
+        who = f"user {user!r}" if user else "this client"
+        raise TopicAuthorizationFailedError(f"the broker's ACLs do not let {who} read {topic}")
