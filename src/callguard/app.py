@@ -227,25 +227,32 @@ def create_app(
                 "linger_ms": 5,
                 "max_batch_size": 256 * 1024,
                 "compression_type": None if settings.compression == "none" else settings.compression,
+                # a transaction's first request often meets the previous one's markers still being
+                # written (CONCURRENT_TRANSACTIONS): retry in 10 ms, not aiokafka's 100
+                "retry_backoff_ms": 10,
                 **kafka_security(settings),
             },
+            audit_partitions=audit_partitions or settings.topic_partitions,
         )
         send = transactions.sender(send)
 
     tail_reader: list[AIOKafkaConsumer] = []
 
+    tail_lock = asyncio.Lock()  # one reader, one partition at a time (exactly_once decides partitions concurrently)
+
     async def load_tail(partition: int) -> bytes | None:
         """The last audit record of a partition, to continue its hash chain."""
-        if not tail_reader:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=broker_hosts(settings.broker),
-                enable_auto_commit=False,
-                isolation_level="read_committed",  # never chain onto an aborted record (exactly_once)
-                **kafka_security(settings),
-            )
-            await consumer.start()
-            tail_reader.append(consumer)
-        return await last_record(tail_reader[0], TopicPartition(AUDIT_TOPIC, partition))
+        async with tail_lock:
+            if not tail_reader:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=broker_hosts(settings.broker),
+                    enable_auto_commit=False,
+                    isolation_level="read_committed",  # never chain onto an aborted record (exactly_once)
+                    **kafka_security(settings),
+                )
+                await consumer.start()
+                tail_reader.append(consumer)
+            return await last_record(tail_reader[0], TopicPartition(AUDIT_TOPIC, partition))
 
     guard = Guard(
         stores,
