@@ -153,11 +153,10 @@ async def read_partition(
     consumer: AIOKafkaConsumer, tp: TopicPartition, start: int | None = None
 ) -> AsyncIterator[Stored]:
     """Every record of ``tp`` from ``start`` (default: the beginning) to the
-    high watermark as of the first fetch. The high watermark comes from fetch
-    responses, which every Kafka-protocol broker reports correctly. A
-    ``read_committed`` consumer skips transaction markers and aborted records
-    on the way; a transaction still open at the end is waited for (up to
-    10 s without a record: a worker's transactions last milliseconds)."""
+    high watermark as of the first fetch (for a ``read_committed`` consumer,
+    the last stable offset: records past it belong to transactions still
+    open). Both come from fetch responses, which every Kafka-protocol broker
+    reports correctly."""
     consumer.assign([tp])
     if start is None:
         await consumer.seek_to_beginning(tp)
@@ -170,6 +169,9 @@ async def read_partition(
         records = batches.get(tp, [])
         if end is None:
             end = consumer.highwater(tp)
+            stable = consumer.last_stable_offset(tp) if consumer._isolation_level == "read_committed" else None
+            if end is not None and stable is not None and 0 <= stable < end:
+                end = stable
         for record in records:
             if end is not None and record.offset >= end:
                 return
