@@ -227,9 +227,6 @@ def create_app(
                 "linger_ms": 5,
                 "max_batch_size": 256 * 1024,
                 "compression_type": None if settings.compression == "none" else settings.compression,
-                # a transaction's first request often meets the previous one's markers still being
-                # written (CONCURRENT_TRANSACTIONS): retry in 10 ms, not aiokafka's 100
-                "retry_backoff_ms": 10,
                 **kafka_security(settings),
             },
             audit_partitions=audit_partitions or settings.topic_partitions,
