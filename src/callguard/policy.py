@@ -504,22 +504,33 @@ def check_register(
     return RuleResult("opposition_register", "deny" if reasons else "pass", tuple(reasons), detail)
 
 
+def _registered_on(result: RegisterResult) -> date:
+    """The day a registration is proven by: its own day, or failing that the result's as-of day."""
+    return result.registered_at if result.registered_at is not None else result.as_of
+
+
+def _consent_counts(consent: Consent, registered: date | None, now: datetime, tz: tzinfo) -> bool:
+    """A ``consent`` in force now and, for a registered number, given provably
+    after the registration (L5_2018_ART1_C5: registering revokes earlier consents)."""
+    return (
+        consent.basis == "consent"
+        and consent_in_force(consent, now, tz)
+        and (registered is None or proven_after(consent.granted_at, registered, tz))
+    )
+
+
 def _register_exceptions(
     client_id: str, result: RegisterResult, consents: tuple[Consent, ...], now: datetime, settings: PolicySettings
 ) -> list[tuple[Reason, Consent]]:
     tz = settings.timezone
-    registered: date = result.registered_at if result.registered_at is not None else result.as_of
+    registered = _registered_on(result)
     found: list[tuple[Reason, Consent]] = []
     for consent in consents:
         if consent.client_id != client_id:
             continue
         if consent.basis == "contract" and contract_in_grace(consent, now, settings):
             found.append((Reason.CONTRACT, consent))
-        elif (
-            consent.basis == "consent"
-            and consent_in_force(consent, now, tz)
-            and proven_after(consent.granted_at, registered, tz)
-        ):
+        elif _consent_counts(consent, registered, now, tz):
             found.append((Reason.CONSENT, consent))
     found.sort(key=lambda pair: pair[0] != Reason.CONTRACT)
     return found
@@ -544,14 +555,9 @@ def valid_consent(
     result = most_recent_result(register)
     registered: date | None = None
     if result is not None and result.opposed:
-        registered = result.registered_at if result.registered_at is not None else result.as_of
+        registered = _registered_on(result)
     for consent in consents:
-        if (
-            consent.client_id == client_id
-            and consent.basis == "consent"
-            and consent_in_force(consent, now, tz)
-            and (registered is None or proven_after(consent.granted_at, registered, tz))
-        ):
+        if consent.client_id == client_id and _consent_counts(consent, registered, now, tz):
             return consent
     return None
 
@@ -713,12 +719,8 @@ def check_caller_id(
     if caller not in operator.caller_ids:
         reasons.append(Reason.CALLER_ID_NOT_DECLARED)
         detail["declared"] = len(operator.caller_ids)
-    blocked_from = foreign_block_start(caller, settings)
-    if (
-        operator.country != "IT"
-        and blocked_from is not None
-        and now.astimezone(settings.timezone).date() >= blocked_from
-    ):
+    blocked_from = None if operator.country == "IT" else foreign_block_start(caller, settings)
+    if blocked_from is not None and now.astimezone(settings.timezone).date() >= blocked_from:
         reasons.append(Reason.CALLER_ID_FOREIGN_ORIGIN)
         detail["operator_country"] = operator.country
         detail["blocked_since"] = blocked_from.isoformat()
