@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -34,13 +34,14 @@ from callguard.schema import (
     SILENT_OUTCOMES,
     Intent,
     MalformedIntent,
-    OutcomeReport,
     dumps,
     parse_intent,
     parse_outcome,
     rfc3339,
 )
 from callguard.stores import NO_CAMPAIGN, Allowed, LookupUnavailable, Query, Stores
+
+T = TypeVar("T")
 
 log = logging.getLogger("callguard.guard")
 
@@ -264,15 +265,8 @@ class Guard:
         """Apply opt-outs from ``callguard.optouts``; bad ones go to the dead
         letters. Retries Redis until it answers: an opt-out is never dropped."""
         now = self.clock()
-        rows: list[tuple[str, OptOut]] = []
-        out: list[Outgoing] = []
-        for raw in batch:
-            try:
-                rows.append(self._parse_optout(raw, now))
-            except ValueError as exc:
-                self.metrics.deadlettered(raw.topic)
-                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now), None))
-                log.info("malformed opt-out at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc)
+        parsed, out = self._parse_all(batch, lambda raw: self._parse_optout(raw, now), "opt-out", now)
+        rows = [row for _, row in parsed]
         await self._retry_redis("optouts", len(rows), lambda: self.stores.add_optouts(rows))
         await self._publish(out)
         self.metrics.optouts_applied(len(rows))
@@ -283,19 +277,28 @@ class Guard:
         (validated like a line of ``consents load``); bad ones go to the dead
         letters. Retries Redis until it answers: a consent is never dropped."""
         now = self.clock()
-        rows: list[tuple[str, Consent]] = []
-        out: list[Outgoing] = []
-        for raw in batch:
-            try:
-                rows.append(self._parse_consent(raw))
-            except ValueError as exc:
-                self.metrics.deadlettered(raw.topic)
-                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now), None))
-                log.info("malformed consent at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc)
+        parsed, out = self._parse_all(batch, self._parse_consent, "consent", now)
+        rows = [row for _, row in parsed]
         await self._retry_redis("consents", len(rows), lambda: self.stores.upsert_consents(rows))
         await self._publish(out)
         self.metrics.consents.inc(len(rows))
         return len(rows)
+
+    def _parse_all(
+        self, batch: Sequence[Raw], parse: Callable[[Raw], T], what: str, now: datetime
+    ) -> tuple[list[tuple[Raw, T]], list[Outgoing]]:
+        """``parse`` each message; one that raises ``ValueError`` becomes a dead
+        letter with its error (the worker never stops on bad input)."""
+        parsed: list[tuple[Raw, T]] = []
+        out: list[Outgoing] = []
+        for raw in batch:
+            try:
+                parsed.append((raw, parse(raw)))
+            except ValueError as exc:
+                self.metrics.deadlettered(raw.topic)
+                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now), None))
+                log.info("malformed %s at %s/%d@%d: %s", what, raw.topic, raw.partition, raw.offset, exc)
+        return parsed, out
 
     def _parse_consent(self, raw: Raw) -> tuple[str, Consent]:
         obj = _json_object(raw)
@@ -332,15 +335,7 @@ class Guard:
         (or allowed more than three days ago), go to the dead letters.
         Retries Redis until it answers: an outcome is never dropped."""
         now = self.clock()
-        reports: list[tuple[Raw, OutcomeReport]] = []
-        out: list[Outgoing] = []
-        for raw in batch:
-            try:
-                reports.append((raw, parse_outcome(raw.value)))
-            except ValueError as exc:
-                self.metrics.deadlettered(raw.topic)
-                out.append((DEADLETTER_TOPIC, None, deadletter_record(raw, str(exc), None, now), None))
-                log.info("malformed outcome at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc)
+        reports, out = self._parse_all(batch, lambda raw: parse_outcome(raw.value), "outcome", now)
         pairs = [(report, report.outcome in SILENT_OUTCOMES) for _, report in reports]
         results: list[str | int] = (
             await self._retry_redis(
