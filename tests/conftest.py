@@ -315,3 +315,19 @@ def assert_replays_exactly(env: dict[str, str], version: str, at_least: int, *ar
     assert answer["recorded_policies"] == {version: answer["records"]}, answer
     assert (answer["replayed"], answer["changed"], answer["not_replayable"]) == (answer["records"], 0, 0), answer
     return answer
+
+
+async def decide_intents(broker_url: str, intents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Publish intents keyed by callee, as a dialer does, and return each one's
+    (last) decision, every one validated against the shipped schema."""
+    from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+    from tests.contract import validate
+
+    values = [orjson.dumps(i) for i in intents]
+    await produce(broker_url, INTENTS_TOPIC, values, [i["callee"].encode() for i in intents])
+    found = await collect(broker_url, DECISIONS_TOPIC, {i["intent_id"] for i in intents}, timeout=60)
+    assert found.keys() == {i["intent_id"] for i in intents}
+    decisions = {key: values[-1] for key, values in found.items()}
+    for decision in decisions.values():
+        validate(decision, "decision")
+    return decisions

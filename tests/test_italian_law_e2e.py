@@ -28,20 +28,20 @@ import redis
 
 from callguard.client import GuardClient
 from callguard.embedded import Embedded
-from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
 from tests.conftest import (
     Worker,
     assert_replays_exactly,
     cli,
-    collect,
     env_for,
     load_all,
     mandates_csv,
     operators_csv,
-    produce,
     start_test_broker,
     today,
     write_csv,
+)
+from tests.conftest import (
+    decide_intents as decide,
 )
 from tests.contract import validate
 
@@ -152,16 +152,6 @@ def intent(intent_id: str, number: str, **extra: Any) -> dict[str, Any]:
         "campaign_id": "il-camp",
         **extra,
     }
-
-
-async def decide(broker: str, intents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    await produce(broker, INTENTS_TOPIC, [orjson.dumps(i) for i in intents], [i["callee"].encode() for i in intents])
-    found = await collect(broker, DECISIONS_TOPIC, {i["intent_id"] for i in intents}, timeout=60)
-    assert found.keys() == {i["intent_id"] for i in intents}
-    decisions = {key: values[-1] for key, values in found.items()}
-    for decision in decisions.values():
-        validate(decision, "decision")
-    return decisions
 
 
 CASES: dict[str, tuple[dict[str, Any], str, list[str]]] = {

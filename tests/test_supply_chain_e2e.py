@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer
 
 from callguard.client import GuardClient
 from callguard.embedded import Embedded
-from callguard.schema import AUDIT_TOPIC, CONSENTS_TOPIC, DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.schema import AUDIT_TOPIC, CONSENTS_TOPIC, DEADLETTER_TOPIC
 from tests.conftest import (
     Worker,
     assert_replays_exactly,
@@ -39,6 +39,9 @@ from tests.conftest import (
     start_test_broker,
     today,
     write_csv,
+)
+from tests.conftest import (
+    decide_intents as decide,
 )
 from tests.contract import validate
 
@@ -121,16 +124,6 @@ def intent(intent_id: str, number: str, operator: str = "sc-op", client: str = C
         "caller_id": caller[operator],
         **extra,
     }
-
-
-async def decide(broker: str, intents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    await produce(broker, INTENTS_TOPIC, [orjson.dumps(i) for i in intents], [i["callee"].encode() for i in intents])
-    found = await collect(broker, DECISIONS_TOPIC, {i["intent_id"] for i in intents}, timeout=60)
-    assert found.keys() == {i["intent_id"] for i in intents}
-    decisions = {key: values[-1] for key, values in found.items()}
-    for decision in decisions.values():
-        validate(decision, "decision")
-    return decisions
 
 
 def verdicts(decisions: dict[str, dict[str, Any]]) -> dict[str, tuple[str, list[str]]]:
