@@ -173,6 +173,7 @@ def test_status_lists_loads(env) -> None:
         ("CALLGUARD_WEB_PORT", "70000", "CALLGUARD_WEB_PORT: expected a port"),
         ("CALLGUARD_REGISTER_MAX_AGE_DAYS", "fifteen", "CALLGUARD_REGISTER_MAX_AGE_DAYS: expected a whole number"),
         ("CALLGUARD_DEFAULT_REGION", "ZZ", "CALLGUARD_DEFAULT_REGION: 'ZZ' is not an ISO 3166 region"),
+        ("CALLGUARD_PRODUCER_IDEMPOTENCE", "yes", "CALLGUARD_PRODUCER_IDEMPOTENCE: expected one of auto, true, false"),
     ],
 )
 def test_bad_configuration_fails_at_start_with_one_line(env, variable, value, message) -> None:

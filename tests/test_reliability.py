@@ -268,3 +268,30 @@ async def steady_intents(broker_url: str, seconds: float, rate: int) -> None:
             await asyncio.sleep(0.05)
     finally:
         await producer.stop()
+
+
+# --- the idempotent producer: a batch sent again after a broker failure is written once ---
+
+
+def test_worker_without_an_idempotent_producer_says_so(tmp_path: Path, embedded) -> None:
+    """Tansu refuses InitProducerId. ``auto`` runs on with a warning that names
+    the risk to the audit chain; ``true`` refuses to start, in one line. (The
+    property itself, no batch written twice when Apache Kafka is killed, is
+    test_kafka_broker.py's broker-kill test.)"""
+    from callguard.embedded import start_broker
+
+    tansu = start_broker(tmp_path)
+    try:
+        env = env_for(f"kafka://127.0.0.1:{tansu.port}", embedded.redis_url, CALLGUARD_APP_ID="callguard-idempotence")
+        strict = Worker({**env, "CALLGUARD_PRODUCER_IDEMPOTENCE": "true"}, tmp_path / "strict.log").start(wait=False)
+        assert strict.process is not None
+        assert strict.process.wait(60) == 2, strict.log_tail()
+        assert "the broker refuses an idempotent producer" in strict.log_tail()
+        worker = Worker(env, tmp_path / "auto.log").start()
+        try:
+            log = worker.log_tail(200)
+            assert "refuses an idempotent producer" in log and "audit verify" in log, log
+        finally:
+            worker.stop()
+    finally:
+        tansu.stop()

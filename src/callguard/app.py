@@ -31,12 +31,13 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from faust.web import Request, Response, View
 
 from callguard.audit import ChainHeads, last_record
@@ -181,8 +182,7 @@ def create_app(
         topic_replication_factor=settings.topic_replicas,
         topic_allow_declare=True,
         topic_disable_leader=True,  # no leader-only tasks: spare the extra topic
-        # Kafka producers are not idempotent by default in Faust; keep acks=all
-        producer_acks=-1,
+        producer_acks=-1,  # and idempotent unless told otherwise: _idempotent_producer
         producer_linger=0.005,
         producer_compression_type=None if settings.compression == "none" else settings.compression,
         producer_max_batch_size=256 * 1024,
@@ -200,6 +200,8 @@ def create_app(
         logging_config=None,
         broker_credentials=faust_credentials(settings),
     )
+    if settings.producer_idempotence != "false":
+        _idempotent_producer(app)
     metrics = Metrics()
     stats = metrics.totals
     stores = Stores.from_url(
@@ -470,6 +472,42 @@ class BrokerUnavailable(Exception):
     """The broker did not answer at start."""
 
 
+def _idempotent_producer(app: faust.App) -> None:
+    """Make Faust's producer idempotent (faust-streaming 0.15.3 asks for it only
+    inside its own transactions, in ``Producer._settings_extra``). Without it,
+    aiokafka sends a batch again when a broker fails before answering, the
+    broker may write it twice, and the second copy breaks the audit chain: its
+    first record points at the record before the first copy."""
+    transport: Any = app.transport
+    base = transport.Producer
+
+    def _settings_extra(self: Any) -> dict[str, Any]:
+        return {**base._settings_extra(self), "acks": "all", "enable_idempotence": True}
+
+    transport.Producer = type("IdempotentProducer", (base,), {"_settings_extra": _settings_extra})
+
+
+async def idempotence_refused(settings: Settings, timeout: float = 15.0) -> str | None:
+    """Why the broker refuses an idempotent producer (InitProducerId), or None
+    when it grants one; :class:`BrokerUnavailable` when it does not answer."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker_hosts(settings.broker),
+        enable_idempotence=True,
+        acks="all",
+        **kafka_security(settings),
+    )
+    try:
+        await asyncio.wait_for(producer.start(), timeout)
+    except (KafkaConnectionError, TimeoutError) as exc:
+        raise BrokerUnavailable(f"cannot reach the broker at {settings.broker}: {exc or 'timed out'}") from None
+    except KafkaError as exc:
+        return str(exc) or type(exc).__name__
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+    return None
+
+
 async def ensure_topics(settings: Settings, wait: float = 60.0) -> list[str]:
     """Create every missing callguard topic with the configured partitions and
     replicas, before any consumer subscribes (a subscription could otherwise
@@ -564,6 +602,23 @@ def run_worker(settings: Settings) -> int:
     created = asyncio.run(ensure_topics(settings))
     if created:
         log.info("created topics %s", ", ".join(created), extra={"event": "topics_created", "topics": created})
+    if settings.producer_idempotence != "false":
+        refused = asyncio.run(idempotence_refused(settings))
+        if refused is not None and settings.producer_idempotence == "true":
+            log.critical(
+                "the broker refuses an idempotent producer (%s); CALLGUARD_PRODUCER_IDEMPOTENCE=true",
+                refused,
+                extra={"event": "idempotence_refused"},
+            )
+            return 2
+        if refused is not None:
+            log.warning(
+                "the broker refuses an idempotent producer (%s): writing without one. A broker failure may "
+                "then write a batch twice, which `callguard audit verify` reports as a broken chain",
+                refused,
+                extra={"event": "idempotence_refused"},
+            )
+            settings = replace(settings, producer_idempotence="false")
     app = create_app(settings, asyncio.run(partition_count(settings, AUDIT_TOPIC)), policy)
     worker = faust.Worker(
         app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False, logging_config=config

@@ -17,6 +17,7 @@ from callguard.numbers import is_known_region
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+IDEMPOTENCE = ("auto", "true", "false")
 COMPRESSIONS = ("none", "gzip", "lz4", "zstd")
 
 
@@ -76,6 +77,11 @@ class Settings:
     #: dead letters and input offsets commit in one Kafka transaction (Apache Kafka;
     #: consumers of the output topics read with isolation level read_committed).
     processing_guarantee: str = "at_least_once"
+    #: Idempotent producer (Kafka ``enable.idempotence``): a batch the client
+    #: sends again after a broker failure is written once, so the audit chain
+    #: holds. ``auto``: on where the broker grants it (Apache Kafka), off with a
+    #: warning where it does not (Tansu); ``true``: refuse to start without it.
+    producer_idempotence: str = "auto"
     #: Kafka consumer group (Faust app id) of the workers.
     app_id: str = "callguard"
     #: Seconds between the worker's lag and register samples for ``/metrics`` (operations, issue 5).
@@ -204,6 +210,10 @@ def validate(s: Settings) -> None:
     if s.processing_guarantee not in PROCESSING_GUARANTEES:
         raise ConfigError(
             f"CALLGUARD_PROCESSING_GUARANTEE: expected {' or '.join(PROCESSING_GUARANTEES)}, got {s.processing_guarantee!r}"
+        )
+    if s.producer_idempotence not in IDEMPOTENCE:
+        raise ConfigError(
+            f"CALLGUARD_PRODUCER_IDEMPOTENCE: expected one of {', '.join(IDEMPOTENCE)}, got {s.producer_idempotence!r}"
         )
     if not s.app_id or any(c.isspace() for c in s.app_id):
         raise ConfigError(f"CALLGUARD_APP_ID: expected a name without spaces, got {s.app_id!r}")
