@@ -231,23 +231,27 @@ def create_app(
                 "compression_type": None if settings.compression == "none" else settings.compression,
                 **kafka_security(settings),
             },
+            audit_partitions=audit_partitions or settings.topic_partitions,
         )
         send = transactions.sender(send)
 
     tail_reader: list[AIOKafkaConsumer] = []
 
+    tail_lock = asyncio.Lock()  # one reader, one partition at a time (exactly_once decides partitions concurrently)
+
     async def load_tail(partition: int) -> bytes | None:
         """The last audit record of a partition, to continue its hash chain."""
-        if not tail_reader:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=broker_hosts(settings.broker),
-                enable_auto_commit=False,
-                isolation_level="read_committed",  # never chain onto an aborted record (exactly_once)
-                **kafka_security(settings),
-            )
-            await consumer.start()
-            tail_reader.append(consumer)
-        return await last_record(tail_reader[0], TopicPartition(AUDIT_TOPIC, partition))
+        async with tail_lock:
+            if not tail_reader:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=broker_hosts(settings.broker),
+                    enable_auto_commit=False,
+                    isolation_level="read_committed",  # never chain onto an aborted record (exactly_once)
+                    **kafka_security(settings),
+                )
+                await consumer.start()
+                tail_reader.append(consumer)
+            return await last_record(tail_reader[0], TopicPartition(AUDIT_TOPIC, partition))
 
     guard = Guard(
         stores,

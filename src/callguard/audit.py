@@ -189,9 +189,12 @@ async def last_record(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bytes |
     (some brokers report a batch's base offset as the end). Where the last
     offsets hold no record a consumer returns (a transaction's commit or
     abort marker, an aborted transaction's records), it starts again further
-    back, twice as far each time."""
+    back, twice as far each time; it starts two back, since the last offset
+    of a partition written by transactions is a marker."""
     end = (await consumer.end_offsets([tp]))[tp]
-    back = 1
+    if end == 0:
+        return None
+    back = 2
     while True:
         start = max(end - back, 0)
         last: bytes | None = None

@@ -30,6 +30,7 @@ batch again.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import os
@@ -76,6 +77,7 @@ class Transactions:
         generation: Callable[[], int],
         forget: Callable[[], None],
         options: dict[str, Any],
+        audit_partitions: int,
     ) -> None:
         self.hosts = hosts
         self.group = group
@@ -83,6 +85,7 @@ class Transactions:
         self.generation = generation  # the consumer group's current generation
         self.forget = forget  # Guard.chain.forget: after an abort, reload the chains' heads
         self.options = options  # producer settings and kafka_security
+        self.audit_partitions = audit_partitions  # the guard's: an intent partition's audit partition is p % this
         self.producers: dict[int, tuple[int, AIOKafkaProducer]] = {}
         self.publisher = BatchPublisher(self._current)
         self.committed = 0
@@ -124,12 +127,22 @@ class Transactions:
         return producer
 
     async def decide(self, batch: Batch) -> None:
-        """Decide ``batch``, one transaction per input partition, each with its offsets."""
+        """Decide ``batch``, one transaction per input partition, each with its
+        offsets. Partitions whose audit records go to different audit
+        partitions are decided concurrently (a transaction is several round
+        trips); those sharing an audit partition one after the other, so that
+        its hash chain is extended by one of them at a time."""
         by_partition: dict[Any, list[Chunk]] = {}
         for chunk in batch.chunks:
             by_partition.setdefault(chunk.tp, []).append(chunk)
+        lanes: dict[int, list[tuple[Any, list[Chunk]]]] = {}
         for tp, chunks in by_partition.items():
-            producer = await self.producer(tp.partition, batch.generation)
+            lanes.setdefault(tp.partition % self.audit_partitions, []).append((tp, chunks))
+        await asyncio.gather(*(self._decide_lane(lane, batch.generation) for lane in lanes.values()))
+
+    async def _decide_lane(self, lane: list[tuple[Any, list[Chunk]]], generation: int) -> None:
+        for tp, chunks in lane:
+            producer = await self.producer(tp.partition, generation)
             await producer.begin_transaction()
             token = CURRENT.set(producer)
             try:
@@ -137,7 +150,7 @@ class Transactions:
             finally:
                 CURRENT.reset(token)
             try:
-                if self.generation() != batch.generation:  # the partition may be another worker's by now
+                if self.generation() != generation:  # the partition may be another worker's by now
                     await producer.abort_transaction()
                     self.forget()
                     self.aborted += 1
