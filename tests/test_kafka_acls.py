@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 from redis.asyncio import Redis
 
-from callguard.client import GuardClient, GuardDecision
+from callguard.client import GuardClient, GuardDecision, GuardUnavailable
 from callguard.config import kafka_security, load_settings
 from callguard.embedded import (
     KafkaSaslSsl,
@@ -46,7 +46,7 @@ from callguard.embedded import (
     start_redis,
 )
 from callguard.stores import callee_key
-from tests.conftest import Worker, broker_kind, cli, env_for, today, write_csv
+from tests.conftest import CORE_POLICY, Worker, broker_kind, cli, env_for, today, write_csv
 
 pytestmark = [
     pytest.mark.e2e,
@@ -269,6 +269,24 @@ async def test_a_dialer_cannot_write_consents_or_optouts(guarded: Guarded, acl_w
     assert time.monotonic() - started < 20
 
 
+async def test_the_consent_source_uses_the_client_to_publish_but_cannot_check(
+    guarded: Guarded, acl_worker: Worker
+) -> None:
+    """The consent source may not read ``callguard.decisions``: the Python
+    client starts without a reader, publishes consents and opt-outs, and a
+    check says why it cannot be made, at once (not a missing topic after the
+    start timeout)."""
+    started = time.monotonic()
+    async with GuardClient(
+        guarded.broker.secure_url, timeout=20, start_timeout=20, security=guarded.security(CONSENTS)
+    ) as source:
+        await source.record_consent(CONSENTED, "acme")
+        await source.opt_out(OPTED_OUT, "acme")
+        with pytest.raises(GuardUnavailable, match=r"do not let user 'callguard-consents' read callguard\.decisions"):
+            await source.check(CLEAR, "acl-op", "acme")
+    assert time.monotonic() - started < 15
+
+
 async def test_the_consent_source_cannot_publish_intents(guarded: Guarded) -> None:
     started = time.monotonic()
     with pytest.raises(TopicAuthorizationFailedError, match=r"callguard\.intents"):
@@ -280,9 +298,13 @@ async def test_the_consent_source_cannot_publish_intents(guarded: Guarded) -> No
 def test_only_the_auditor_reads_the_audit_trail_with_audit_commands(
     guarded: Guarded, user: str, acl_worker: Worker, tmp_path: Path
 ) -> None:
-    """``audit verify`` and ``audit export`` under another principal say the
-    broker refused it, instead of finding an empty trail."""
-    for argv in (("audit", "verify", "--no-checkpoints"), ("audit", "export", str(tmp_path / "out.jsonl"))):
+    """``audit verify``, ``audit export`` and ``replay --from topic`` under
+    another principal say the broker refused it, instead of finding an empty trail."""
+    for argv in (
+        ("audit", "verify", "--no-checkpoints"),
+        ("audit", "export", str(tmp_path / "out.jsonl")),
+        ("replay", "--from", "topic", "--policy", CORE_POLICY),
+    ):
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "callguard", *argv],

@@ -39,7 +39,7 @@ from typing import Any, Literal, TypeAlias, TypeVar, get_args
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from callguard.config import broker_hosts
 from callguard.numbers import normalise
@@ -204,13 +204,18 @@ class GuardClient:
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[GuardDecision]] = {}
         self._running = False
+        self._decisions_refused = ""  # why this client may not read decisions (then it cannot check)
 
     # --- lifecycle --------------------------------------------------------------
 
     async def start(self) -> GuardClient:
         """Connect, assign every partition of ``callguard.decisions`` and seek
         to its end; only then may intents be sent (no decision can be missed).
-        Raises :class:`GuardUnavailable` when the broker or topic is missing."""
+        Raises :class:`GuardUnavailable` when the broker or topic is missing.
+        A principal the broker's ACLs do not let read the decisions (the
+        consent source of ``deploy/kafka/acls.sh``) starts without a reader:
+        it publishes consents, opt-outs and outcomes, and its checks raise
+        :class:`GuardUnavailable` saying why."""
         if self._running:
             return self
         self._producer = AIOKafkaProducer(
@@ -236,6 +241,11 @@ class GuardClient:
             await self._producer.start()
             await self._consumer.start()
             partitions = await self._decision_partitions()
+            if partitions is None:  # a principal that only publishes (a consent source): no reader
+                await self._consumer.stop()
+                self._consumer = None
+                self._running = True
+                return self
             assigned = [TopicPartition(DECISIONS_TOPIC, p) for p in sorted(partitions)]
             self._consumer.assign(assigned)
             await self._consumer.seek_to_end(*assigned)
@@ -254,10 +264,14 @@ class GuardClient:
         self._running = True
         return self
 
-    async def _decision_partitions(self) -> set[int]:
+    async def _decision_partitions(self) -> set[int] | None:
         """Partitions of ``callguard.decisions`` from a full metadata fetch,
-        which (unlike a metadata request for one topic) never auto-creates it."""
+        which (unlike a metadata request for one topic) never auto-creates it;
+        None when the broker's ACLs do not let this client read it (the reason
+        is kept for :meth:`submit`)."""
         assert self._consumer is not None
+        from callguard.kafkaaccess import refuse_hidden_topic
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
         while True:
@@ -265,6 +279,11 @@ class GuardClient:
             partitions = cluster.partitions_for_topic(DECISIONS_TOPIC)
             if partitions:
                 return set(partitions)
+            try:
+                await refuse_hidden_topic(self._consumer._client, DECISIONS_TOPIC, self.security)
+            except TopicAuthorizationFailedError as exc:
+                self._decisions_refused = f"{exc}: this client may publish consents, opt-outs and outcomes only"
+                return None
             if loop.time() > deadline:
                 raise GuardUnavailable(
                     f"topic {DECISIONS_TOPIC} does not exist on {';'.join(self.hosts)}: start a callguard worker first"
@@ -390,6 +409,8 @@ class GuardClient:
         producer = self._producer
         if not self._running or producer is None:
             raise GuardClosed("the client is not started")
+        if self._consumer is None:
+            raise GuardUnavailable(self._decisions_refused)
         intent_id = intent["intent_id"]
         callee = intent["callee"]
         if not isinstance(intent_id, str) or not isinstance(callee, str):

@@ -229,6 +229,7 @@ async def _from_topic(settings: Settings) -> AsyncIterator[bytes]:
 
     from callguard.audit import read_partition
     from callguard.config import broker_hosts, kafka_security
+    from callguard.kafkaaccess import refuse_hidden_topic
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a broker problem is reported in our own line
     consumer = AIOKafkaConsumer(
@@ -244,7 +245,13 @@ async def _from_topic(settings: Settings) -> AsyncIterator[bytes]:
             await consumer._client.force_metadata_update()
         except (KafkaError, OSError, TimeoutError) as exc:
             raise Unreachable(f"cannot reach the broker at {settings.broker}: {exc or type(exc).__name__}") from None
-        for partition in sorted(consumer.partitions_for_topic(AUDIT_TOPIC) or ()):
+        partitions = sorted(consumer.partitions_for_topic(AUDIT_TOPIC) or ())
+        if not partitions:  # no such topic, or one the broker's ACLs hide from this user: say which
+            try:
+                await refuse_hidden_topic(consumer._client, AUDIT_TOPIC, kafka_security(settings))
+            except KafkaError as exc:
+                raise Unreachable(f"cannot read {AUDIT_TOPIC} from {settings.broker}: {exc}") from None
+        for partition in partitions:
             try:
                 async for stored in read_partition(consumer, TopicPartition(AUDIT_TOPIC, partition)):
                     yield stored.value
