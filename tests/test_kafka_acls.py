@@ -348,3 +348,72 @@ def test_acls_sh_grants_no_wildcard_and_no_cluster_operation(guarded: Guarded) -
     ).stdout
     assert "*" not in printed and "--cluster" not in printed and "--resource-pattern-type prefixed" in printed
     assert "Adding ACLs" in guarded.acls.stdout
+
+
+# --- the durable audit store under the auditor's principal -----------------------------
+
+
+@pytest.fixture
+def acl_store(postgres: Server) -> Iterator[str]:
+    """A database of this module's own on the session's PostgreSQL."""
+    import asyncpg
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(postgres.url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run("DROP DATABASE IF EXISTS acl_audit"))
+    asyncio.run(run("CREATE DATABASE acl_audit"))
+    yield postgres.url.rsplit("/", 1)[0] + "/acl_audit"
+    asyncio.run(run("DROP DATABASE IF EXISTS acl_audit WITH (FORCE)"))
+
+
+def test_the_auditor_sinks_and_searches_the_trail_and_a_dialer_cannot(
+    guarded: Guarded, acl_worker: Worker, acl_store: str, tmp_path: Path
+) -> None:
+    """``audit sink`` under the auditor's principal (its own group, the audit
+    topic only: it creates no topic) stores the decisions and ``audit search``
+    finds them; under the dialer's, each says the broker refused it in one line."""
+    asyncio.run(decide_one(guarded, CLEAR))
+    auditor = guarded.env(AUDITOR, CALLGUARD_AUDIT_DSN=acl_store)
+    with (tmp_path / "sink.log").open("wb") as log:
+        sink = subprocess.Popen(
+            [sys.executable, "-m", "callguard", "audit", "sink"], env=auditor, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            found = cli(auditor, "audit", "search", "--callee", CLEAR, "--json")
+            assert found.returncode == 0, found.stderr
+            answer = orjson.loads(found.stdout)
+            if answer["decisions"] and answer["lag_error"] is None and all(d["in_store"] for d in answer["decisions"]):
+                break
+            assert sink.poll() is None, (tmp_path / "sink.log").read_text()
+            assert time.monotonic() < deadline, found.stdout
+            time.sleep(0.5)
+    finally:
+        sink.terminate()
+        sink.wait(30)
+    log_text = (tmp_path / "sink.log").read_text()
+    assert "uthoriz" not in log_text and "created topics" not in log_text, log_text
+
+    dialer = guarded.env(DIALER, CALLGUARD_AUDIT_DSN=acl_store)
+    started = time.monotonic()
+    refused = subprocess.run(
+        [sys.executable, "-m", "callguard", "audit", "sink"], env=dialer, capture_output=True, text=True, timeout=60
+    )
+    lines = [line for line in (refused.stdout + refused.stderr).splitlines() if line.strip()]
+    assert refused.returncode == 2 and time.monotonic() - started < 20, lines
+    assert len(lines) == 1 and "do not let user 'callguard-dialer' read callguard.audit" in lines[0], lines
+    searched = cli(dialer, "audit", "search", "--callee", CLEAR, "--json")
+    assert searched.returncode == 0, searched.stderr  # the store answers; the topic's part is refused, and said so
+    assert "do not let user 'callguard-dialer' read callguard.audit" in orjson.loads(searched.stdout)["lag_error"]
+
+
+async def decide_one(guarded: Guarded, callee: str) -> None:
+    async with GuardClient(guarded.broker.secure_url, timeout=20, security=guarded.security(DIALER)) as dialer:
+        decision = await dialer.check(callee, "acl-op", "acme")
+        assert isinstance(decision, GuardDecision), decision

@@ -30,14 +30,21 @@ import os
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 from faust.web import Request, Response, View
 
 from callguard.audit import ChainHeads, last_record
@@ -46,6 +53,7 @@ from callguard.batching import install as install_batching
 from callguard.config import Settings, broker_hosts, kafka_security, safe_url
 from callguard.guard import Guard, Raw
 from callguard.health import DAY, data_checks, safe_read_data, utcnow
+from callguard.kafkaaccess import KafkaAccessDenied, refuse_hidden_topic, who
 from callguard.lag import LagProbe
 from callguard.logs import logging_config
 from callguard.metrics import CONTENT_TYPE, Metrics
@@ -512,26 +520,34 @@ async def idempotence_refused(settings: Settings, timeout: float = 15.0) -> str 
     return None
 
 
-async def ensure_topics(settings: Settings, wait: float = 60.0) -> list[str]:
-    """Create every missing callguard topic with the configured partitions and
+async def ensure_topics(settings: Settings, wait: float = 60.0, topics: Sequence[str] = ALL_TOPICS) -> list[str]:
+    """Create every missing one of ``topics`` with the configured partitions and
     replicas, before any consumer subscribes (a subscription could otherwise
     make the broker auto-create an input topic with its own defaults).
-    Returns the topics created; waits up to ``wait`` seconds for the broker."""
+    Returns the topics created; waits up to ``wait`` seconds for the broker.
+    A topic the broker's ACLs hide or forbid to create raises
+    :class:`KafkaAccessDenied` at once, naming it."""
+    security = kafka_security(settings)
     deadline = time.monotonic() + wait
     while True:
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=broker_hosts(settings.broker), request_timeout_ms=10_000, **kafka_security(settings)
+            bootstrap_servers=broker_hosts(settings.broker), request_timeout_ms=10_000, **security
         )
         try:
             await admin.start()
-            missing = [name for name in ALL_TOPICS if name not in set(await admin.list_topics())]
+            missing = [name for name in topics if name not in set(await admin.list_topics())]
+            for name in missing:  # hidden from this user by the ACLs, rather than missing: say so
+                await refuse_hidden_topic(admin._client, name, security)
             if missing:
-                await admin.create_topics(
+                response = await admin.create_topics(
                     [NewTopic(name, settings.topic_partitions, settings.topic_replicas) for name in missing]
                 )
+                _raise_topic_errors(response.topic_errors, security)
             return missing
         except TopicAlreadyExistsError:  # another worker created it meanwhile
             return []
+        except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+            raise KafkaAccessDenied(str(exc).split(": ", 1)[-1]) from None
         except KafkaError as exc:
             if time.monotonic() > deadline:
                 raise BrokerUnavailable(f"cannot reach the broker at {settings.broker}: {exc}") from None
@@ -540,6 +556,24 @@ async def ensure_topics(settings: Settings, wait: float = 60.0) -> list[str]:
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
+
+
+def _raise_topic_errors(topic_errors: Sequence[Any], security: dict[str, Any]) -> None:
+    """Raise for a CreateTopics response's failures (another worker creating a
+    topic meanwhile is none)."""
+    refused = [entry[0] for entry in topic_errors if entry[1] in DENIED_CODES]
+    if refused:
+        raise TopicAuthorizationFailedError(
+            f"the broker's ACLs do not let {who(security)} create {', '.join(refused)}: "
+            "create the topics beforehand (deploy/kafka/topics.sh)"
+        )
+    for entry in topic_errors:
+        if entry[1] not in (0, TopicAlreadyExistsError.errno):
+            error = for_code(entry[1])
+            raise BrokerUnavailable(f"the broker would not create {entry[0]}: {error.__name__} {entry[2:] or ''}")
+
+
+DENIED_CODES = (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno)
 
 
 async def partition_count(settings: Settings, topic: str) -> int:

@@ -40,6 +40,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from callguard.audit import Stored
 from callguard.config import Settings, broker_hosts, kafka_security
+from callguard.kafkaaccess import refuse_hidden_topic
 from callguard.schema import AUDIT_TOPIC
 
 log = logging.getLogger("callguard.auditstore")
@@ -233,7 +234,7 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None) -> Sin
 
     # before subscribing: a subscription could make the broker create the audit
     # topic with its own partition count, and the chains need the worker's
-    await ensure_topics(settings)
+    await ensure_topics(settings, topics=(AUDIT_TOPIC,))
     conn: asyncpg.Connection = await asyncpg.connect(settings.audit_dsn, timeout=10)
     consumer = sink_consumer(settings)
     try:
@@ -371,6 +372,8 @@ async def scan_unsynced(
         if not partitions:
             await consumer._client.force_metadata_update()  # a fresh client may not know the topic yet
             partitions = sorted(consumer.partitions_for_topic(AUDIT_TOPIC) or ())
+        if not partitions:  # no such topic, or one the broker's ACLs hide from this user: say which
+            await refuse_hidden_topic(consumer._client, AUDIT_TOPIC, kafka_security(settings))
         tps = [TopicPartition(AUDIT_TOPIC, p) for p in partitions]
         if not tps:
             return [], [], True

@@ -94,6 +94,10 @@ async def refuse_hidden_topic(client: Any, topic: str, security: dict[str, Any])
     request that names the topic says why it is missing."""
     response = await client.send(client.get_random_node(), MetadataRequest([topic], allow_auto_topic_creation=False))
     if any(entry[0] == TopicAuthorizationFailedError.errno for entry in response.topics):
-        user = security.get("sasl_plain_username")
-        who = f"user {user!r}" if user else "this client"
-        raise TopicAuthorizationFailedError(f"the broker's ACLs do not let {who} read {topic}")
+        raise TopicAuthorizationFailedError(f"the broker's ACLs do not let {who(security)} read {topic}")
+
+
+def who(security: dict[str, Any]) -> str:
+    """The principal in a refusal's message: the SASL user, never its password."""
+    user = security.get("sasl_plain_username")
+    return f"user {user!r}" if user else "this client"
