@@ -403,6 +403,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from callguard.auditcli import main_audit_store
 
             return main_audit_store(args, settings)
+        if args.command == "audit" and args.action == "report":  # the regulator's report (issue 17)
+            from callguard.reportcli import main_report
+
+            return main_report(args, settings)
         if args.command == "audit":
             if args.action == "export":
                 return asyncio.run(_audit_export(settings, args.file))
