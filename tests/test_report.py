@@ -126,7 +126,31 @@ class Text(HTMLParser):
         self.parts: list[str] = []
         self._skip = 0
 
-    BLOCKS = frozenset("p div h1 h2 h3 table tr td th li ul dl dt dd br section header footer svg text title".split())
+    BLOCKS = frozenset(
+        [
+            "p",
+            "div",
+            "h1",
+            "h2",
+            "h3",
+            "table",
+            "tr",
+            "td",
+            "th",
+            "li",
+            "ul",
+            "dl",
+            "dt",
+            "dd",
+            "br",
+            "section",
+            "header",
+            "footer",
+            "svg",
+            "text",
+            "title",
+        ]
+    )
 
     def handle_starttag(self, tag: str, attrs: Any) -> None:
         self._skip += tag == "style"
