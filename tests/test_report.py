@@ -5,15 +5,20 @@ Pure: no server, no browser (tests/test_report_e2e.py renders it in Chromium).""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from callguard.audit import GENESIS, ChainCheck, Stored, link
+from callguard.embedded import free_port
 from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, RegisterResult
 from callguard.numbers import normalise_caller_id
 from callguard.policy import RULES, decide
@@ -337,3 +342,51 @@ def test_every_rule_is_named_and_cites_known_sources() -> None:
         for key in keys:
             assert key in SOURCES and key in SHORT_CITATION
     assert len(set(SHORT_CITATION.values())) == len(SHORT_CITATION)  # each short name says which source
+
+
+# --- the command's bad input: one line, exit 2, no file (no server needed) ---------------
+
+
+def report_cli(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CALLGUARD_")}
+    base.update({"CALLGUARD_BROKER": f"kafka://127.0.0.1:{free_port()}", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "callguard", "audit", "report", *argv],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (("--callee", "12"), {}, "--callee '12' is not a valid phone number"),
+        (("--callee", "+39 351 702 0001", "--since", "30/11/2026"), {}, "--since: expected YYYY-MM-DD"),
+        (("--callee", "+39 351 702 0001"), {"CALLGUARD_AUDIT_DSN": ""}, "CALLGUARD_AUDIT_DSN (or --audit-dsn)"),
+        (("--callee", "+39 351 702 0001", "--out", "/nonexistent-dir/r.html"), {}, "no directory /nonexistent-dir"),
+        (("--callee", "+39 351 702 0001", "--out", "/tmp"), {}, "--out /tmp: is a directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, argv: tuple[str, ...], env: dict[str, str], says: str
+) -> None:
+    out = tmp_path / "r.html"
+    if "--out" not in argv:
+        argv = (*argv, "--out", str(out))
+    result = report_cli(tmp_path, *argv, **{"CALLGUARD_AUDIT_DSN": "postgresql://u@127.0.0.1:1/x", **env})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("callguard: ") and says in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    assert not out.exists()
+
+
+def test_an_unreachable_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    dsn = f"postgresql://u:secret@127.0.0.1:{free_port()}/x"
+    result = report_cli(tmp_path, "--callee", "+39 351 702 0001", "--out", str(out), CALLGUARD_AUDIT_DSN=dsn)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("callguard: cannot read the audit store at postgresql://u:***@127.0.0.1:")
+    assert len(result.stderr.strip().splitlines()) == 1 and "secret" not in result.stderr
+    assert not out.exists()
