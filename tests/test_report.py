@@ -209,7 +209,7 @@ def test_the_report_shows_every_decision_with_its_reasons_and_the_data_it_relied
     assert "policy it/2026-11-30+demo-open-hours" in text and "certification list ops-7" in text
     assert "listed in the extract of 2026-11-19 → passed" in text
     # the rules with the law they cite, and the glossary of the reasons shown
-    assert "opposition register (opposition_register) denied register_stale opposition_register" in text
+    assert "opposition register denied register_stale opposition_register" in text
     assert "L. 5/2018, art. 1 c. 5" in text and "DPR 26/2022, art. 8 c. 2" in text
     assert "internal_dnc the person opted out" in text
     assert "outside_calling_hours" not in text  # only the reasons that occur are explained
@@ -328,7 +328,19 @@ def test_the_timeline_marks_each_decision_in_its_lane() -> None:
     assert xs == sorted(xs) and xs[0] < xs[-1]  # time runs left to right
     assert "21 Nov 2026" in svg  # daily ticks over a week
     one = timeline(entries[:1])  # a single decision still gets an axis
-    assert one.count("<g class=") == 1 and "<text" in one
+    assert one.count("<g class=") == 1 and "<text" in one and 'class="count"' not in one
+
+
+def test_decisions_at_the_same_moment_share_one_mark_with_their_count() -> None:
+    at = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    batch = [record(f"rep-{n}", at, opposed(date(2026, 11, 19)), client="beta") for n in range(3)]
+    batch.append(record("rep-ok", at, clear(date(2026, 11, 19))))
+    entries, _ = entries_and_chain(chained(batch))
+    svg = timeline(entries)
+    assert svg.count('<g class="mark deny">') == 1 and svg.count('<g class="mark allow">') == 1
+    assert '<text x="' in svg and 'class="count">3</text>' in svg
+    assert "Denied (3)" in svg and "Allowed (1)" in svg
+    assert "20 Nov 10:15" in svg or "20 Nov 10:30" in svg  # minutes on a short span
 
 
 @pytest.mark.parametrize("reason", list(Reason))

@@ -439,7 +439,8 @@ async def search(
             continue
         stored_ids.add(row.intent_id)
         decisions.append({"record": record, "partition": stored.partition, "offset": stored.offset, "pending": True})
-    decisions.sort(key=lambda d: (d["record"]["decided_at"], d["record"]["intent_id"]), reverse=True)
+    # an edited jsonb column may lack a field: sort what is there (the exact bytes are the evidence)
+    decisions.sort(key=lambda d: (str(d["record"].get("decided_at")), str(d["record"].get("intent_id"))), reverse=True)
     return result
 
 

@@ -334,9 +334,9 @@ def _badge(decision: Any) -> str:
     return f'<span class="badge {"allow" if allow else "deny"}">{"ALLOWED" if allow else "DENIED"}</span>'
 
 
-def _chain_badge(state: str) -> str:
-    label = {"intact": "CHAIN INTACT", "broken": "CHAIN BROKEN", "unchecked": "CHAIN NOT CHECKED"}[state]
-    return f'<span class="badge chain-{state}">{label}</span>'
+def _chain_badge(state: str, short: bool = False) -> str:
+    label = {"intact": "INTACT", "broken": "BROKEN", "unchecked": "NOT CHECKED"}[state]
+    return f'<span class="badge chain-{state}">{"" if short else "CHAIN "}{label}</span>'
 
 
 def _sources(keys: Sequence[str]) -> str:
@@ -359,6 +359,14 @@ def _ticks(lo: datetime, hi: datetime) -> list[tuple[datetime, str]]:
     span = hi - lo
     start = lo.astimezone(ROME)
     ticks: list[tuple[datetime, str]] = []
+    if span <= timedelta(hours=4):
+        minutes = next(m for m in (5, 10, 15, 30, 60) if span / timedelta(minutes=m) <= 10)
+        moment = start.replace(minute=0, second=0, microsecond=0)
+        while moment <= hi:
+            if moment >= lo and moment.minute % minutes == 0:
+                ticks.append((moment, moment.strftime("%d %b %H:%M")))
+            moment = (moment.astimezone(UTC) + timedelta(minutes=5)).astimezone(ROME)
+        return ticks
     if span <= timedelta(hours=36):
         for step in (1, 2, 3, 6, 12):
             if span / timedelta(hours=step) <= 10:
@@ -435,17 +443,27 @@ def timeline(entries: Sequence[Entry]) -> str:
         n = counts["allow"] if kind == "allow" else len(entries) - counts["allow"]
         parts.append(f'<text x="{left - 12}" y="{y + 5}" class="lane {kind}">{label} ({n})</text>')
         parts.append(f'<line x1="{left}" y1="{y}" x2="{width - right}" y2="{y}" class="lane-line"/>')
+    # decisions closer than a mark's width share one mark, with their count above it
+    clusters: dict[str, list[tuple[float, list[str]]]] = {"allow": [], "deny": []}
     for number, entry in enumerate(entries, 1):
         kind = "allow" if entry.record.get("decision") == "allow" else "deny"
-        reasons = ", ".join(str(r) for r in entry.record.get("reasons") or ()) or "no reason needed"
-        title = f"#{number} {rome(entry.decided_at)}: {kind} ({reasons})"
+        reasons = ", ".join(str(r) for r in entry.record.get("reasons") or ()) or "no exception needed"
+        title = f"#{number} {rome(entry.decided_at)}: {'allowed' if kind == 'allow' else 'denied'} ({reasons})"
         px = x(entry.decided_at)
+        lane = clusters[kind]
+        if lane and px - lane[-1][0] < 8:
+            lane[-1][1].append(title)
+        else:
+            lane.append((px, [title]))
+    for kind, lane in clusters.items():
         y = lanes[kind]
-        parts.append(
-            f'<g class="mark {kind}"><title>{esc(title)}</title>'
-            f'<line x1="{px:.1f}" y1="{y - 14}" x2="{px:.1f}" y2="{y + 14}"/>'
-            f'<circle cx="{px:.1f}" cy="{y}" r="5"/></g>'
-        )
+        for px, titles in lane:
+            count = f'<text x="{px:.1f}" y="{y - 18}" class="count">{len(titles)}</text>' if len(titles) > 1 else ""
+            parts.append(
+                f'<g class="mark {kind}"><title>{esc(chr(10).join(titles))}</title>'
+                f'<line x1="{px:.1f}" y1="{y - 14}" x2="{px:.1f}" y2="{y + 14}"/>'
+                f'<circle cx="{px:.1f}" cy="{y}" r="5"/>{count}</g>'
+            )
     parts.append(f'<line x1="{left}" y1="{axis}" x2="{width - right}" y2="{axis}" class="axis"/>')
     parts.append(f'<text x="{width - right}" y="14" class="tz">times in Europe/Rome</text>')
     parts.append("</svg>")
@@ -686,7 +704,7 @@ def _rules_table(rules: dict[str, dict[str, Any]]) -> str:
         label, keys = RULE_TEXT.get(name, (name, ()))
         outcome = str(rule.get("outcome"))
         rows.append(
-            f'<tr class="o-{esc(outcome)}"><td>{esc(label)} <span class="muted">({esc(name)})</span></td>'
+            f'<tr class="o-{esc(outcome)}"><td title="{esc(name)}">{esc(label)}</td>'
             f"<td>{esc(OUTCOME_TEXT.get(outcome, outcome))}</td>"
             f"<td>{_reason_chips(rule.get('reasons') or ()) if rule.get('reasons') else ''}</td>"
             f"<td class='law'>{_sources(keys) if keys or name == 'frequency_cap' else ''}</td></tr>"
@@ -778,7 +796,7 @@ table { border-collapse: collapse; width: 100%; }
 .card .big { font-size: 24px; font-weight: 700; }
 .card.allow .big { color: var(--allow); } .card.deny .big { color: var(--deny); }
 .card .label { color: var(--muted); font-size: 11px; text-transform: uppercase; letter-spacing: .06em; }
-.badge { display: inline-block; font-size: 11px; font-weight: 700; letter-spacing: .05em; padding: 2px 8px;
+.badge { display: inline-block; white-space: nowrap; font-size: 11px; font-weight: 700; letter-spacing: .05em; padding: 2px 8px;
          border-radius: 3px; vertical-align: 1px; }
 .badge.allow, .badge.chain-intact { background: var(--allow-bg); color: var(--allow); border: 1px solid var(--allow); }
 .badge.deny, .badge.chain-broken { background: var(--deny-bg); color: var(--deny); border: 1px solid var(--deny); }
@@ -791,6 +809,7 @@ code { font-family: "DejaVu Sans Mono", "Liberation Mono", Menlo, monospace; fon
 .summary th { background: var(--soft); font-size: 11px; text-transform: uppercase; letter-spacing: .04em;
               color: var(--muted); }
 .summary td.n { color: var(--muted); width: 32px; }
+.summary td.t { white-space: nowrap; }
 .summary a { color: inherit; text-decoration: none; }
 svg.timeline { width: 100%; height: auto; display: block; margin: 4px 0; }
 svg .plot { fill: #fbfcfd; stroke: var(--line); }
@@ -800,12 +819,14 @@ svg .lane-line { stroke: #eaecf0; stroke-dasharray: 3 3; }
 svg .tick { font-size: 11px; fill: var(--muted); text-anchor: middle; }
 svg .tz { font-size: 11px; fill: var(--muted); text-anchor: end; }
 svg .lane { font-size: 12px; font-weight: 600; text-anchor: end; }
-svg .lane.allow, svg .mark.allow { fill: var(--allow); stroke: var(--allow); }
-svg .lane.deny, svg .mark.deny { fill: var(--deny); stroke: var(--deny); }
-svg .lane { stroke: none; }
+svg .lane.allow { fill: var(--allow); } svg .lane.deny { fill: var(--deny); }
+svg .mark.allow { fill: var(--allow); stroke: var(--allow); } svg .mark.deny { fill: var(--deny); stroke: var(--deny); }
 svg .mark { fill-opacity: .85; stroke-width: 2; }
+svg .count { font-size: 11px; font-weight: 700; text-anchor: middle; stroke: none; }
 section.decision { border: 1px solid var(--line); border-left: 5px solid var(--deny); border-radius: 4px;
-                   margin: 0 0 16px; padding: 10px 14px 6px; break-inside: avoid; page-break-inside: avoid; }
+                   margin: 0 0 16px; padding: 10px 14px 6px; }
+section.decision h3 { break-after: avoid; page-break-after: avoid; }
+.facts > tbody > tr, table.rules tr, .summary tr, .chain tr { break-inside: avoid; page-break-inside: avoid; }
 section.decision.allow { border-left-color: var(--allow); }
 section.decision h3 { font-size: 14px; margin: 0 0 8px; font-weight: 600; }
 section.decision h3 .num { color: var(--muted); margin-right: 4px; }
@@ -835,7 +856,11 @@ footer { margin-top: 28px; padding: 12px 36px 0; border-top: 1px solid var(--lin
          font-size: 11px; }
 @page { size: A4; margin: 14mm 12mm; }
 @media print {
-  body { background: #fff; font-size: 10.5pt; }
+  body { background: #fff; font-size: 9pt; }
+  .chip, code { font-size: 8pt; }
+  table.rules { font-size: 8.5pt; }
+  .facts > tbody > tr > th { width: 120px; }
+  section.decision { padding: 6px 10px 4px; margin-bottom: 10px; }
   main { margin: 0; max-width: none; box-shadow: none; padding: 0; }
   header.top { padding: 14px 18px; }
   .content, footer { padding-left: 0; padding-right: 0; }
@@ -916,12 +941,12 @@ def render(
     reasons_seen = sorted({str(r) for e in shown for r in e.record.get("reasons") or ()})
 
     summary_rows = "".join(
-        f'<tr><td class="n"><a href="#d{n}">#{n}</a></td><td>{esc(rome(e.decided_at))}</td>'
+        f'<tr><td class="n"><a href="#d{n}">#{n}</a></td><td class="t">{esc(rome(e.decided_at))}</td>'
         f"<td>{_badge(e.record.get('decision'))}</td><td>{_reason_chips(e.record.get('reasons') or ())}</td>"
         f"<td>{esc((e.record.get('intent') or {}).get('client_id'))}</td>"
         f"<td>{esc((e.record.get('intent') or {}).get('operator_id'))}</td>"
         f"<td>{esc((e.record.get('intent') or {}).get('purpose'))}</td>"
-        f"<td>{_chain_badge(v.state)}</td></tr>"
+        f"<td>{_chain_badge(v.state, short=True)}</td></tr>"
         for n, (e, v) in enumerate(zip(shown, verdicts, strict=True), 1)
     )
     partitions = partition_verdicts(shown, chain)
