@@ -35,7 +35,7 @@ def test_the_demo_decides_every_intent_and_stops_what_it_started(tmp_path: Path)
     assert reasons and set(reasons) <= {reason.value for reason in Reason}
     assert "after  the opt-out: deny ['internal_dnc']" in out
     assert re.search(r"callguard\.audit: \d+ records checked, intact", out)
-    assert out.rstrip().endswith("stopped the worker, the broker and Redis.")
+    assert out.rstrip().endswith("stopped the worker, the sink, the broker, Redis and PostgreSQL.")
     # decisions are shown with their numbers masked
     shown = out[out.index("decisions as they arrive") : out.index("summary:")]
     assert re.search(r"\+39347\*{5}\d\d", shown)

@@ -296,10 +296,10 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def rome(moment: datetime, seconds: bool = True) -> str:
+def rome(moment: datetime, seconds: bool = True, millis: bool = True) -> str:
     local = moment.astimezone(ROME)
     text = local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
-    if seconds:
+    if seconds and millis:
         text += f".{local.microsecond // 1000:03d}"
     return f"{text} {local.tzname()}"
 
@@ -861,6 +861,7 @@ footer { margin-top: 28px; padding: 12px 36px 0; border-top: 1px solid var(--lin
   table.rules { font-size: 8.5pt; }
   .facts > tbody > tr > th { width: 120px; }
   section.decision { padding: 6px 10px 4px; margin-bottom: 10px; }
+  .summary td, .summary th, .chain td, .chain th { padding: 4px 5px; }
   main { margin: 0; max-width: none; box-shadow: none; padding: 0; }
   header.top { padding: 14px 18px; }
   .content, footer { padding-left: 0; padding-right: 0; }
@@ -941,7 +942,7 @@ def render(
     reasons_seen = sorted({str(r) for e in shown for r in e.record.get("reasons") or ()})
 
     summary_rows = "".join(
-        f'<tr><td class="n"><a href="#d{n}">#{n}</a></td><td class="t">{esc(rome(e.decided_at))}</td>'
+        f'<tr><td class="n"><a href="#d{n}">#{n}</a></td><td class="t">{esc(rome(e.decided_at, millis=False))}</td>'
         f"<td>{_badge(e.record.get('decision'))}</td><td>{_reason_chips(e.record.get('reasons') or ())}</td>"
         f"<td>{esc((e.record.get('intent') or {}).get('client_id'))}</td>"
         f"<td>{esc((e.record.get('intent') or {}).get('operator_id'))}</td>"
