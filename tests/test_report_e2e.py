@@ -5,7 +5,8 @@ in headless Chromium (Debian's ``chromium``): the page's text, a screenshot
 and a PDF. The browser checks skip, saying why, where Chromium is absent
 (``./dev test`` installs it as root).
 
-Numbers of this module: +39 351 702 00NN; intent ids ``rp-``.
+Numbers of this module: +39 351 702 00NN; intent ids ``rp-``; clients ``rp-…`` (the
+audit store is the session's: other modules count their own clients' decisions in it).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import asyncpg
 import orjson
 import pytest
 
-from callguard.embedded import Server
+from callguard.embedded import Server, free_port
 from tests.conftest import Worker, cli, decide_intents, load_all, operators_csv, today, write_csv
 from tests.test_auditstore import Sink, wait_stored
 from tests.test_report import text_of
@@ -58,8 +59,8 @@ def loaded(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Non
                                            [f"{CALLEE},opposed,2024-02-01", f"{OTHER},clear,"])),
          "--as-of", str(t - timedelta(days=2))),
         ("consents", "load", str(write_csv(d / "consents.csv", "callee,client_id,basis,granted_at,ends_at",
-                                           [f"{CALLEE},acme,consent,2025-03-01,"]))),
-        ("optouts", "load", str(write_csv(d / "optouts.csv", "callee,client_id,at", [f"{CALLEE},gamma,2025-05-05"]))),
+                                           [f"{CALLEE},rp-acme,consent,2025-03-01,"]))),
+        ("optouts", "load", str(write_csv(d / "optouts.csv", "callee,client_id,at", [f"{CALLEE},rp-gamma,2025-05-05"]))),
     )  # fmt: skip
 
 
@@ -73,11 +74,11 @@ def decided(store_env: dict[str, str], worker: Worker, loaded: None, sink: Sink)
     import asyncio
 
     intents = [
-        intent("rp-consent", "acme"),  # opposed, but a consent of acme after the registration: allow
-        intent("rp-opposed", "beta"),  # opposed: deny
-        intent("rp-optout", "gamma"),  # opposed and opted out from gamma: deny, both reasons
-        intent("rp-unknown-op", "acme", operator="rp-nobody"),  # not on the certification list: deny
-        *(intent(f"rp-other-{n}", "acme", callee=OTHER) for n in range(4)),
+        intent("rp-consent", "rp-acme"),  # opposed, but a consent of the client after the registration: allow
+        intent("rp-opposed", "rp-beta"),  # opposed: deny
+        intent("rp-optout", "rp-gamma"),  # opposed and opted out from that client: deny, both reasons
+        intent("rp-unknown-op", "rp-acme", operator="rp-nobody"),  # not on the certification list: deny
+        *(intent(f"rp-other-{n}", "rp-acme", callee=OTHER) for n in range(4)),
     ]
     decisions = asyncio.run(decide_intents(store_env["CALLGUARD_BROKER"], intents))
     asyncio.run(wait_stored(store_env["CALLGUARD_AUDIT_DSN"], "rp-", len(intents), sink))
@@ -108,12 +109,20 @@ def test_the_report_holds_every_decision_about_the_number_and_the_chain_holds(
     assert re.search(r"decisions 4 calls allowed 1 calls denied 3", text)
     assert "ALLOWED consent" in text and "DENIED opposition_register" in text
     assert "DENIED opposition_register internal_dnc" in text and "DENIED operator_unknown" in text
-    assert "consent given to acme on 2025-03-01 used" in text
-    assert "for gamma on 2025-05-05" in text
+    assert "consent given to rp-acme on 2025-03-01 used" in text
+    assert "for rp-gamma on 2025-05-05" in text
     assert "rp-nobody: not on the certification list → denied" in text
     assert "CHAIN INTACT the chain holds for all 4 record(s) shown" in text
     assert "policy test-core" in text
     assert not re.search(r"https?://", html)
+
+    # no broker: the store answers, and the report says what it could not read
+    gone = {**store_env, "CALLGUARD_BROKER": f"kafka://127.0.0.1:{free_port()}"}
+    result = report(gone, tmp_path / "no-broker.html")
+    assert result.returncode == 0, result.stderr
+    text = text_of((tmp_path / "no-broker.html").read_text())
+    assert "callguard.audit could not be read, so decisions the audit store does not hold yet may be missing" in text
+    assert "Read from the audit store (PostgreSQL) only" in text and "4 decision(s)" in result.stdout
 
 
 def test_the_report_renders_in_chromium_prints_to_pdf_and_fetches_nothing(
@@ -172,7 +181,7 @@ def test_records_past_the_store_are_read_from_the_topic_and_their_chain_checked(
 
     sink.stop()
     try:
-        asyncio.run(decide_intents(store_env["CALLGUARD_BROKER"], [intent("rp-later", "beta")]))
+        asyncio.run(decide_intents(store_env["CALLGUARD_BROKER"], [intent("rp-later", "rp-beta")]))
         out = tmp_path / "behind.html"
         result = report(store_env, out)
         assert result.returncode == 0, result.stderr
