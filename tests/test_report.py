@@ -402,3 +402,27 @@ def test_an_unreachable_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.stderr.startswith("callguard: cannot read the audit store at postgresql://u:***@127.0.0.1:")
     assert len(result.stderr.strip().splitlines()) == 1 and "secret" not in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {},
+        {"intent_id": "rep-odd", "decision": "deny", "decided_at": "not a time"},
+        {"intent_id": "rep-odd", "decision": "allow", "decided_at": "2026-11-20T09:30:00"},  # no offset
+        {"decided_at": "2026-11-20T09:30:00Z", "intent": "x", "rules": "x", "facts": [], "versions": "v", "reasons": 3},
+        {"decided_at": "2026-11-20T09:30:00Z", "rules": [{"rule": "opposition_register", "detail": "x"}, 7]},
+    ],
+)
+def test_a_record_of_any_shape_renders_without_a_traceback(odd: dict[str, Any]) -> None:
+    """Records come from a store someone may have edited: whatever they hold is shown as far as it goes."""
+    good = scenario()[0]
+    html = render(CALLEE, [Entry(odd, 0, 1), Entry(good, 0, 2)], Chain(None, "not read"), NOW)
+    assert "#2" in text_of(html) and "rep-clear" in text_of(html)
+
+
+def test_an_older_record_without_facts_says_what_it_does_not_hold() -> None:
+    older = {k: v for k, v in scenario()[3].items() if k != "facts"}  # written before audit records held facts
+    text = text_of(render(CALLEE, [Entry(older, 0, 1)], Chain(None), NOW))
+    assert "not recorded (written before audit records carried every fact)" in text
+    assert "for every client (*) on 2026-11-24 11:00 CET → denied" in text  # the rule's own detail still says it

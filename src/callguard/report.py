@@ -135,9 +135,76 @@ class Entry:
     offset: int
     pending: bool = False
 
+    def __post_init__(self) -> None:
+        # a store can be edited: whatever shape a record has, it is shown as far as it goes
+        object.__setattr__(self, "record", tidy(self.record))
+
     @property
     def decided_at(self) -> datetime:
-        return datetime.fromisoformat(self.record["decided_at"])
+        """When the decision was made; :data:`UNKNOWN_TIME` when the record does not say."""
+        try:
+            moment = datetime.fromisoformat(self.record["decided_at"])
+        except (KeyError, TypeError, ValueError):
+            return UNKNOWN_TIME
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+    @property
+    def when(self) -> str:
+        if self.decided_at == UNKNOWN_TIME:
+            return f"time not readable ({self.record.get('decided_at')!r})"
+        return rome(self.decided_at)
+
+    @property
+    def short_when(self) -> str:
+        return "time not readable" if self.decided_at == UNKNOWN_TIME else rome(self.decided_at, millis=False)
+
+
+#: The time of a record whose ``decided_at`` cannot be read (it sorts first).
+UNKNOWN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _d(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _strs(value: Any) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def tidy(record: Any) -> dict[str, Any]:
+    """A record with the shapes the page reads (objects, lists), whatever it held:
+    a field of the wrong type is shown as absent, never a traceback."""
+    out = dict(record) if isinstance(record, dict) else {}
+    out["intent"] = _d(out.get("intent"))
+    out["versions"] = _d(out.get("versions"))
+    out["reasons"] = _strs(out.get("reasons"))
+    rules = []
+    for rule in _dicts(out.get("rules")):
+        detail = dict(_d(rule.get("detail")))
+        for key in ("exceptions", "optouts", "limits", "mandates"):
+            if key in detail:
+                detail[key] = _dicts(detail[key])
+        for key in ("result", "mandate"):
+            if key in detail and not isinstance(detail[key], dict):
+                detail[key] = None
+        rules.append({**rule, "detail": detail, "reasons": _strs(rule.get("reasons"))})
+    out["rules"] = rules
+    if "facts" in out:
+        facts = dict(_d(out["facts"]))
+        for key in ("register", "consents", "optouts", "mandates", "calls"):
+            if key in facts:
+                facts[key] = _dicts(facts[key])
+        for key in ("operator", "directory"):
+            if key in facts and facts[key] is not None and not isinstance(facts[key], dict):
+                facts[key] = None
+        if isinstance(facts.get("operator"), dict):
+            facts["operator"] = {**facts["operator"], "caller_ids": _strs(facts["operator"].get("caller_ids"))}
+        out["facts"] = facts
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +248,9 @@ def since_start(day: date) -> datetime:
 
 
 def in_period(entry: Entry, since: date | None) -> bool:
-    """True when the decision was made on or after the start of Italian day ``since``."""
-    return since is None or entry.decided_at >= since_start(since)
+    """True when the decision was made on or after the start of Italian day ``since``
+    (or its record does not say when: never hidden)."""
+    return since is None or entry.decided_at == UNKNOWN_TIME or entry.decided_at >= since_start(since)
 
 
 def select(entries: Iterable[Entry], since: date | None) -> list[Entry]:
@@ -418,7 +486,12 @@ def timeline(entries: Sequence[Entry]) -> str:
     axis = 136
     if not entries:
         return ""
-    times = [e.decided_at for e in entries]
+    numbered = sorted(
+        ((n, e) for n, e in enumerate(entries, 1) if e.decided_at != UNKNOWN_TIME), key=lambda ne: ne[1].decided_at
+    )
+    if not numbered:
+        return ""
+    times = [e.decided_at for _, e in numbered]
     lo, hi = min(times), max(times)
     pad = max((hi - lo) * 0.04, timedelta(minutes=30))
     lo, hi = lo - pad, hi + pad
@@ -427,11 +500,11 @@ def timeline(entries: Sequence[Entry]) -> str:
     def x(moment: datetime) -> float:
         return left + (width - left - right) * (moment - lo).total_seconds() / span
 
-    counts = Counter(e.record.get("decision") for e in entries)
+    counts = Counter(e.record.get("decision") for _, e in numbered)
     parts = [
         f'<svg class="timeline" viewBox="0 0 {width} 170" role="img" '
-        f'aria-label="Timeline of {len(entries)} decisions: {counts["allow"]} allowed, '
-        f'{len(entries) - counts["allow"]} denied">',
+        f'aria-label="Timeline of {len(numbered)} decisions: {counts["allow"]} allowed, '
+        f'{len(numbered) - counts["allow"]} denied">',
         f'<rect x="{left}" y="20" width="{width - left - right}" height="{axis - 20}" class="plot"/>',
     ]
     for moment, label in _ticks(lo, hi):
@@ -440,15 +513,15 @@ def timeline(entries: Sequence[Entry]) -> str:
         parts.append(f'<text x="{px:.1f}" y="{axis + 18}" class="tick">{esc(label)}</text>')
     for kind, y in lanes.items():
         label = "Allowed" if kind == "allow" else "Denied"
-        n = counts["allow"] if kind == "allow" else len(entries) - counts["allow"]
+        n = counts["allow"] if kind == "allow" else len(numbered) - counts["allow"]
         parts.append(f'<text x="{left - 12}" y="{y + 5}" class="lane {kind}">{label} ({n})</text>')
         parts.append(f'<line x1="{left}" y1="{y}" x2="{width - right}" y2="{y}" class="lane-line"/>')
     # decisions closer than a mark's width share one mark, with their count above it
     clusters: dict[str, list[tuple[float, list[str]]]] = {"allow": [], "deny": []}
-    for number, entry in enumerate(entries, 1):
+    for number, entry in numbered:
         kind = "allow" if entry.record.get("decision") == "allow" else "deny"
         reasons = ", ".join(str(r) for r in entry.record.get("reasons") or ()) or "no exception needed"
-        title = f"#{number} {rome(entry.decided_at)}: {'allowed' if kind == 'allow' else 'denied'} ({reasons})"
+        title = f"#{number} {entry.when}: {'allowed' if kind == 'allow' else 'denied'} ({reasons})"
         px = x(entry.decided_at)
         lane = clusters[kind]
         if lane and px - lane[-1][0] < 8:
@@ -760,7 +833,7 @@ def decision_section(number: int, entry: Entry, status: Verdict) -> str:
     decision = record.get("decision")
     return (
         f'<section class="decision {"allow" if decision == "allow" else "deny"}" id="d{number}">'
-        f'<h3><span class="num">#{number}</span> {esc(rome(entry.decided_at))} {_badge(decision)} '
+        f'<h3><span class="num">#{number}</span> {esc(entry.when)} {_badge(decision)} '
         f'<span class="reasons">{_reason_chips(reasons)}</span>'
         f"{'<span class=extra>' + esc('; '.join(extra)) + '</span>' if extra else ''}</h3>"
         f'<table class="facts">{body}</table></section>'
@@ -909,7 +982,7 @@ def render(
     period = f"decisions from {since.isoformat()} (Italian day) on" if since else "every decision held"
     first_last = ""
     if shown:
-        first_last = f"{esc(rome(shown[0].decided_at))} &rarr; {esc(rome(shown[-1].decided_at))}"
+        first_last = f"{esc(shown[0].when)} &rarr; {esc(shown[-1].when)}"
     policies = Counter(str((e.record.get("versions") or {}).get("policy", "-")) for e in shown)
     clients = Counter(str((e.record.get("intent") or {}).get("client_id", "-")) for e in shown)
     meta = [
@@ -942,7 +1015,7 @@ def render(
     reasons_seen = sorted({str(r) for e in shown for r in e.record.get("reasons") or ()})
 
     summary_rows = "".join(
-        f'<tr><td class="n"><a href="#d{n}">#{n}</a></td><td class="t">{esc(rome(e.decided_at, millis=False))}</td>'
+        f'<tr><td class="n"><a href="#d{n}">#{n}</a></td><td class="t">{esc(e.short_when)}</td>'
         f"<td>{_badge(e.record.get('decision'))}</td><td>{_reason_chips(e.record.get('reasons') or ())}</td>"
         f"<td>{esc((e.record.get('intent') or {}).get('client_id'))}</td>"
         f"<td>{esc((e.record.get('intent') or {}).get('operator_id'))}</td>"
