@@ -1,10 +1,11 @@
-"""Rows per second of ``callguard audit sink`` (Kafka -> PostgreSQL), and of ``audit search``.
+"""Rows per second of ``callguard audit sink`` (Kafka -> PostgreSQL), and of ``audit search`` and ``audit report``.
 
 Starts an embedded broker and PostgreSQL, publishes ``--records`` hash-chained
 audit records shaped like the worker's (about 1.3 KB each, 6 partitions) to
 ``callguard.audit``, then times the sink (in-process, the same ``run_sink``
 the command runs) from start until every record is stored and its offsets
-committed, and finally times one search by number on the full table.
+committed, then times one search by number on the full table and one `audit report`
+(the search, the chain check reading its partition back from the store, the HTML).
 
     ./dev bench audit_sink [--records 50000] [--batch-size 500]
 """
@@ -28,6 +29,8 @@ from callguard.audit import GENESIS, link
 from callguard.auditstore import run_sink, search
 from callguard.config import Settings
 from callguard.embedded import Embedded, start_postgres
+from callguard.report import render
+from callguard.reportcli import gather
 from callguard.schema import AUDIT_TOPIC
 
 PARTITIONS = 6
@@ -101,6 +104,14 @@ async def main(records: int, batch_size: int) -> None:
             result = await search(settings, "+393470000005", "+393470000005", None, None)
             print(f"search: {len(result.decisions)} decision(s) in {time.monotonic() - started:.2f} s "
                   f"(store {await conn.fetchval('SELECT count(*) FROM callguard_audit'):,} rows, lag read from the topic)")  # fmt: skip
+            # the regulator's report on the same number: its one decision is near the start of its
+            # partition, so the chain check reads the whole partition back from the store
+            started = time.monotonic()
+            entries, chain, _ = await gather(settings, "+393470000005", "+393470000005", None)
+            read_back = 0 if chain.report is None else sum(chain.report.records.values())
+            page = render("+393470000005", entries, chain, datetime.now(UTC))
+            print(f"report: {len(entries)} decision(s), {read_back:,} records read back through the chain check, "
+                  f"{len(page) / 1024:,.0f} KiB of HTML in {time.monotonic() - started:.2f} s")  # fmt: skip
             await conn.close()
         finally:
             pg.stop()

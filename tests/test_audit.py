@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from callguard.audit import GENESIS, ChainHeads, Stored, digest, link, verify
+from callguard.audit import GENESIS, ChainCheck, ChainHeads, Stored, digest, link, verify
 
 
 def chain(partition: int, count: int, start: int = 0, prev: str = GENESIS) -> list[Stored]:
@@ -98,3 +98,50 @@ async def test_chain_heads_load_once_and_a_rebalance_forces_a_reload() -> None:
     assert chain.heads == {}
     await chain.load({0})
     assert loads == [0, 1, 0]
+
+
+# --- watched records (the regulator's report asks about the records it shows) ---
+
+
+def watch(
+    records: list[Stored], *offsets: int, start_at: int = 0
+) -> dict[int, tuple[bool | None, int | None, bool | None]]:
+    check = ChainCheck(watch={(0, o) for o in offsets})
+    for stored in records[start_at:]:
+        check.add(stored)
+    report = check.finish()
+    return {o: (w.linked_to_previous, w.next_offset, w.next_links_here) for (_, o), w in report.watched.items()}
+
+
+def test_a_watched_record_of_an_intact_chain_is_linked_both_ways() -> None:
+    records = chain(0, 5)
+    assert watch(records, 0, 2, 4) == {0: (True, 1, True), 2: (True, 3, True), 4: (True, None, None)}
+    check = ChainCheck(watch={(0, 2)})
+    for stored in records:
+        check.add(stored)
+    assert check.finish().watched[(0, 2)].sha256 == digest(records[2].value)
+
+
+def test_an_edited_watched_record_is_not_the_one_the_next_record_commits_to() -> None:
+    records = chain(0, 5)
+    records[2] = Stored(0, 2, records[2].value.replace(b"allow", b"deny!"))
+    # its own link to the record before holds; the record after it no longer points at it
+    assert watch(records, 1, 2, 3) == {1: (True, 2, True), 2: (True, 3, False), 3: (False, 4, True)}
+
+
+def test_a_segment_that_starts_mid_partition_compares_nothing_before_its_first_record() -> None:
+    records = chain(0, 5)
+    assert watch(records, 2, 3, start_at=2) == {2: (None, 3, True), 3: (True, 4, True)}
+    report = verify(records[2:])
+    assert report.ok and report.first_offset == {0: 2} and report.last_offset == {0: 4}
+
+
+def test_a_first_record_that_does_not_start_the_chain_is_not_linked() -> None:
+    records = chain(0, 3, prev="1" * 64)
+    assert watch(records, 0) == {0: (False, 1, True)}
+
+
+def test_an_unchained_record_after_a_watched_one_does_not_commit_to_it() -> None:
+    records = chain(0, 3)
+    records[1] = Stored(0, 1, b"not json")
+    assert watch(records, 0, 1) == {0: (True, 1, False), 1: (False, 2, False)}

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.e2e  # the demo starts a broker, Redis and a worker
 
 def test_the_demo_decides_every_intent_and_stops_what_it_started(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGUARD_")}  # the demo's defaults only
-    argv = [sys.executable, "-m", "callguard", "demo", "--intents", "200", "--show", "5"]
+    report = tmp_path / "report.html"
+    argv = [sys.executable, "-m", "callguard", "demo", "--intents", "200", "--show", "5", "--report", str(report)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
@@ -35,7 +36,16 @@ def test_the_demo_decides_every_intent_and_stops_what_it_started(tmp_path: Path)
     assert reasons and set(reasons) <= {reason.value for reason in Reason}
     assert "after  the opt-out: deny ['internal_dnc']" in out
     assert re.search(r"callguard\.audit: \d+ records checked, intact", out)
-    assert out.rstrip().endswith("stopped the worker, the broker and Redis.")
+    # the what-if, then the regulator's report on the number that gave a consent during the demo
+    assert re.search(r"^  replayed \d[\d,]* of \d[\d,]* records under policy it/2026-11-30\+demo-stricter", out, re.M)
+    line = re.search(r"^  report: (\d+) decision\(s\) about \+39347\*{5}13 \((\d+) allowed, (\d+) denied\); "
+                     r"hash chain: (\d+) intact -> (.+)$", out, re.M)  # fmt: skip
+    assert line is not None, out[-3000:]
+    decisions, allowed, denied, intact, path = line.groups()
+    assert int(decisions) >= 2 and int(allowed) >= 1 and int(denied) >= 1 and intact == decisions
+    assert path == str(report) and "CHAIN INTACT" in report.read_text()
+    assert "demo-consent-after" in report.read_text()  # the real-time consent, then the call it allowed
+    assert out.rstrip().endswith("stopped the worker, the sink, the broker, Redis and PostgreSQL.")
     # decisions are shown with their numbers masked
     shown = out[out.index("decisions as they arrive") : out.index("summary:")]
     assert re.search(r"\+39347\*{5}\d\d", shown)

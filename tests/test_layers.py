@@ -1,6 +1,6 @@
 """The functional core stays free of I/O: the modules that decide (the policy,
 its facts, the contract, numbers, calendars, sources, the policy file and the
-token checks, the replay's re-decision) import no Redis, Kafka, Faust or PostgreSQL client, so that the
+token checks, the replay's re-decision, the audit chain and the regulator's report) import no Redis, Kafka, Faust or PostgreSQL client, so that the
 decision is a pure function a test, a replay or a regulator can run anywhere.
 Each module is imported alone in a fresh interpreter."""
 
@@ -23,6 +23,8 @@ CORE = (
     "callguard.tokens",
     "callguard.replay",
     "callguard.policydiff",
+    "callguard.audit",
+    "callguard.report",
 )
 SHELL_PACKAGES = ("redis", "aiokafka", "faust", "mode", "asyncpg", "hiredis")
 

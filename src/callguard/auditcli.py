@@ -28,7 +28,7 @@ SEARCH_HELP = "every decision about a number, why, and on which data (from the a
 
 
 def add_parsers(actions: Any, config_flags: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add ``sink`` and ``search`` to ``callguard audit``."""
+    """Add ``sink``, ``search`` and ``report`` to ``callguard audit``."""
     sink = actions.add_parser("sink", help=SINK_HELP, description=SINK_HELP)
     sink.add_argument("--audit-dsn", help=f"PostgreSQL DSN, postgresql://USER@HOST:PORT/DB [{ENV_VARS['audit_dsn']}]")
     config_flags(sink)
@@ -39,6 +39,9 @@ def add_parsers(actions: Any, config_flags: Callable[[argparse.ArgumentParser], 
     search.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     search.add_argument("--audit-dsn", help=f"PostgreSQL DSN [{ENV_VARS['audit_dsn']}]")
     config_flags(search)
+    from callguard.reportcli import add_parser as add_report_parser
+
+    add_report_parser(actions, config_flags)
 
 
 def main_audit_store(args: argparse.Namespace, settings: Settings) -> int:

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -442,7 +442,8 @@ async def search(
             continue
         stored_ids.add(row.intent_id)
         decisions.append({"record": record, "partition": stored.partition, "offset": stored.offset, "pending": True})
-    decisions.sort(key=lambda d: (d["record"]["decided_at"], d["record"]["intent_id"]), reverse=True)
+    # an edited jsonb column may lack a field: sort what is there (the exact bytes are the evidence)
+    decisions.sort(key=lambda d: (str(d["record"].get("decided_at")), str(d["record"].get("intent_id"))), reverse=True)
     return result
 
 
@@ -458,3 +459,32 @@ async def stored_records(dsn: str) -> list[Stored]:
     finally:
         await conn.close()
     return [Stored(r["audit_partition"], r["audit_offset"], bytes(r["raw"])) for r in rows]
+
+
+async def stored_segment(dsn: str, partition: int, first: int) -> AsyncIterator[Stored]:
+    """The records the store holds of one partition, exact bytes in offset
+    order, from the last one before offset ``first`` (the record ``first``
+    links to) on: the part of a chain :class:`callguard.audit.ChainCheck`
+    needs to judge the records from ``first`` on. Streamed by a cursor."""
+    conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        try:
+            start = await conn.fetchval(
+                "SELECT GREATEST("
+                "(SELECT max(audit_offset) FROM callguard_audit WHERE audit_partition = $1 AND audit_offset < $2), "
+                "(SELECT max(audit_offset) FROM callguard_audit_other WHERE audit_partition = $1 AND audit_offset < $2))",
+                partition,
+                first,
+            )
+        except asyncpg.UndefinedTableError:
+            return  # the sink never ran: nothing stored
+        query = (
+            "SELECT audit_offset, raw FROM callguard_audit WHERE audit_partition = $1 AND audit_offset >= $2 "
+            "UNION ALL SELECT audit_offset, raw FROM callguard_audit_other WHERE audit_partition = $1 "
+            "AND audit_offset >= $2 ORDER BY 1"
+        )
+        async with conn.transaction(readonly=True):
+            async for row in conn.cursor(query, partition, first if start is None else start, prefetch=1000):
+                yield Stored(partition, row["audit_offset"], bytes(row["raw"]))
+    finally:
+        await conn.close()

@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run callguard on an embedded broker and Redis with sample data")
     demo.add_argument("--intents", type=int, default=2000, help="how many sample intents to publish (default 2000)")
     demo.add_argument("--show", type=int, default=25, help="how many decisions to print as they arrive (default 25)")
+    demo.add_argument(
+        "--report",
+        type=Path,
+        help="where the demo writes its regulator's report (default: callguard-demo-report.html in the temp directory)",
+    )
 
     status = commands.add_parser("status", help="what data the guard holds: operators, register loads")
     _config_flags(status)
@@ -383,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from callguard.demo import run_demo
 
-            return run_demo(intents=args.intents, show=args.show)
+            return run_demo(intents=args.intents, show=args.show, report=args.report)
         settings = _settings(args)
         if _talks_to_kafka(args):  # a refused TLS or SASL login: one line, at once (kafkaaccess.py)
             from callguard.kafkaaccess import check_kafka_access
@@ -403,6 +408,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from callguard.auditcli import main_audit_store
 
             return main_audit_store(args, settings)
+        if args.command == "audit" and args.action == "report":  # the regulator's report (issue 17)
+            from callguard.reportcli import main_report
+
+            return main_report(args, settings)
         if args.command == "audit":
             if args.action == "export":
                 return asyncio.run(_audit_export(settings, args.file))

@@ -9,17 +9,22 @@ taking effect, then prints a summary and stops everything it started.
 The worker decides by ``sample/demo-policy.toml``: the shipped Italian
 policy with calling hours open around the clock, so the demo shows the same
 at any hour; at the end ``callguard explain`` shows one intent under the real
-Italian hours at the time the demo runs.
+Italian hours at the time the demo runs. It ends with a what-if (its own
+decisions replayed under a stricter sample policy) and the regulator's
+report on one number: a PostgreSQL audit store is started and filled by
+``callguard audit sink``, and ``callguard audit report`` writes the HTML file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -32,7 +37,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from callguard.embedded import Embedded, free_port, wait_healthy
+from callguard.embedded import Embedded, EmbeddedError, Server, free_port, start_postgres, wait_healthy
 from callguard.numbers import mask
 from callguard.schema import CONSENTS_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC, rfc3339
 
@@ -44,6 +49,9 @@ CALLER_IDS = {"op-roma": "+39 0844 000001", "op-milano": "+39 0844 000002", "op-
 #: The number the real-time opt-out is shown on: kept out of the random intents,
 #: which would otherwise use up its frequency cap (3 calls per 24 h per client).
 OPTOUT_INDEX = 7
+#: The number the regulator's report is about: called at random, then given a
+#: real-time consent (so its report shows a consent_required deny, then an allow).
+REPORT_INDEX = 113
 #: The same numbers written the ways dialers write them.
 WRITTEN_FORMS = ("+39 347 000 {:04d}", "0039 347 000{:04d}", "347-000{:04d}", "(347) 000{:04d}", "+39347000{:04d}")
 
@@ -130,7 +138,7 @@ async def _exchange(
         print("\nreal-time consents (numbers not in the public directories):")
         for label, number, basis in (
             ("call request", "+39347000" + "0112", "request"),
-            ("consent", "+39347000" + "0113", "consent"),
+            ("consent", f"+39347000{REPORT_INDEX:04d}", "consent"),
         ):
             probe_intent = {"operator_id": "op-roma", "client_id": "acme", "caller_id": CALLER_IDS["op-roma"]}
             for step in ("before", "after"):
@@ -190,7 +198,57 @@ def _summary(decisions: dict[str, dict[str, Any]], elapsed: float) -> None:
         print(f"  {reason:<22} {count:,}")
 
 
-def run_demo(intents: int = 2000, show: int = 25) -> int:
+def _stored(dsn: str) -> int:
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM callguard_audit"))
+        except asyncpg.UndefinedTableError:
+            return 0
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def _report(embedded: Embedded, env: dict[str, str], out: Path) -> None:
+    """A PostgreSQL audit store filled by ``callguard audit sink``, then the
+    regulator's report on one number (skipped, saying why, without PostgreSQL)."""
+    print("\nthe regulator's report on one number (audit store: a PostgreSQL filled by callguard audit sink):")
+    try:
+        postgres: Server = start_postgres(embedded.workdir)
+    except EmbeddedError as exc:
+        print(f"  skipped: no PostgreSQL to start here ({exc})")
+        return
+    env = {**env, "CALLGUARD_AUDIT_DSN": postgres.url}
+    log_path = embedded.workdir / "sink.log"
+    print(f"$ callguard audit sink   (log: {log_path})", flush=True)
+    with log_path.open("wb") as log:
+        sink = subprocess.Popen([sys.executable, "-m", "callguard", "audit", "sink"], env=env, stdout=log, stderr=log)
+    try:
+        # until the store stops growing: the report would read what is missing from the topic anyway
+        deadline, last, still = time.monotonic() + 60, -1, 0
+        while time.monotonic() < deadline and still < 4 and sink.poll() is None:
+            time.sleep(0.5)
+            with contextlib.suppress(Exception):
+                now = _stored(postgres.url)
+                still = still + 1 if now == last and now > 0 else 0
+                last = now
+        print(f"  {max(last, 0):,} decisions stored", flush=True)
+        _cli(["audit", "report", "--callee", f"+39 347 000 {REPORT_INDEX:04d}", "--out", str(out)], env)
+        print(f"  open {out} in a browser, or print it to PDF")
+    finally:
+        sink.send_signal(signal.SIGTERM)
+        try:
+            sink.wait(20)
+        except subprocess.TimeoutExpired:
+            sink.kill()
+        postgres.stop()
+
+
+def run_demo(intents: int = 2000, show: int = 25, report: Path | None = None) -> int:
     today = datetime.now(ZoneInfo("Europe/Rome")).date()
     print("starting an embedded Kafka-protocol broker (Tansu) and Redis on free loopback ports…", flush=True)
     with Embedded() as embedded:
@@ -245,11 +303,12 @@ def run_demo(intents: int = 2000, show: int = 25) -> int:
             stricter = str(sample_path("stricter-policy.toml"))
             _cli(["policy", "diff", env["CALLGUARD_POLICY"], stricter], env)
             _cli(["replay", "--policy", stricter, "--from", "topic", "--examples", "1"], env)
+            _report(embedded, env, report or Path(tempfile.gettempdir()) / "callguard-demo-report.html")
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
                 worker.wait(30)
             except subprocess.TimeoutExpired:
                 worker.kill()
-    print("\nstopped the worker, the broker and Redis.")
+    print("\nstopped the worker, the sink, the broker, Redis and PostgreSQL.")
     return 0
