@@ -71,6 +71,19 @@ class Guarded:
     passwords: dict[str, str]
     base: dict[str, str]  # the SASL_SSL settings without a user
     acls: subprocess.CompletedProcess[str]  # acls.sh's run
+    admin_config: Path  # the administrator's client properties
+    script_env: dict[str, str]  # PATH with kafka-acls.sh and kafka-topics.sh
+
+    def run_acls(self, *flags: str, app_id: str = "callguard") -> subprocess.CompletedProcess[str]:
+        """acls.sh as the administrator runs it, for the workers' group ``app_id``."""
+        return subprocess.run(
+            [str(DEPLOY / "acls.sh"), "--bootstrap-server", self.hosts, "--command-config", str(self.admin_config),
+             *flags],
+            env={**self.script_env, "CALLGUARD_APP_ID": app_id},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )  # fmt: skip
 
     def env(self, user: str, **extra: str) -> dict[str, str]:
         return {
@@ -155,7 +168,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
         ):
             loaded = cli({**base, "CALLGUARD_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}, *argv)  # Redis only
             assert loaded.returncode == 0, loaded.stderr
-        yield Guarded(broker, passwords, base, subprocess.CompletedProcess([], 0, acls_out))
+        yield Guarded(broker, passwords, base, subprocess.CompletedProcess([], 0, acls_out), admin_config, script_env)
     finally:
         redis_server.stop()
         broker.stop()
@@ -417,3 +430,53 @@ async def decide_one(guarded: Guarded, callee: str) -> None:
     async with GuardClient(guarded.broker.secure_url, timeout=20, security=guarded.security(DIALER)) as dialer:
         decision = await dialer.check(callee, "acl-op", "acme")
         assert isinstance(decision, GuardDecision), decision
+
+
+# --- the worker's options under the ACLs ------------------------------------------------
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_an_exactly_once_worker_runs_under_the_acls_exactly_once_grants(
+    guarded: Guarded, acl_worker: Worker, tmp_path: Path
+) -> None:
+    """``acls.sh --exactly-once`` for a group of its own: the worker's
+    transactional producers are granted, it decides (every intent of the topic,
+    from the start: a new group) with nothing refused. Its idempotent and
+    transactional producers need no cluster-wide ACL (Kafka 4: Write on the
+    topics and the transactional ids)."""
+    granted = guarded.run_acls("--exactly-once", app_id="callguard-eos")
+    assert granted.returncode == 0, granted.stdout + granted.stderr
+    env = guarded.env(WORKER, CALLGUARD_APP_ID="callguard-eos", CALLGUARD_PROCESSING_GUARANTEE="exactly_once")
+    asyncio.run(decide_one(guarded, OPPOSED))  # at least one intent in the topic for it
+    worker = Worker(env, tmp_path / "eos.log").start()
+    try:
+        deadline = time.monotonic() + 60
+        while metric(worker.web_port, "callguard_decisions_total") < 1:
+            assert time.monotonic() < deadline, worker.log_tail()
+            time.sleep(0.5)
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text()
+    assert "uthoriz" not in log and "refuses an idempotent producer" not in log, log
+    assert "refuses an idempotent producer" not in acl_worker.log_path.read_text()
+
+
+def test_lag_under_the_workers_principal_and_refused_to_the_dialer(guarded: Guarded, acl_worker: Worker) -> None:
+    """An SRE runs ``callguard lag`` with the worker's credentials (its group and
+    topics); the dialer's are refused in one line, at once."""
+    lag = cli(guarded.env(WORKER), "lag", "--json", "--samples", "1")
+    assert lag.returncode == 0, lag.stderr
+    sample = orjson.loads(lag.stdout.splitlines()[-1])
+    assert sample["partitions"], sample
+    started = time.monotonic()
+    refused = cli(guarded.env(DIALER), "lag", "--samples", "1")
+    lines = [line for line in (refused.stdout + refused.stderr).splitlines() if line.strip()]
+    print(f"\nlag as {DIALER}: exit {refused.returncode} after {time.monotonic() - started:.1f} s: {lines}")
+    assert refused.returncode != 0 and time.monotonic() - started < 20, lines
+    assert len(lines) == 1 and "ACLs do not let user 'callguard-dialer' describe it" in lines[0], lines
+    assert guarded.passwords[DIALER] not in refused.stdout + refused.stderr

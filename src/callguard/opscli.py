@@ -15,12 +15,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from aiokafka.errors import KafkaError
+from aiokafka.errors import GroupAuthorizationFailedError, KafkaError
 from redis.exceptions import RedisError
 
 from callguard.config import ENV_VARS, Settings, broker_hosts, kafka_security, safe_url
 from callguard.facts import Mandate
 from callguard.health import ROME, data_checks, read_data
+from callguard.kafkaaccess import who
 from callguard.lag import LagProbe, format_table, overall, watch
 from callguard.policy import PolicySettings, check_campaign_silent_rate
 from callguard.policyfile import PolicyError, policy_for
@@ -82,6 +83,11 @@ async def run_lag(args: argparse.Namespace, settings: Settings) -> int:
                 print(format_table(group, sample, rows) + "\n", flush=True)
         if last is not None and not args.json and not args.watch:
             print(format_table(group, *last))
+    except GroupAuthorizationFailedError:
+        return _fail(
+            f"cannot read the lag of group {group}: the broker's ACLs do not let "
+            f"{who(kafka_security(settings))} describe it (run `lag` with the workers' credentials)"
+        )
     except (KafkaError, OSError) as exc:
         return _fail(f"cannot read the lag of group {group} from the broker at {settings.broker}: {exc}")
     finally:
