@@ -8,7 +8,10 @@ own whose Redis never answers, so no decision can arrive in time.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -275,3 +278,28 @@ def test_the_session_worker_logs_no_number_of_this_module_in_clear(loaded: None,
     assert "/v1/check" in text or "CheckClient" in text  # the log is the worker's, endpoint included
     for n in range(20):
         assert number(n) not in text and number(n)[1:] not in text
+
+
+def test_the_example_dialer_checks_over_http_with_its_token(
+    loaded: None, worker: Worker, token: str, tmp_path: Path
+) -> None:
+    """``examples/check_csv.py --http URL`` presents the token from
+    CALLGUARD_TOKEN: its operator's rows are decided, another operator's row is
+    refused (403) and not called, and no number is printed in clear."""
+    rows = [f"{number(n)},," for n in (15, 16)] + [f"{number(17)},other-op,"]
+    path = write_csv(tmp_path / "numbers.csv", "callee,operator_id,client_id", rows)
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "examples" / "check_csv.py"), str(path),
+         "--http", f"http://127.0.0.1:{worker.web_port}/v1/check", "--operator", OPERATOR, "--client", "acme"],
+        env={**os.environ, "CALLGUARD_TOKEN": token}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "3 checked" in result.stdout and "1 allowed, 1 denied, 0 timed out (not called), 1 refused" in result.stdout
+    assert "HTTP 403" in result.stdout, result.stdout
+    assert not any(number(n) in result.stdout for n in (15, 16, 17))
+    no_token = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "examples" / "check_csv.py"), str(path),
+         "--http", f"http://127.0.0.1:{worker.web_port}/v1/check", "--token", "cgk_not-a-token"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert no_token.returncode == 0 and "3 refused" in no_token.stdout and "HTTP 401" in no_token.stdout
