@@ -1,0 +1,25 @@
+"""The worker's Faust app as built, before it connects to anything."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from callguard.app import create_app
+from callguard.config import load_settings
+
+
+@pytest.mark.parametrize(("setting", "idempotent"), [("auto", True), ("true", True), ("false", False)])
+def test_the_workers_producer_is_idempotent_unless_told_otherwise(setting: str, idempotent: bool) -> None:
+    """Faust (0.15.3) asks aiokafka for an idempotent producer only inside its
+    own transactions: without callguard's subclass, a batch sent again after a
+    broker failure could be written twice and break the audit chain (the
+    broker-kill test in test_kafka_broker.py catches that only sometimes)."""
+    app = create_app(load_settings(environ={"CALLGUARD_PRODUCER_IDEMPOTENCE": setting}), 6)
+
+    async def built() -> bool:
+        producer = app.producer._new_producer()  # the AIOKafkaProducer Faust starts (nothing connects yet)
+        return producer._txn_manager is not None  # aiokafka's sequence numbers: idempotence
+
+    assert asyncio.run(built()) is idempotent
