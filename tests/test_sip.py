@@ -343,6 +343,31 @@ async def test_a_deny_that_time_lifts_says_when_in_retry_after(lone: Lone) -> No
     assert await lone.edge.reached(number(101)) == [first.header("X-Callguard-Intent")]
 
 
+async def test_a_call_the_dialer_cancels_while_it_is_checked_is_not_relayed(lone: Lone) -> None:
+    worker = lone.worker
+    assert worker.process is not None
+    worker.process.send_signal(signal.SIGSTOP)  # the check waits ...
+    try:
+        call = asyncio.create_task(
+            lone.edge.call("ok", number(109), ("X-Callguard-Intent", "sip-cancel-1"), cancel_after=0.5)
+        )
+        await asyncio.sleep(1.0)
+    finally:
+        worker.process.send_signal(signal.SIGCONT)  # ... and is answered, an allow, after the CANCEL
+    result = await call
+    # the proxy's transaction answers the CANCEL at once: 487 for the INVITE
+    assert result.status == 487 and result.setup_seconds < 1.0, result
+    decision = (await collect(lone.broker_url, DECISIONS_TOPIC, {"sip-cancel-1"}))["sip-cancel-1"][0]
+    assert decision["decision"] == "allow"
+    logged = "allow intent=sip-cancel-1, but the INVITE was cancelled: not relayed"
+    for _ in range(50):
+        if logged in lone.edge.kamailio.log_path.read_text():
+            break
+        await asyncio.sleep(0.1)
+    assert logged in lone.edge.kamailio.log_path.read_text(), lone.edge.kamailio.log_tail()
+    assert await lone.edge.reached(number(109)) == []
+
+
 async def test_without_a_decision_no_call_is_relayed(lone: Lone) -> None:
     edge, worker = lone.edge, lone.worker
     assert worker.process is not None

@@ -288,11 +288,13 @@ class UserAgent(asyncio.DatagramProtocol):
         timeout: float = 10.0,
         hangup: bool = True,
         in_dialog: bool = False,
+        cancel_after: float | None = None,
     ) -> CallResult:
         """Send one INVITE for ``callee`` to ``proxy`` and wait for its final
         answer; ACK it, and with ``hangup`` end an answered call with a BYE.
         ``in_dialog`` sends it with a To tag and a Route to the proxy, as if it
-        belonged to a call already set up (it does not)."""
+        belonged to a call already set up (it does not). ``cancel_after``: hang
+        up (CANCEL) when no final answer came within that many seconds."""
         host, port = self.address
         call_id = secrets.token_hex(12) + "@" + host
         from_ = f"<sip:{caller}@{host}>;tag={secrets.token_hex(5)}"
@@ -320,15 +322,26 @@ class UserAgent(asyncio.DatagramProtocol):
         final: SipMessage | None = None
         started = time.perf_counter()
         deadline = time.monotonic() + timeout
+        cancel_at = None if cancel_after is None else time.monotonic() + cancel_after
         try:
             self.send(invite, proxy)
             interval, resend_at = 0.5, time.monotonic() + 0.5
             while final is None and time.monotonic() < deadline:
-                wait = min(deadline, resend_at if not provisional else deadline) - time.monotonic()
+                wake = [deadline] + ([] if provisional else [resend_at]) + ([] if cancel_at is None else [cancel_at])
                 try:
-                    answer = await asyncio.wait_for(pending.answers.get(), max(wait, 0.0))
+                    answer = await asyncio.wait_for(pending.answers.get(), max(min(wake) - time.monotonic(), 0.0))
                 except TimeoutError:
-                    if not provisional and time.monotonic() >= resend_at:  # timer A
+                    if cancel_at is not None and time.monotonic() >= cancel_at:
+                        # CANCEL: the INVITE's branch and headers, its own method (RFC 3261 9.1)
+                        keep = [
+                            (k, v) for k, v in invite_headers if k in ("Via", "Max-Forwards", "From", "To", "Call-ID")
+                        ]
+                        cancel = SipMessage(
+                            invite.start_line.replace("INVITE", "CANCEL", 1), [*keep, ("CSeq", "1 CANCEL")]
+                        )
+                        self.send(cancel, proxy)
+                        cancel_at = None
+                    elif not provisional and time.monotonic() >= resend_at:  # timer A
                         self.send(invite, proxy)
                         interval = min(interval * 2, 4.0)
                         resend_at = time.monotonic() + interval
