@@ -187,6 +187,7 @@ class UserAgent(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.address: tuple[str, int] = ("127.0.0.1", 0)
         self._pending: dict[tuple[str, str], _Pending] = {}
+        self._seen: set[tuple[str | None, str | None]] = set()
         self._arrived = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -231,10 +232,9 @@ class UserAgent(asyncio.DatagramProtocol):
             return
         self.requests.append(message)
         if message.method == "INVITE":
-            if any(m.header("Call-ID") == message.header("Call-ID") and m.header("Via") == message.header("Via")
-                   for m in self.invites):  # fmt: skip
-                pass  # a retransmission: answered again below, recorded once
-            else:
+            key = (message.header("Call-ID"), message.header("Via"))
+            if key not in self._seen:  # a retransmission is answered again below, recorded once
+                self._seen.add(key)
                 self.invites.append(message)
                 if self.on_invite is not None:
                     self.on_invite(message)
