@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import re
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -401,3 +405,20 @@ async def test_without_a_decision_no_call_is_relayed(lone: Lone) -> None:
 
     for n in (103, 105, 107):
         assert await edge.reached(number(n), settle=0.5) == []
+
+
+# --- the README's walkthrough, as a new user runs it ------------------------------------------
+
+
+def test_the_walkthrough_shows_an_allowed_call_relayed_and_a_denied_one_refused_at_the_proxy() -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "sip_edge.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGUARD_")}
+    done = subprocess.run([sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert re.search(r"^INVITE \+39347\*{5}01 via 127\.0\.0\.1:\d+: 200 OK \(\d+ ms\)$", out, re.MULTILINE), out
+    assert re.search(r"^INVITE \+39347\*{5}50 via 127\.0\.0\.1:\d+: 603 Decline \(\d+ ms\)$", out, re.MULTILINE), out
+    assert "  X-Callguard-Reasons: opposition_register,consent_required" in out
+    # the stand-in carrier saw the allowed call only
+    assert out.count("-> 200") == 1 and "INVITE +39347*****01 X-Callguard-Intent: http-" in out
+    assert out.rstrip().endswith("stopped the proxy, the callee, the worker, the broker and Redis.")

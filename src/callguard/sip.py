@@ -406,13 +406,14 @@ class UserAgent(asyncio.DatagramProtocol):
 _REASONS = {200: "OK", 180: "Ringing", 486: "Busy Here", 480: "Temporarily Unavailable", 603: "Decline"}
 
 
-def parse_address(value: str, default_port: int = 5060) -> tuple[str, int]:
-    """``HOST[:PORT]`` -> ``(host, port)``; a clear :class:`ValueError` otherwise."""
+def parse_address(value: str, default_port: int = 5060, any_port: bool = False) -> tuple[str, int]:
+    """``HOST[:PORT]`` -> ``(host, port)``; a clear :class:`ValueError` otherwise.
+    ``any_port``: port 0 (any free one) is allowed too."""
     host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
     if not host:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     if not port:
         return host, default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected a port 1-65535 in {value!r}")
+    if not port.isdigit() or not (0 if any_port else 1) <= int(port) < 65536:
+        raise ValueError(f"expected a port {'0' if any_port else '1'}-65535 in {value!r}")
     return host, int(port)

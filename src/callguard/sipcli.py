@@ -42,7 +42,7 @@ def add_parsers(commands: Any) -> None:
 def main_sip(args: argparse.Namespace) -> int:
     try:
         if args.action == "call":
-            proxy, bind = parse_address(args.proxy), parse_address(args.bind, default_port=0)
+            proxy, bind = parse_address(args.proxy), parse_address(args.bind, default_port=0, any_port=True)
             if args.timeout <= 0:
                 raise ValueError("--timeout must be above 0")
             return asyncio.run(_call(args, proxy, bind))
