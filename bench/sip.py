@@ -45,6 +45,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import orjson
+from aiokafka import AIOKafkaConsumer
 from mix import POLICY, caller_ids, load_data, number
 
 from callguard.embedded import (
@@ -58,6 +59,7 @@ from callguard.embedded import (
     start_redis,
     wait_healthy,
 )
+from callguard.schema import DECISIONS_TOPIC
 from callguard.sip import UserAgent
 
 OPERATOR, CLIENT = "op-0", "acme"
@@ -102,6 +104,10 @@ class Timings:
     setup: dict[str, list[float]] = field(default_factory=lambda: {"baseline": [], "check": []})
     failed: dict[str, int] = field(default_factory=lambda: {"baseline": 0, "check": 0})
     statuses: dict[int, int] = field(default_factory=dict)
+    #: per allowed check: intent_id -> (INVITE sent, wall clock; setup ms)
+    checks: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: where the checks' time went, ms: INVITE -> decided_at, decided_at -> decision written, written -> 200 OK
+    split: dict[str, list[float]] = field(default_factory=dict)
 
 
 async def steady(
@@ -113,11 +119,15 @@ async def steady(
 
     async def one(name: str, callee: str, counted: bool) -> None:
         headers = (("X-Callguard-Client", CLIENT), ("X-Callguard-Campaign", "bench-sip"))
+        sent = time.time()
         result = await dialer.call(proxies[name], callee, caller=caller, headers=headers, timeout=10)
         if not counted:
             return
         if result.status == 200:
             timings.setup[name].append(result.setup_seconds * 1000)
+            intent_id = result.header("X-Callguard-Intent")
+            if name == "check" and intent_id:
+                timings.checks[intent_id] = (sent, result.setup_seconds * 1000)
         else:
             timings.failed[name] += 1
             timings.statuses[result.status] = timings.statuses.get(result.status, 0) + 1
@@ -134,6 +144,35 @@ async def steady(
             tasks.append(asyncio.create_task(one(name, numbers.pop(), tick >= warmup)))
     await asyncio.gather(*tasks)
     return timings
+
+
+async def split_checks(bootstrap: str, timings: Timings) -> None:
+    """Where each allowed check's setup time went, from its decision on the
+    topic: INVITE sent -> ``decided_at`` (proxy, HTTP, intent published and
+    fetched), ``decided_at`` -> the decision's broker timestamp (the worker:
+    lookup, policy, audit, publish), and the rest (the check API reading the
+    decision, its HTTP answer, the relay and the callee's 200 OK)."""
+    consumer = AIOKafkaConsumer(DECISIONS_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    found: dict[str, tuple[float, float]] = {}
+    deadline = time.monotonic() + 30
+    try:
+        while len(found) < len(timings.checks) and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    intent_id = (record.key or b"").decode()
+                    if intent_id in timings.checks:
+                        decided = datetime.fromisoformat(orjson.loads(record.value)["decided_at"]).timestamp()
+                        found[intent_id] = (decided, record.timestamp / 1000)
+    finally:
+        await consumer.stop()
+    split: dict[str, list[float]] = {"INVITE -> decided_at": [], "decided_at -> written": [], "written -> 200 OK": []}
+    for intent_id, (decided, written) in found.items():
+        sent, setup = timings.checks[intent_id]
+        split["INVITE -> decided_at"].append((decided - sent) * 1000)
+        split["decided_at -> written"].append((written - decided) * 1000)
+        split["written -> 200 OK"].append(setup - (written - sent) * 1000)
+    timings.split = split
 
 
 def warm_up(web_port: int, token: str, numbers: list[str]) -> tuple[int, float]:
@@ -207,7 +246,9 @@ async def run_broker(kind: str, args: argparse.Namespace, workdir: Path) -> Timi
             )  # fmt: skip
             servers.append(proxy)
             proxies[name] = ("127.0.0.1", proxy.port)
-        return await steady(dialer, proxies, numbers, args)
+        timings = await steady(dialer, proxies, numbers, args)
+        await split_checks(f"127.0.0.1:{broker.port}", timings)
+        return timings
     finally:
         for agent in agents:
             agent.close()
@@ -244,6 +285,8 @@ async def main(args: argparse.Namespace) -> None:
                 f"  {'added by the check':<44} p50 {added[0.5]:+6.1f}   p99 {added[0.99]:+6.1f}   "
                 f"p99.9 {added[0.999]:+6.1f} ms{verdict}"
             )
+        for part, values in timings.split.items():
+            print(summary(f"    check: {part}", values, 0).replace(", 0 failed", ""))
         if timings.statuses:
             print(f"  answers other than 200: {dict(sorted(timings.statuses.items()))}")
         print(f"  load average after the row: {os.getloadavg()[0]:.1f}\n", flush=True)
