@@ -225,6 +225,12 @@ def test_the_shipped_sip_proxy_config_is_valid_as_is_and_with_defines(tmp_path: 
     checked = check_kamailio_config(SIP_CONFIG, *defines)
     assert checked.returncode == 0, checked.stderr[-2000:]
     assert "udp: 127.0.0.1 [127.0.0.1]:15060" in checked.stdout + checked.stderr
+    # the settings in a file of one's own that includes the shipped one (Debian's service takes no -A)
+    own = tmp_path / "edge.cfg"
+    own.write_text(f'#!KAMAILIO\n#!define LISTEN udp:127.0.0.1:15061\n#!define DIALERS_FILE "{dialers}"\n'
+                   f'include_file "{SIP_CONFIG}"\n')  # fmt: skip
+    checked = check_kamailio_config(own)
+    assert checked.returncode == 0 and "udp: 127.0.0.1 [127.0.0.1]:15061" in checked.stdout + checked.stderr
     # the check can fail: the same file without its JSON module is refused
     broken = tmp_path / "kamailio.cfg"
     broken.write_text(SIP_CONFIG.read_text().replace('loadmodule "json.so"\n', ""))
