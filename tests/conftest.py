@@ -77,6 +77,7 @@ SERVER_STARTERS = frozenset(
         "start_redis_replica",
         "start_redis_cluster",
         "start_postgres",
+        "start_kamailio",
         "Embedded",
     }
 )

@@ -14,7 +14,15 @@ import pytest
 import yaml
 
 from callguard.config import ENV_VARS
-from callguard.embedded import KAFKA_SETTINGS, kafka_version
+from callguard.embedded import (
+    KAFKA_SETTINGS,
+    SIP_CONFIG,
+    check_kamailio_config,
+    kafka_version,
+    kamailio_binary,
+    kamailio_defines,
+    kamailio_unavailable,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,3 +201,50 @@ def test_compose_file_runs_the_audit_sink_into_postgres() -> None:
     assert set(sink["environment"]) <= set(ENV_VARS.values())
     assert sink["environment"]["CALLGUARD_AUDIT_DSN"].startswith("postgresql://")
     assert services["postgres"]["image"].startswith("postgres:")
+
+
+# --- the SIP edge (issue 20) ------------------------------------------------------------
+
+
+SIP = ROOT / "deploy" / "sip"
+
+
+def test_the_shipped_sip_proxy_config_is_valid_as_is_and_with_defines(tmp_path: Path) -> None:
+    if kamailio_binary() is None:
+        pytest.skip(
+            "kamailio is not installed (Debian: apt-get install kamailio kamailio-utils-modules kamailio-json-modules)"
+        )
+    checked = check_kamailio_config(SIP_CONFIG)  # the defaults and deploy/sip/dialers.list
+    if "could not find module" in checked.stderr:
+        pytest.skip(f"a module of the SIP config is missing: {kamailio_unavailable()}")
+    assert checked.returncode == 0 and "config file ok" in checked.stdout + checked.stderr, checked.stderr[-2000:]
+    assert SIP_CONFIG == SIP / "kamailio.cfg"
+    dialers = tmp_path / "dialers.list"
+    dialers.write_text("1 127.0.0.1 32 0 operator=op;token=cgk_x\n")
+    defines = kamailio_defines(15060, ("127.0.0.1", 15080), "http://127.0.0.1:16066/v1/check", dialers)
+    checked = check_kamailio_config(SIP_CONFIG, *defines)
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert "udp: 127.0.0.1 [127.0.0.1]:15060" in checked.stdout + checked.stderr
+    # the settings in a file of one's own that includes the shipped one (Debian's service takes no -A)
+    own = tmp_path / "edge.cfg"
+    own.write_text(f'#!KAMAILIO\n#!define LISTEN udp:127.0.0.1:15061\n#!define DIALERS_FILE "{dialers}"\n'
+                   f'include_file "{SIP_CONFIG}"\n')  # fmt: skip
+    checked = check_kamailio_config(own)
+    assert checked.returncode == 0 and "udp: 127.0.0.1 [127.0.0.1]:15061" in checked.stdout + checked.stderr
+    # the check can fail: the same file without its JSON module is refused
+    broken = tmp_path / "kamailio.cfg"
+    broken.write_text(SIP_CONFIG.read_text().replace('loadmodule "json.so"\n', ""))
+    assert check_kamailio_config(broken, *defines).returncode != 0
+
+
+def test_the_sample_dialers_file_names_an_operator_and_a_token_per_dialer() -> None:
+    lines = [
+        line.split()
+        for line in (SIP / "dialers.list").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines
+    for group, address, netmask, port, tag in lines:
+        assert (group, netmask, port) == ("1", "32", "0") and address.count(".") == 3
+        params = dict(item.split("=", 1) for item in tag.split(";"))
+        assert {"operator", "token"} <= params.keys() <= {"operator", "token", "client", "campaign"}

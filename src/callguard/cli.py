@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     from callguard.tokenscli import add_parsers as add_token_parsers
 
     add_token_parsers(commands, _config_flags)
+    # the SIP edge (issue 20): callguard sip call|callee
+    from callguard.sipcli import add_parsers as add_sip_parsers
+
+    add_sip_parsers(commands)
 
     audit = commands.add_parser("audit", help="the tamper-evident audit trail")
     audit_actions = audit.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -389,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from callguard.demo import run_demo
 
             return run_demo(intents=args.intents, show=args.show, report=args.report)
+        if args.command == "sip":  # no broker or Redis: a SIP user agent
+            from callguard.sipcli import main_sip
+
+            return main_sip(args)
         settings = _settings(args)
         if _talks_to_kafka(args):  # a refused TLS or SASL login: one line, at once (kafkaaccess.py)
             from callguard.kafkaaccess import check_kafka_access

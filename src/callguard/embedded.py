@@ -776,6 +776,122 @@ def start_postgres(workdir: Path, port: int | None = None, timeout: float = 60.0
     return server
 
 
+# --- Kamailio (the SIP edge, issue 20) ------------------------------------------------
+
+#: The SIP proxy configuration users run (``deploy/sip/``), started as shipped by tests and benchmarks.
+SIP_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "sip" / "kamailio.cfg"
+#: Debian's packages with Kamailio and the modules the configuration loads.
+KAMAILIO_PACKAGES = ("kamailio", "kamailio-utils-modules", "kamailio-json-modules")
+
+
+def kamailio_binary() -> str | None:
+    """Debian's ``kamailio`` (``/usr/sbin`` is not on every user's ``PATH``), or ``None``."""
+    found = shutil.which("kamailio")
+    if found:
+        return found
+    return "/usr/sbin/kamailio" if os.access("/usr/sbin/kamailio", os.X_OK) else None
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 nobody holds now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kamailio_defines(
+    port: int, carrier: tuple[str, int], check_url: str, dialers: Path, timeout: int = 3, children: int = 4
+) -> list[str]:
+    """``-A`` arguments that point the shipped configuration at this machine's servers."""
+    return [
+        "-A", f"LISTEN=udp:127.0.0.1:{port}",
+        "-A", f'CARRIER="sip:{carrier[0]}:{carrier[1]}"',
+        "-A", f'CALLGUARD_URL="{check_url}"',
+        "-A", f"CALLGUARD_TIMEOUT={timeout}",
+        "-A", f'DIALERS_FILE="{dialers}"',
+        "-A", f"CHILDREN={children}",
+    ]  # fmt: skip
+
+
+def check_kamailio_config(config: Path = SIP_CONFIG, *defines: str) -> subprocess.CompletedProcess[str]:
+    """``kamailio -c``: parse the configuration and load its modules, start nothing."""
+    binary = kamailio_binary()
+    if binary is None:
+        raise EmbeddedError(f"no kamailio: apt-get install {' '.join(KAMAILIO_PACKAGES)}")
+    return subprocess.run(
+        [binary, "-c", "-f", str(config), *defines], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def kamailio_unavailable(config: Path = SIP_CONFIG) -> str | None:
+    """Why the SIP edge cannot run here (no kamailio, a module missing), or ``None``."""
+    if kamailio_binary() is None:
+        return f"kamailio is not installed (Debian: apt-get install {' '.join(KAMAILIO_PACKAGES)}; ./dev test does)"
+    checked = check_kamailio_config(config)
+    if checked.returncode != 0:
+        output = checked.stdout + checked.stderr
+        missing = [line for line in output.splitlines() if "could not find module" in line or "load_module" in line]
+        if missing:
+            return f"kamailio cannot load a module of {config.name} (apt-get install {' '.join(KAMAILIO_PACKAGES)}): {missing[0].strip()}"
+        return (
+            f"kamailio -c rejects {config}: {output.strip().splitlines()[-1] if output.strip() else checked.returncode}"
+        )
+    return None
+
+
+def sip_options_answered(port: int, timeout: float = 0.5) -> bool:
+    """Whether a SIP server on 127.0.0.1:``port`` (UDP) answers an OPTIONS."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(timeout)
+        local = sock.getsockname()[1]
+        options = (
+            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{random.getrandbits(48):012x};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag={random.getrandbits(32):08x}\r\n"
+            f"To: <sip:127.0.0.1:{port}>\r\nCall-ID: {random.getrandbits(64):016x}@127.0.0.1\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        try:
+            sock.sendto(options.encode(), ("127.0.0.1", port))
+            return sock.recv(4096).startswith(b"SIP/2.0 200")
+        except OSError:
+            return False
+
+
+def start_kamailio(
+    workdir: Path,
+    carrier: tuple[str, int],
+    check_url: str,
+    dialers: Path,
+    *,
+    port: int | None = None,
+    config: Path = SIP_CONFIG,
+    timeout: int = 3,
+    children: int = 4,
+    start_timeout: float = 20.0,
+) -> Server:
+    """Kamailio with ``config`` (the shipped one by default) on a free loopback UDP
+    port, relaying allowed calls to ``carrier`` and asking ``check_url``; returns
+    once it answers an OPTIONS. Logs to ``workdir/kamailio.log``."""
+    binary = kamailio_binary()
+    if binary is None:
+        raise EmbeddedError(f"no kamailio: apt-get install {' '.join(KAMAILIO_PACKAGES)}")
+    port = port or free_udp_port()
+    argv = [binary, "-f", str(config), "-DD", "-E", "-m", "32", "-M", "8",
+            *kamailio_defines(port, carrier, check_url, dialers, timeout, children)]  # fmt: skip
+    log_path = workdir / "kamailio.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)
+    server = Server("kamailio", port, process, log_path)
+    deadline = time.monotonic() + start_timeout
+    while not sip_options_answered(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise EmbeddedError(f"kamailio did not start on udp:127.0.0.1:{port}\n{server.log_tail()}")
+    return server
+
+
 #: The brokers :class:`Embedded` can start.
 BROKERS = ("tansu", "kafka")
 
