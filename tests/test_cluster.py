@@ -44,7 +44,7 @@ from callguard.embedded import (
 from callguard.facts import Consent, Operator, OptOut, intent_ref
 from callguard.register import HIDDEN_KEY
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC, CallOutcome, OutcomeReport
-from callguard.stores import META_KEY, OPERATORS_KEY, Allowed, Query, Stores, callee_key, intent_key
+from callguard.stores import META_KEY, OPERATORS_KEY, Allowed, Query, Stores, callee_key, cap_arguments, intent_key
 from tests.conftest import (
     OPEN_HOURS_POLICY,
     Worker,
@@ -173,7 +173,8 @@ async def test_cluster_writes_left_half_done_by_a_crash_are_completed_when_the_b
     allowed = Allowed(callee, "acme", "crash-1", "crash-camp", True)
     try:
         # the cap script ran, the worker died before the intent was remembered
-        head = (1, 86_400_000, 3, 86_400_000)
+        head = cap_arguments(allowed, limits)  # keep 24 h, one limit: 3 in 24 h
+        assert head == [86_400_000, 1, 86_400_000, 3]
         await stores._pipeline(
             [stores._script("record_calls", callee_key(callee), *head, "acme", intent_ref("crash-1"), now_ms(now))]
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from callguard.policydiff import diff_policies
-from callguard.policyfile import load_policy, parse_policy
+from callguard.policyfile import load_policy, parse_policy, shipped_policy
 from tests.conftest import CORE_POLICY, cli
 
 SHIPPED = Path(__file__).parent.parent / "src" / "callguard" / "policies" / "it.toml"
@@ -35,7 +35,7 @@ purposes = ["marketing", "survey", "statistical", "service"]
 
 
 def test_every_kind_of_change_in_words():
-    changes = diff_policies(load_policy(), parse_policy(STRICT))
+    changes = diff_policies(shipped_policy("it"), parse_policy(STRICT))
     assert "operator_mandated: now also applies to service calls" in changes
     assert "internal_dnc: no longer applies to service calls" in changes
     assert "opposition_register: days a register result stays valid: 15 -> 10" in changes
@@ -57,10 +57,10 @@ def test_every_kind_of_change_in_words():
 
 def test_rules_switched_on_and_off_and_no_difference():
     core = load_policy(CORE_POLICY)
-    off = diff_policies(load_policy(), core)
+    off = diff_policies(shipped_policy("it"), core)
     assert "frequency_cap: switched off (it applied to marketing, survey, statistical calls)" in off
     assert "caller_id: switched off (it applied to marketing, survey, statistical, service calls)" in off
-    on = diff_policies(core, load_policy())
+    on = diff_policies(core, shipped_policy("it"))
     assert "directory: switched on (for marketing, survey, statistical calls)" in on
     assert len(on) == len(off) == 7
     assert diff_policies(core, core) == []
