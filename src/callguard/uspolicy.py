@@ -378,8 +378,9 @@ def check_zone_hours(callee: str, now: datetime, settings: PolicySettings) -> Ru
     (21:00:00 is too late). The location is known only as far as the area
     code tells (US_TIME_ZONES): where an area code spans several zones the
     window must hold in each of them (their intersection), never in a zone
-    guessed for the number; a number libphonenumber places in no zone gives
-    ``timezone_unknown``. A deny carries ``next_window``.
+    guessed for the number; a number libphonenumber places in no zone, or in
+    zones that never share the window (a toll-free number: every zone of the
+    plan), gives ``timezone_unknown``. A deny carries ``next_window``.
     """
     zones = callee_zones(callee, settings)
     if not zones:
@@ -401,7 +402,12 @@ def _zone_verdict(
     if window[0] < window[1] and _inside(now, zones, window):
         return RuleResult("calling_hours", "pass", detail=detail)
     opens = next_opening(now, zones, window) if window[0] < window[1] else None
-    detail["next_window"] = None if opens is None else rfc3339(opens)
+    if opens is None:
+        # the zones never share the window (a toll-free number lies in every zone of the plan):
+        # where the callee is cannot be narrowed enough to call at all
+        detail["next_window"] = None
+        return RuleResult("calling_hours", "deny", (Reason.TIMEZONE_UNKNOWN,), detail)
+    detail["next_window"] = rfc3339(opens)
     return RuleResult("calling_hours", "deny", (Reason.OUTSIDE_CALLING_HOURS,), detail, opens)
 
 
