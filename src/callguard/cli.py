@@ -201,7 +201,7 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
     elif kind == "consents":
         parsed = parse_consents(args.file, settings.default_region, tz)
     elif kind == "reassigned":
-        parsed = parse_reassigned(args.file, settings.default_region)
+        parsed = parse_reassigned(args.file)
     else:
         parsed = parse_optouts(args.file, settings.default_region, tz)
 

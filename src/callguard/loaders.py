@@ -697,7 +697,10 @@ def consent_row(row: dict[str, str], region: str, tz: tzinfo) -> tuple[str, Cons
     client_id = _id(row, "client_id")
     basis = row.get("basis", "")
     if basis not in BASES:
-        raise ValueError(f"basis must be {', '.join(repr(b) for b in BASES[:-1])} or {BASES[-1]!r}, not {basis!r}")
+        raise ValueError(
+            "basis must be 'consent', 'contract' or 'request' (or, for the US pack's established business "
+            f"relationships, 'ebr_transaction' or 'ebr_inquiry'), not {basis!r}"
+        )
     granted_at = parse_when(row.get("granted_at", ""), tz)
     ends_raw = row.get("ends_at", "")
     ends_at = parse_when(ends_raw, tz) if ends_raw else None
@@ -712,10 +715,11 @@ def _not_before(later: When, earlier: When, tz: tzinfo) -> bool:
     return local_day(later, tz) >= local_day(earlier, tz)
 
 
-def parse_reassigned(path: Path, region: str) -> Parsed:
+def parse_reassigned(path: Path, region: str = "US") -> Parsed:
     """``number,disconnected_at``: numbers and the day each was last
     permanently disconnected (the FCC's reassigned numbers database, 47 CFR
-    64.1200(m)); rows are ``(E.164, date)``."""
+    64.1200(m)); rows are ``(E.164, date)``. The database holds US numbers:
+    a number without a country code is North American (``region``)."""
 
     def row_parser(row: dict[str, str]) -> tuple[str, date]:
         return _number(row, "number", region), parse_date(row.get("disconnected_at", ""))
