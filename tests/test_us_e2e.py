@@ -35,6 +35,7 @@ from tests.conftest import (
     Worker,
     cli,
     collect,
+    decide_intents,
     env_for,
     load_all,
     operators_csv,
@@ -43,10 +44,8 @@ from tests.conftest import (
     today,
     write_csv,
 )
-from tests.conftest import (
-    decide_intents as decide,
-)
 from tests.contract import validate
+from tests.test_contract import US_PACK_REASONS
 
 pytestmark = pytest.mark.e2e
 
@@ -139,6 +138,17 @@ def worker(env: dict[str, str], workdir: Path) -> Iterator[Worker]:
     running = Worker(env, workdir / "worker.log").start()
     yield running
     running.stop()
+
+
+#: every reason this module's decisions gave (tests/test_contract.py counts on it for the US pack's)
+SEEN: set[str] = set()
+
+
+async def decide(broker: str, intents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Publish intents and read their decisions (validated against the schema)."""
+    decisions = await decide_intents(broker, intents)
+    SEEN.update(reason for d in decisions.values() for reason in d["reasons"])
+    return decisions
 
 
 def intent(intent_id: str, number: str, **extra: Any) -> dict[str, Any]:
@@ -326,3 +336,7 @@ async def test_calling_hours_closed_at_the_callees_location(
     audit = await collect(broker, AUDIT_TOPIC, {"us-hours"}, timeout=30)
     hours = next(r for r in audit["us-hours"][-1]["rules"] if r["rule"] == "calling_hours")
     assert hours["detail"]["window"] == window and list(hours["detail"]["zones"]) == ["America/New_York"]
+
+
+def test_every_reason_of_the_us_pack_was_given_and_validated_here() -> None:
+    assert US_PACK_REASONS <= SEEN, US_PACK_REASONS - SEEN
