@@ -120,6 +120,8 @@ def diff_sets(old: PolicySettings, new: PolicySettings) -> list[str]:
         out.append(
             f"other countries: no_policy_for_country for {_purposes(old_deny)} calls -> for {_purposes(new_deny)} calls"
         )
+    groups: dict[tuple[int, int], list[str]] = {}
+    pairs: dict[tuple[int, int], tuple[PolicySettings, PolicySettings]] = {}
     for region in sorted(old_packs.keys() | new_packs.keys()):
         before = old_packs.get(region, old_other)
         after = new_packs.get(region, new_other)
@@ -127,8 +129,16 @@ def diff_sets(old: PolicySettings, new: PolicySettings) -> list[str]:
             out.append(f"{region}: now decided by pack {after.version} (was: the other countries' rules)")
         elif region not in new_packs:
             out.append(f"{region}: no pack of its own any more (was {before.version})")
-        out += [f"{region} callees: {line}" for line in diff_policies(before, after)]
-    out += [f"other countries: {line}" for line in diff_policies(old_other, new_other)]
+        key = (id(before), id(after))
+        groups.setdefault(key, []).append(f"{region} callees")
+        pairs[key] = (before, after)
+    key = (id(old_other), id(new_other))
+    groups.setdefault(key, []).append("other countries")
+    pairs[key] = (old_other, new_other)
+    # countries that had and have the same packs change alike: said once for all of them
+    for key, names in groups.items():
+        before, after = pairs[key]
+        out += [f"{', '.join(names)}: {line}" for line in diff_policies(before, after)]
     return out
 
 

@@ -508,6 +508,7 @@ class Replay:
     def to_json(self) -> dict[str, Any]:
         return {
             "policy": self.settings.version,
+            **({"policy_set": self.settings.label()} if self.settings.jurisdictions is not None else {}),
             "records": self.records,
             "replayed": self.replayed,
             "unchanged": self.replayed - self.changed,
@@ -534,15 +535,19 @@ class Replay:
 
     def summary(self) -> str:
         return (
-            f"replayed {self.replayed:,} of {self.records:,} records under policy {self.settings.version}: "
+            f"replayed {self.replayed:,} of {self.records:,} records under policy {self._name()}: "
             f"{self.changes['allow->deny']:,} allow->deny, {self.changes['deny->allow']:,} deny->allow, "
             f"{self.changes['other']:,} other changes, {self.replayed - self.changed:,} unchanged; "
             f"{self.not_replayable_count:,} not replayable"
         )
 
+    def _name(self) -> str:
+        sets = self.settings.jurisdictions
+        return self.settings.version if sets is None else f"set {sets.version}"
+
     def lines(self) -> list[str]:
         """The report for people: what would change, by reason, client and campaign, with examples."""
-        out = [f"Replay under policy {self.settings.version}"]
+        out = [f"Replay under policy {self.settings.label()}"]
         if self.first is not None:
             out.append(f"records decided from {self.first} to {self.last} (UTC)")
         if self.recorded_policies:
