@@ -602,3 +602,26 @@ def test_a_set_of_ones_own_packs_decides_by_them(tmp_path: Path):
         run(Facts(OPERATOR), callee="+4930123456", policy=policy, purpose=Purpose.SURVEY).versions["policy"]
         == IT.version
     )
+
+
+def test_the_region_is_libphonenumbers_without_a_parse():
+    """``region_of`` (which chooses the pack) answers as libphonenumber's
+    ``region_code_for_number`` for the example numbers of every region and
+    every NANP area code libphonenumber's geocoder knows."""
+    from callguard.numbers import region_of
+
+    numbers = ["+393471234567", "+390669812345", "+390612345678"]
+    numbers += [f"+{key}2345678" for key in GEOCODE_DATA if key.startswith("1") and len(key) == 4]
+    for regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.values():
+        for region in regions:
+            for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
+                example = phonenumbers.example_number_for_type(region, kind)
+                if example is not None:
+                    numbers.append(phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164))
+    checked = 0
+    for number in numbers:
+        parsed = phonenumbers.parse(number)
+        if phonenumbers.is_valid_number(parsed):
+            assert region_of(number) == phonenumbers.region_code_for_number(parsed), number
+            checked += 1
+    assert checked > 900

@@ -216,29 +216,56 @@ def regions_of_code(code: int) -> tuple[str, ...]:
 
 
 def region_of(e164: str) -> str | None:
-    """The region (ISO 3166-1 alpha-2) of a valid E.164 number: the only region
-    of its calling code, or libphonenumber's answer (in the North American
-    Numbering Plan the area code decides: ``+1 212`` is US, ``+1 416`` CA,
-    ``+1 787`` PR)."""
+    """The region (ISO 3166-1 alpha-2) of a valid E.164 number, as
+    libphonenumber's ``region_code_for_number`` answers for it, without a
+    parse where that can be done: the only region of its calling code; or
+    the first region whose leading digits the number starts with (``+39
+    06698`` VA), else the one region told apart by validity alone (``+39 347``
+    IT). In the North American plan several regions have no leading digits
+    (the US, Canada): the area code decides there (``+1 212`` US, ``+1 416``
+    CA, ``+1 787`` PR), and libphonenumber's answer for the first number of
+    an area code is kept for the others."""
     code = calling_code(e164[:4])
     if code is None:
         return None
     regions = regions_of_code(code)
     if len(regions) == 1:
         return regions[0]
+    leading, rest = _leading_regions(code)
+    if len(rest) <= 1:
+        national = e164[1 + len(str(code)) :]
+        for region, pattern in leading:
+            if pattern.match(national):
+                return region
+        return rest[0] if rest else None
     if code != 1:
         return _region_of_number(e164)
-    # a NANP area code belongs to one region: the first valid number of it answers for all
     area = e164[:5]
-    region = _NANP_REGIONS.get(area)
-    if region is None:
-        region = _region_of_number(e164)
-        if region is not None and len(_NANP_REGIONS) < 4096:
-            _NANP_REGIONS[area] = region
-    return region
+    known = _NANP_REGIONS.get(area)
+    if known is not None:
+        return known
+    found = _region_of_number(e164)
+    if found is not None and len(_NANP_REGIONS) < 4096:
+        _NANP_REGIONS[area] = found
+    return found
 
 
 _NANP_REGIONS: dict[str, str] = {}
+
+
+@lru_cache(maxsize=64)
+def _leading_regions(code: int) -> tuple[tuple[tuple[str, re.Pattern[str]], ...], tuple[str, ...]]:
+    """The regions of a shared calling code that libphonenumber tells apart by
+    their leading digits (with those digits as a regular expression), and
+    the others, told apart by validity."""
+    leading, rest = [], []
+    for region in regions_of_code(code):
+        metadata: Any = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if metadata is not None and metadata.leading_digits:
+            leading.append((region, re.compile(metadata.leading_digits)))
+        else:
+            rest.append(region)
+    return tuple(leading), tuple(rest)
 
 
 @lru_cache(maxsize=65_536)

@@ -1143,15 +1143,10 @@ def decide(
     region = sets.region(callee)
     if pack is None:
         return _no_policy(intent, callee, now, sets, region)
-    decision = _decide_pack(intent, callee, facts, now, pack, caller)
     chosen = RuleResult(
         "jurisdiction", "pass", detail={"country": region, "pack": pack.version, "policy_set": sets.version}
     )
-    return replace(
-        decision,
-        rules=(*decision.rules[:1], chosen, *decision.rules[1:]),
-        versions={**decision.versions, "policy_set": sets.version},
-    )
+    return _decide_pack(intent, callee, facts, now, pack, caller, chosen)
 
 
 def _no_policy(intent: Intent, callee: str | None, now: datetime, sets: Jurisdictions, region: str | None) -> Decision:
@@ -1188,10 +1183,20 @@ def _decide_pack(
     now: datetime,
     settings: PolicySettings,
     caller: str | None = None,
+    chosen: RuleResult | None = None,
 ) -> Decision:
+    """Decide by one pack; ``chosen``: under a set, the ``jurisdiction`` entry
+    (the audit record lists it second, and ``versions.policy_set`` follows)."""
     if settings.jurisdiction == "us":
-        return decide_us(intent, callee, facts, now, settings, caller)
-    return _decide_it(intent, callee, facts, now, settings, caller)
+        return decide_us(intent, callee, facts, now, settings, caller, chosen)
+    return _decide_it(intent, callee, facts, now, settings, caller, chosen)
+
+
+def chosen_versions(versions: dict[str, str | None], chosen: RuleResult | None) -> dict[str, str | None]:
+    """A decision's versions, with the policy set's last when a set chose the pack."""
+    if chosen is not None:
+        versions["policy_set"] = chosen.detail["policy_set"]
+    return versions
 
 
 def _decide_it(
@@ -1201,6 +1206,7 @@ def _decide_it(
     now: datetime,
     settings: PolicySettings,
     caller: str | None = None,
+    chosen: RuleResult | None = None,
 ) -> Decision:
     """Decide one intent by an Italian pack.
 
@@ -1212,7 +1218,7 @@ def _decide_it(
     be checked. A deny lists every deny reason that applies; an allow lists
     the exceptions it relied on.
     """
-    rules: list[RuleResult] = [check_callee(callee)]
+    rules: list[RuleResult] = [check_callee(callee)] if chosen is None else [check_callee(callee), chosen]
     versions: dict[str, str | None] = {"policy": settings.version}
     facts_json: dict[str, Any] = {}
     requires_operator = False
@@ -1297,7 +1303,7 @@ def _decide_it(
         callee=callee,
         decided_at=now,
         retryable=Reason.LOOKUP_UNAVAILABLE in deny,
-        versions=versions,
+        versions=chosen_versions(versions, chosen),
         rules=tuple(rules),
         facts=facts_json,
         not_before=not_before,

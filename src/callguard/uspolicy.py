@@ -44,6 +44,7 @@ from callguard.policy import (
     check_mandate,
     check_operator,
     check_optout,
+    chosen_versions,
     consent_in_force,
     has_begun,
     lookback,
@@ -451,9 +452,10 @@ def decide_us(
     now: datetime,
     settings: PolicySettings,
     caller: str | None = None,
+    chosen: RuleResult | None = None,
 ) -> Decision:
     """Decide one intent by the United States pack (see :func:`callguard.policy.decide`)."""
-    rules: list[RuleResult] = [check_callee(callee)]
+    rules: list[RuleResult] = [check_callee(callee)] if chosen is None else [check_callee(callee), chosen]
     versions: dict[str, str | None] = {"policy": settings.version}
     facts_json: dict[str, Any] = {}
     if facts is None:
@@ -538,7 +540,7 @@ def decide_us(
         callee=callee,
         decided_at=now,
         retryable=Reason.LOOKUP_UNAVAILABLE in deny,
-        versions=versions,
+        versions=chosen_versions(versions, chosen),
         rules=tuple(rules),
         facts=facts_json,
         not_before=not_before,
