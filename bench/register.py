@@ -270,14 +270,20 @@ def us_number(i: int, areas: list[str]) -> str:
     return f"{areas[area]}{exchange:03d}{line:04d}"
 
 
+def registered(j: int, count: int, space: int) -> int:
+    """The j-th registered number (in order): one in each of ``count`` equal
+    strata of the space, at a scattered place in its stratum."""
+    stride = max(1, space // count)
+    return j * space // count + (j * 2_654_435_761) % stride
+
+
 def write_ftc(path: Path, count: int, space: int, areas: list[str]) -> None:
-    """The FTC's flat file: ``AAA,NNNNNNN`` a line, sorted like the FTC's (by number)."""
+    """The FTC's flat file: ``AAA,NNNNNNN`` a line, sorted by number like the FTC's area-code files."""
     tmp = path.with_suffix(".partial")
-    chosen = sorted(spread(i, space) for i in range(count)) if count <= 20_000_000 else None
     with tmp.open("w") as handle:
         lines = []
-        for i in chosen if chosen is not None else (spread(k, space) for k in range(count)):
-            n = us_number(i, areas)
+        for j in range(count):
+            n = us_number(registered(j, count, space), areas)
             lines.append(f"{n[:3]},{n[3:]}\n")
             if len(lines) >= 100_000:
                 handle.write("".join(lines))
@@ -286,8 +292,15 @@ def write_ftc(path: Path, count: int, space: int, areas: list[str]) -> None:
     tmp.rename(path)
 
 
+#: CPU seconds (user + system) of the last load_named's CLI and its processes
+LAST_CPU = [0.0]
+
+
 def load_named(url: str, path: Path, name: str, as_of: date) -> float:
+    import resource
+
     env = {**os.environ, "CALLGUARD_REDIS_URL": url}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "callguard", "register", "load", str(path), "--register", name, "--as-of", str(as_of)],
@@ -296,6 +309,8 @@ def load_named(url: str, path: Path, name: str, as_of: date) -> float:
         text=True,
     )
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if result.returncode != 0:
         raise SystemExit(result.stderr)
     return elapsed
@@ -330,7 +345,7 @@ def main_named(args: argparse.Namespace) -> None:
             f"--density {density}: {args.numbers:,} numbers need {used} area codes, the US has {len(areas)}"
         )
     space = min(space, used * 8_000_000)
-    path = args.csv or Path(tempfile.gettempdir()) / f"callguard-{args.register}-{args.numbers}-{density}.txt"
+    path = args.csv or Path(tempfile.gettempdir()) / f"callguard-{args.register}-{args.numbers}-{density}-sorted.txt"
     if not path.exists():
         started = time.perf_counter()
         write_ftc(path, args.numbers, space, areas)
@@ -346,11 +361,12 @@ def main_named(args: argparse.Namespace) -> None:
     try:
         url = f"redis://127.0.0.1:{server.port}/0"
         client = redis.Redis(port=server.port)
-        fresh, reload, per_number = [], [], []
+        fresh, reload, per_number, cpu = [], [], [], []
         for run in range(args.runs):
             client.flushall()
             before = used_memory(client)
             fresh.append(load_named(url, path, args.register, date(2026, 11, 1)))
+            cpu.append(LAST_CPU[0])
             per_number.append((used_memory(client) - before) / args.numbers)
             if not args.no_reload:
                 reload.append(load_named(url, path, args.register, date(2026, 11, 2)))
@@ -372,16 +388,24 @@ def main_named(args: argparse.Namespace) -> None:
             f"redis memory: {memory:.2f} bytes a number (used_memory delta; {after:.2f} after the replacement; "
             f"peak while staging {peak / 2**20:,.0f} MiB)"
         )
+        per_cpu = median(cpu) / args.numbers
+        cores = os.cpu_count() or 1
+        print(
+            f"CPU of the load (the CLI and its processes, Redis not included): {per_cpu * 1e6:.2f} us a number; "
+            f"on {cores} cores busy with nothing else that is {per_cpu / cores * US / 60:.1f} min for 258.5 M "
+            f"(load average during the run: {os.getloadavg()[0]:.1f})"
+        )
         if args.numbers < US:
             print(
                 f"extrapolated (linearly, from this scaled run of {args.numbers:,}) to the registry's 258.5 M: "
-                f"load {US / rate / 60:.1f} min, {memory * US / 2**30:.2f} GiB of Redis at {memory:.2f} bytes a number"
+                f"load {US / rate / 60:.1f} min at this run's rate, {memory * US / 2**30:.2f} GiB of Redis at "
+                f"{memory:.2f} bytes a number"
             )
         else:
             print(f"the registry's 258.5 M: load {median(fresh) / 60:.1f} min, {memory * US / 2**30:.2f} GiB of Redis")
         rng = random.Random(7)
         numbers = [
-            ["+1" + us_number(spread(rng.randrange(args.numbers), space), areas) if k % 2 else
+            ["+1" + us_number(registered(rng.randrange(args.numbers), args.numbers, space), areas) if k % 2 else
              "+1" + us_number(rng.randrange(space), areas) for k in range(BATCH)]
             for _ in range(50)
         ]  # fmt: skip

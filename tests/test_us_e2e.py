@@ -340,3 +340,35 @@ async def test_calling_hours_closed_at_the_callees_location(
 
 def test_every_reason_of_the_us_pack_was_given_and_validated_here() -> None:
     assert US_PACK_REASONS <= SEEN, US_PACK_REASONS - SEEN
+
+
+async def test_a_batch_with_us_callees_is_still_one_redis_round_trip(
+    embedded: Embedded, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The named registers' lists and their coverage are read inside the
+    batch's one lookup script: one command for 500 intents, US and Italian."""
+    from callguard.stores import Query, Stores
+
+    stores = Stores.from_url(embedded.redis_url, timeout=10)
+    queries = [
+        Query(N[name], CLIENT, "us-op", None, ("us-dnc", "us-fl-dnc") if N[name].startswith("+1305") else ("us-dnc",))
+        for name in ("clear", "listed", "fl_listed", "fl", "uncovered")
+    ] * 100
+    queries += [Query(N["italy"], CLIENT, "us-op")]
+    try:
+        await stores.lookup(queries)  # loads the script once
+        sent: list[str] = []
+        original = type(stores.redis).execute_command
+
+        async def counting(self: Any, *args: Any, **options: Any) -> Any:
+            sent.append(str(args[0]))
+            return await original(self, *args, **options)
+
+        monkeypatch.setattr(type(stores.redis), "execute_command", counting)
+        facts = await stores.lookup(queries)
+    finally:
+        await stores.close()
+    assert sent == ["EVALSHA"]
+    assert [f.registers["us-dnc"].listed for f in facts[:5]] == [False, True, False, False, False]
+    assert facts[2].registers["us-fl-dnc"].listed and facts[4].registers["us-dnc"].as_of is None
+    assert facts[-1].registers == {}
