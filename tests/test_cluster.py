@@ -151,7 +151,7 @@ async def scenario(stores: Stores) -> dict[str, Any]:
         await named("cl-fl", us[2:3], TODAY, everything=True),
     ]
     out["named_facts"] = await stores.lookup([Query(n, "acme", "cl-ok", registers=("cl-dnc", "cl-fl")) for n in us])
-    out["named_status"] = await stores.named_registers()
+    out["named_status"] = await stores.named_registers(["cl-dnc", "cl-fl", "cl-none"])
     keys = [callee_key(n) for n in numbers] + [intent_key(f"cl-cap-{n}") for n in range(3)] + [intent_key("cl-free")]
     out["stored"] = {key: await stores.redis.hgetall(key) for key in keys}
     out["results"] = [await stores.register_results(n) for n in numbers]

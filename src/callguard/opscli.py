@@ -165,10 +165,9 @@ def abandoned_lines(outcomes: dict[str, dict[str, int]], policy: PolicySettings)
 
 
 def named_register_lines(named: dict[str, dict[str, str]], policy: PolicySettings, now: datetime) -> list[str]:
-    """One line per named register (the US pack's do-not-call lists): what its
-    lists cover, their as-of days and ages (in the deciding pack's days),
-    and whether the policy reads it; a register the policy names but nobody
-    loaded says so."""
+    """One line per named register the policy reads (the US pack's do-not-call
+    lists): what its lists cover, their as-of days and ages (in the deciding
+    pack's days); a register nobody loaded says so."""
     expected: dict[str, int] = {}
     tz = policy.timezone
     for pack in policy.packs():
@@ -191,9 +190,8 @@ def named_register_lines(named: dict[str, dict[str, str]], policy: PolicySetting
             if limit and oldest > limit
             else ""
         )
-        unused = "" if limit is not None else " (no pack of the policy reads it)"
         lines.append(
-            f"register {name}: lists of {units}, as of {days[-1]} to {days[0]} ({oldest} days old at most){stale}{unused}"
+            f"register {name}: lists of {units}, as of {days[-1]} to {days[0]} ({oldest} days old at most){stale}"
         )
     return lines
 
@@ -213,7 +211,9 @@ async def run_status(settings: Settings, lag: bool = True) -> int:
         outcomes = await stores.outcome_counts(policy.silent_rate_window_days, today)
         directory = await stores.directory_state()
         mandates = await stores.mandates()
-        named = await stores.named_registers()
+        named = await stores.named_registers(
+            dict.fromkeys(rule.name for pack in policy.packs() for rule in pack.us.registers)
+        )
     except (RedisError, OSError) as exc:
         return _fail(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}")
     finally:

@@ -972,13 +972,11 @@ class Stores:
             coverage=coverage,
         )
 
-    async def named_registers(self) -> dict[str, dict[str, str]]:
-        """Every named register's coverage (``callguard status``): name -> unit -> ``generation|as_of``."""
-        out: dict[str, dict[str, str]] = {}
-        async for key in self.redis.scan_iter(match=register_store.COVER_PREFIX + "*", count=1000):
-            name = key[len(register_store.COVER_PREFIX) + 1 : -1]
-            out[name] = cast(dict[str, str], await self.redis.hgetall(key))
-        return out
+    async def named_registers(self, names: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The coverage of named registers (``callguard status``): name -> unit ->
+        ``generation|as_of`` (empty: nothing loaded). By name, not by a scan:
+        the reader's Redis user may not SCAN."""
+        return {name: cast(dict[str, str], await self.redis.hgetall(cover_key(name))) for name in names}
 
     async def add_disconnections(self, rows: Iterable[tuple[str, date]]) -> int:
         """Record when numbers were permanently disconnected (``callguard
