@@ -1188,7 +1188,7 @@ def _decide_pack(
     """Decide by one pack; ``chosen``: under a set, the ``jurisdiction`` entry
     (the audit record lists it second, and ``versions.policy_set`` follows)."""
     if settings.jurisdiction == "us":
-        return decide_us(intent, callee, facts, now, settings, caller, chosen)
+        return uspolicy.decide_us(intent, callee, facts, now, settings, caller, chosen)
     return _decide_it(intent, callee, facts, now, settings, caller, chosen)
 
 
@@ -1327,5 +1327,6 @@ def malformed(intent_id: str, error: str, now: datetime, settings: PolicySetting
 
 
 # The United States pack's rules live in their own module; it imports the
-# shared rules above, so it is imported last.
-from callguard.uspolicy import decide_us  # noqa: E402
+# shared rules above, so it is imported last, as a module (either may be
+# imported first).
+from callguard import uspolicy  # noqa: E402
