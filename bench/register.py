@@ -33,7 +33,7 @@ With ``--cluster`` it also loads the file into a 3-node Redis Cluster
 With ``--register us-dnc`` it measures a register loaded under its own name
 instead: the US National Do Not Call Registry as the FTC ships it (a flat file
 of ``AAA,NNNNNNN`` lines, no registration dates). It writes N numbers of the
-United States' area codes (libphonenumber's geocoder lists 355; with 800
+United States' area codes (libphonenumber's geocoder lists 355, 354 with every exchange valid; with 800
 exchanges each, 2.8 billion numbers) at ``--density`` (default 0.092: 258.5 M
 of them), using as many area codes as that density needs, so that a scaled run
 has the full registry's numbers per bucket. It loads the file with ``callguard
@@ -248,18 +248,25 @@ def median(values: list[float]) -> float:
 
 
 def us_area_codes() -> list[str]:
-    """The area codes libphonenumber's geocoder places in the United States, whose numbers it finds valid."""
-    import phonenumbers
+    """The area codes libphonenumber's geocoder places in the United States
+    whose exchanges 200-999 are all valid (a few restrict their exchanges)."""
+    import re
+
     from phonenumbers.geodata import GEOCODE_DATA
 
-    from callguard.numbers import region_of
+    from callguard.numbers import nanp_national_pattern, region_of
 
+    valid = re.compile(nanp_national_pattern() + r"\d{10}")
     codes = []
     for key in sorted(GEOCODE_DATA):
-        if key.startswith("1") and len(key) == 4:
-            sample = f"+1{key[1:]}2345678"
-            if region_of(sample) == "US" and phonenumbers.is_valid_number(phonenumbers.parse(sample)):
-                codes.append(key[1:])
+        area = key[1:]
+        if (
+            key.startswith("1")
+            and len(key) == 4
+            and region_of(f"+1{area}2345678") == "US"
+            and all(valid.fullmatch(f"{area}{exchange}5678") for exchange in range(200, 1000))
+        ):
+            codes.append(area)
     return codes
 
 
