@@ -13,6 +13,15 @@ Two policies alternate in the same run on the same data:
   the hour: caller IDs, calling hours, frequency caps (one more Redis script
   per batch, for the allows), silent calls.
 
+With the United States pack (issue 18) two more run beside them:
+
+- ``set``: the same Italian intents under a policy set (Italy: ``full``'s
+  pack; the US: the US pack with open hours): the cost of choosing the pack;
+- ``us``: intents to New York numbers under that set, decided by the US pack
+  with the National Do Not Call Registry loaded under ``us-dnc`` (20 %
+  listed, a written consent for some): its lookup reads the register's
+  coverage in the same script.
+
 Every intent goes to a new callee, so no cap is reached: the figure is the
 cost of checking and counting, not of denying.
 
@@ -36,6 +45,7 @@ from callguard.embedded import start_redis
 from callguard.facts import Consent, Operator, OptOut
 from callguard.guard import Guard, Raw
 from callguard.policyfile import load_policy
+from callguard.register import RegisterRows
 from callguard.stores import Stores
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +56,13 @@ CALLER_ID = "+390844000001"
 
 def number(i: int) -> str:
     return f"+39347{i:07d}"
+
+
+def us_number(i: int) -> str:
+    return f"+1212{2_000_000 + i:07d}"
+
+
+US_OPEN = 'base = "us"\nversion = "bench-us"\n[rules.calling_hours]\nwindow = "00:00-24:00"\nstate_windows = []\n'
 
 
 async def load(stores: Stores, size: int, today: date) -> None:
@@ -60,6 +77,14 @@ async def load(stores: Stores, size: int, today: date) -> None:
         [(number(i), Consent("acme", "consent", date(2025, 1, 1))) for i in range(0, size, 50)]
     )
     await stores.add_optouts([(number(i), OptOut("*", date(2025, 1, 1))) for i in range(7, size, 100)])
+    spill = RegisterRows.from_rows(((us_number(i), False, None) for i in range(0, size, 5)), expected=size // 5)
+    try:
+        await stores.load_named_register(spill, "us-dnc", today, entry={"file": "bench"})
+    finally:
+        spill.cleanup()
+    await stores.upsert_consents(
+        [(us_number(i), Consent("acme", "consent", date(2025, 1, 1))) for i in range(0, size, 10)]
+    )
 
 
 async def acknowledged(messages: Sequence[tuple[str, bytes | None, bytes, int | None]]) -> list[tuple[int, int]]:
@@ -67,7 +92,7 @@ async def acknowledged(messages: Sequence[tuple[str, bytes | None, bytes, int | 
     return [(partition or 0, 0) for _, _, _, partition in messages]
 
 
-def batches(start: int, count: int) -> list[list[Raw]]:
+def batches(start: int, count: int, us: bool = False) -> list[list[Raw]]:
     out = []
     for b in range(count):
         batch = []
@@ -75,7 +100,7 @@ def batches(start: int, count: int) -> list[list[Raw]]:
             i = start + b * BATCH + n
             intent = {
                 "intent_id": f"cr-{i}",
-                "callee": number(i),
+                "callee": us_number(i) if us else number(i),
                 "operator_id": f"op-{i % 50}",
                 "client_id": "acme" if i % 3 else "beta",
                 "purpose": "marketing",
@@ -95,6 +120,12 @@ async def run(args: argparse.Namespace) -> None:
             print(f"loading a register of {size:,} numbers into an embedded Redis…", flush=True)
             await load(stores, size, datetime.now(UTC).date())
             guards = {name: Guard(stores, acknowledged, load_policy(path), "IT") for name, path in POLICIES.items()}
+            (Path(workdir) / "us-open.toml").write_text(US_OPEN)
+            (Path(workdir) / "set.toml").write_text(
+                f'version = "bench-set"\n[countries]\nIT = "{POLICIES["full"]}"\nUS = "us-open.toml"\n'
+                f'[other_countries]\ndeny = ["marketing"]\npack = "{POLICIES["full"]}"\n'
+            )
+            guards["set"] = guards["us"] = Guard(stores, acknowledged, load_policy(Path(workdir) / "set.toml"), "IT")
             rates: dict[str, list[float]] = {name: [] for name in guards}
             allowed: dict[str, int] = {name: 0 for name in guards}
             start = 0
@@ -104,7 +135,7 @@ async def run(args: argparse.Namespace) -> None:
             start += 2 * BATCH
             for _ in range(args.runs):
                 for name, guard in guards.items():
-                    work = batches(start, args.batches)
+                    work = batches(start, args.batches, us=name == "us")
                     start += args.batches * BATCH
                     began = time.perf_counter()
                     for batch in work:
@@ -116,12 +147,15 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             server.stop()
     core, full = statistics.median(rates["core"]), statistics.median(rates["full"])
-    for name, median in (("core", core), ("full", full)):
+    under_set, us = statistics.median(rates["set"]), statistics.median(rates["us"])
+    for name, median in (("core", core), ("full", full), ("set", under_set), ("us", us)):
         runs = ", ".join(f"{r:,.0f}" for r in rates[name])
         print(
             f"{name:>5}: {median:,.0f} intents/s ({1e6 / median:.1f} us/intent; runs {runs}; allowed {allowed[name]:,})"
         )
     print(f"full / core: {full / core:.2f} (the calling rules' cost in the shell, same run, same Redis)")
+    print(f"set / full: {under_set / full:.2f} (choosing the pack by the callee's country, Italian callees)")
+    print(f"us / full: {us / full:.2f} (a US callee by the US pack against an Italian one by the Italian pack)")
 
 
 def main() -> None:

@@ -29,6 +29,20 @@ With ``--cluster`` it also loads the file into a 3-node Redis Cluster
 
     ./dev bench register [--numbers 1000000] [--density 0.04] [--seconds 5] [--runs 1] [--cluster]
     ./dev bench register --numbers 30000000 --csv /tmp/rpo-30m.csv
+
+With ``--register us-dnc`` it measures a register loaded under its own name
+instead: the US National Do Not Call Registry as the FTC ships it (a flat file
+of ``AAA,NNNNNNN`` lines, no registration dates). It writes N numbers of the
+United States' area codes (libphonenumber's geocoder lists 355, 354 with every exchange valid; with 800
+exchanges each, 2.8 billion numbers) at ``--density`` (default 0.092: 258.5 M
+of them), using as many area codes as that density needs, so that a scaled run
+has the full registry's numbers per bucket. It loads the file with ``callguard
+register load FILE --register us-dnc``, fresh and then as a replacement,
+prints the load time, Redis memory per number and lookups/s, and extrapolates
+both to the 258.5 M numbers (linearly, and says so) unless N is 258.5 M:
+
+    ./dev bench register --register us-dnc --numbers 258500000
+    ./dev bench register --register us-dnc --numbers 25850000   # a tenth, extrapolated
 """
 
 from __future__ import annotations
@@ -230,7 +244,191 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+# --- a register loaded under its own name: the US National Do Not Call Registry ----------------
+
+
+def us_area_codes() -> list[str]:
+    """The area codes libphonenumber's geocoder places in the United States
+    whose exchanges 200-999 are all valid (a few restrict their exchanges)."""
+    import re
+
+    from phonenumbers.geodata import GEOCODE_DATA
+
+    from callguard.numbers import nanp_national_pattern, region_of
+
+    valid = re.compile(nanp_national_pattern() + r"\d{10}")
+    codes = []
+    for key in sorted(GEOCODE_DATA):
+        area = key[1:]
+        if (
+            key.startswith("1")
+            and len(key) == 4
+            and region_of(f"+1{area}2345678") == "US"
+            and all(valid.fullmatch(f"{area}{exchange}5678") for exchange in range(200, 1000))
+        ):
+            codes.append(area)
+    return codes
+
+
+def us_number(i: int, areas: list[str]) -> str:
+    """The i-th number of the space: area code, exchange 200-999, line (ten digits)."""
+    line, rest = i % 10_000, i // 10_000
+    exchange, area = 200 + rest % 800, rest // 800
+    return f"{areas[area]}{exchange:03d}{line:04d}"
+
+
+def registered(j: int, count: int, space: int) -> int:
+    """The j-th registered number (in order): one in each of ``count`` equal
+    strata of the space, at a scattered place in its stratum."""
+    stride = max(1, space // count)
+    return j * space // count + (j * 2_654_435_761) % stride
+
+
+def write_ftc(path: Path, count: int, space: int, areas: list[str]) -> None:
+    """The FTC's flat file: ``AAA,NNNNNNN`` a line, sorted by number like the FTC's area-code files."""
+    tmp = path.with_suffix(".partial")
+    with tmp.open("w") as handle:
+        lines = []
+        for j in range(count):
+            n = us_number(registered(j, count, space), areas)
+            lines.append(f"{n[:3]},{n[3:]}\n")
+            if len(lines) >= 100_000:
+                handle.write("".join(lines))
+                lines = []
+        handle.write("".join(lines))
+    tmp.rename(path)
+
+
+#: CPU seconds (user + system) of the last load_named's CLI and its processes
+LAST_CPU = [0.0]
+
+
+def load_named(url: str, path: Path, name: str, as_of: date) -> float:
+    import resource
+
+    env = {**os.environ, "CALLGUARD_REDIS_URL": url}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "callguard", "register", "load", str(path), "--register", name, "--as-of", str(as_of)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    if result.returncode != 0:
+        raise SystemExit(result.stderr)
+    return elapsed
+
+
+async def named_lookup_rates(url: str, name: str, numbers: list[list[str]], seconds: float) -> tuple[list[float], int]:
+    """Batches of 500 US callees through ``Stores.lookup`` reading the named register; how many were listed."""
+    stores = Stores.from_url(url, timeout=10)
+    rates = []
+    listed = 0
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for batch in numbers:
+                queries = [Query(callee, "acme", "op-1", registers=(name,)) for callee in batch]
+                started = time.perf_counter()
+                facts = await stores.lookup(queries)
+                rates.append(BATCH / (time.perf_counter() - started))
+                listed += sum(f.registers[name].listed for f in facts)
+    finally:
+        await stores.close()
+    return rates, listed
+
+
+def main_named(args: argparse.Namespace) -> None:
+    areas = us_area_codes()
+    density = args.density if args.density_given else 0.092
+    space = max(args.numbers, int(args.numbers / density))
+    used = -(-space // 8_000_000)
+    if used > len(areas):
+        raise SystemExit(
+            f"--density {density}: {args.numbers:,} numbers need {used} area codes, the US has {len(areas)}"
+        )
+    space = min(space, used * 8_000_000)
+    path = args.csv or Path(tempfile.gettempdir()) / f"callguard-{args.register}-{args.numbers}-{density}-sorted.txt"
+    if not path.exists():
+        started = time.perf_counter()
+        write_ftc(path, args.numbers, space, areas)
+        print(f"wrote {path} ({path.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - started:.0f}s")
+    else:
+        print(f"using {path} ({path.stat().st_size / 2**20:,.0f} MiB)")
+    print(
+        f"{args.numbers:,} numbers of {used} area codes ({space:,} numbers, density {args.numbers / space:.3f}; "
+        f"the registry: 258.5 M of the {len(areas)} area codes' {len(areas) * 8_000_000:,})"
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="callguard-bench-named-"))
+    server = start_redis(workdir)
+    try:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        client = redis.Redis(port=server.port)
+        fresh, reload, per_number, cpu = [], [], [], []
+        for run in range(args.runs):
+            client.flushall()
+            before = used_memory(client)
+            fresh.append(load_named(url, path, args.register, date(2026, 11, 1)))
+            cpu.append(LAST_CPU[0])
+            per_number.append((used_memory(client) - before) / args.numbers)
+            if not args.no_reload:
+                reload.append(load_named(url, path, args.register, date(2026, 11, 2)))
+            print(
+                f"run {run + 1}: fresh load {fresh[-1]:.1f}s, "
+                + (f"replacing load {reload[-1]:.1f}s, " if reload else "")
+                + f"{per_number[-1]:.2f} bytes a number"
+            )
+        memory = median(per_number)
+        after = (used_memory(client) - before) / args.numbers
+        peak = int(client.info("memory")["used_memory_peak"])
+        rate = args.numbers / median(fresh)
+        print(
+            f"register load --register {args.register}: {args.numbers:,} numbers in {median(fresh):.1f}s "
+            f"({rate:,.0f} numbers/s, the CLI as a user runs it, reading and validation included)"
+            + (f"; replacing load {median(reload):.1f}s" if reload else "")
+        )
+        print(
+            f"redis memory: {memory:.2f} bytes a number (used_memory delta; {after:.2f} after the replacement; "
+            f"peak while staging {peak / 2**20:,.0f} MiB)"
+        )
+        per_cpu = median(cpu) / args.numbers
+        cores = os.cpu_count() or 1
+        print(
+            f"CPU of the load (the CLI and its processes, Redis not included): {per_cpu * 1e6:.2f} us a number; "
+            f"on {cores} cores busy with nothing else that is {per_cpu / cores * US / 60:.1f} min for 258.5 M "
+            f"(load average during the run: {os.getloadavg()[0]:.1f})"
+        )
+        if args.numbers < US:
+            print(
+                f"extrapolated (linearly, from this scaled run of {args.numbers:,}) to the registry's 258.5 M: "
+                f"load {US / rate / 60:.1f} min at this run's rate, {memory * US / 2**30:.2f} GiB of Redis at "
+                f"{memory:.2f} bytes a number"
+            )
+        else:
+            print(f"the registry's 258.5 M: load {median(fresh) / 60:.1f} min, {memory * US / 2**30:.2f} GiB of Redis")
+        rng = random.Random(7)
+        numbers = [
+            ["+1" + us_number(registered(rng.randrange(args.numbers), args.numbers, space), areas) if k % 2 else
+             "+1" + us_number(rng.randrange(space), areas) for k in range(BATCH)]
+            for _ in range(50)
+        ]  # fmt: skip
+        rates, listed = asyncio.run(named_lookup_rates(url, args.register, numbers, args.seconds))
+        print(
+            f"lookups via Stores.lookup reading {args.register} (batches of {BATCH}, half of them registered "
+            f"numbers): median {median(rates):,.0f}/s over {len(rates)} batches ({listed:,} listed answers)"
+        )
+    finally:
+        server.stop()
+
+
 def main(args: argparse.Namespace) -> None:
+    if args.register:
+        main_named(args)
+        return
     space = max(args.numbers, int(args.numbers / args.density))
     csv_path = args.csv or Path(tempfile.gettempdir()) / f"callguard-register-{args.numbers}-{args.density}.csv"
     if not csv_path.exists():
@@ -332,7 +530,10 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--numbers", type=int, default=1_000_000)
-    parser.add_argument("--density", type=float, default=0.04, help="share of the numbering space registered")
+    parser.add_argument(
+        "--density", type=float, default=None, help="share of the numbering space registered (0.04; us-dnc 0.092)"
+    )
+    parser.add_argument("--register", help="a register loaded under its own name, e.g. us-dnc (the FTC's flat file)")
     parser.add_argument("--opposed", type=float, default=0.2, help="share of the numbers opposed")
     parser.add_argument("--csv", type=Path, help="the CSV to load (written there first when missing)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of lookups")
@@ -343,4 +544,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--directory", type=float, default=0.5, help="share of the numbers in a directory extract (0: none)"
     )
-    main(parser.parse_args())
+    parsed = parser.parse_args()
+    parsed.density_given = parsed.density is not None
+    parsed.density = parsed.density if parsed.density is not None else 0.04
+    main(parsed)

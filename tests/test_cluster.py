@@ -42,9 +42,9 @@ from callguard.embedded import (
     start_redis_cluster,
 )
 from callguard.facts import Consent, Operator, OptOut, intent_ref
-from callguard.register import HIDDEN_KEY
+from callguard.register import HIDDEN_KEY, RegisterRows
 from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC, CallOutcome, OutcomeReport
-from callguard.stores import META_KEY, OPERATORS_KEY, Allowed, Query, Stores, callee_key, intent_key
+from callguard.stores import META_KEY, OPERATORS_KEY, Allowed, Query, Stores, callee_key, cap_arguments, intent_key
 from tests.conftest import (
     OPEN_HOURS_POLICY,
     Worker,
@@ -134,6 +134,24 @@ async def scenario(stores: Stores) -> dict[str, Any]:
     out["after"] = await stores.lookup([Query(numbers[5], "acme", "cl-ok"), Query(numbers[6], "acme", "cl-ok")])
     out["counts"] = await stores.outcome_counts(3, date(2026, 11, 20))
     out["census"] = await stores.register_census()
+    # named registers (the US pack's): a load per area code, a reload that replaces one, a list of every number
+    us = [f"+1646555{900 + i:04d}" for i in range(4)] + ["+13055550900", "+19175550900"]
+
+    async def named(name: str, rows: list[str], day: date, everything: bool = False) -> tuple[str, ...]:
+        spill = RegisterRows.from_rows([(n, False, None) for n in rows])
+        try:
+            loaded = await stores.load_named_register(spill, name, day, everything=everything, entry={"file": name})
+        finally:
+            spill.cleanup()
+        return loaded.covered
+
+    out["named"] = [
+        await named("cl-dnc", us[:3] + us[4:5], yesterday),
+        await named("cl-dnc", us[1:2], TODAY),  # 646 again: only its second number is listed now
+        await named("cl-fl", us[2:3], TODAY, everything=True),
+    ]
+    out["named_facts"] = await stores.lookup([Query(n, "acme", "cl-ok", registers=("cl-dnc", "cl-fl")) for n in us])
+    out["named_status"] = await stores.named_registers(["cl-dnc", "cl-fl", "cl-none"])
     keys = [callee_key(n) for n in numbers] + [intent_key(f"cl-cap-{n}") for n in range(3)] + [intent_key("cl-free")]
     out["stored"] = {key: await stores.redis.hgetall(key) for key in keys}
     out["results"] = [await stores.register_results(n) for n in numbers]
@@ -154,6 +172,19 @@ async def test_the_cluster_stores_do_what_the_single_redis_stores_do(
         await many.close()
     assert expected["record"][2] is not None and expected["outcomes"][2] == 0  # the scenario reaches the edges
     assert expected["outcomes"][3:] == ["cl-camp", -1, 0]
+    assert expected["named"] == [("+1305", "+1646"), ("+1646",), ("*",)]
+    listed = [
+        (f.registers["cl-dnc"].listed, f.registers["cl-dnc"].as_of, f.registers["cl-fl"].listed)
+        for f in expected["named_facts"]
+    ]
+    assert listed == [
+        (False, TODAY, False),
+        (True, TODAY, False),
+        (False, TODAY, True),
+        (False, TODAY, False),
+        (True, TODAY - timedelta(days=1), False),  # 305 keeps its list of yesterday
+        (False, None, False),  # 917: no list covers it
+    ]
     for part in expected:
         assert found[part] == expected[part], part
 
@@ -173,7 +204,8 @@ async def test_cluster_writes_left_half_done_by_a_crash_are_completed_when_the_b
     allowed = Allowed(callee, "acme", "crash-1", "crash-camp", True)
     try:
         # the cap script ran, the worker died before the intent was remembered
-        head = (1, 86_400_000, 3, 86_400_000)
+        head = cap_arguments(allowed, limits)  # keep 24 h, one limit: 3 in 24 h
+        assert head == [86_400_000, 1, 86_400_000, 3]
         await stores._pipeline(
             [stores._script("record_calls", callee_key(callee), *head, "acme", intent_ref("crash-1"), now_ms(now))]
         )

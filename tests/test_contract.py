@@ -217,6 +217,16 @@ CALLING_RULE_REASONS = {
 #: Reasons of rules the core policy switches off, produced end to end (and
 #: validated) by tests/test_italian_law_e2e.py and tests/test_supply_chain_e2e.py.
 ITALIAN_LAW_ONLY_REASONS = {"campaign_silent_rate", "operator_not_mandated", "caller_id_foreign_origin", "request"}
+#: Reasons of the US pack and of policy sets (this worker runs one Italian pack), produced end to end
+#: (and validated) by tests/test_us_e2e.py.
+US_PACK_REASONS = {
+    "no_policy_for_country",
+    "national_dnc",
+    "state_dnc",
+    "number_reassigned",
+    "ebr_transaction",
+    "ebr_inquiry",
+}
 
 MALFORMED = [
     b"\xff\xfe ct not utf-8",
@@ -284,8 +294,15 @@ async def test_real_messages_validate_against_the_schemas(loaded: dict[str, str]
     # lookup_unavailable: tests/test_http_check.py; the calling rules' reasons (this worker runs
     # the core policy): tests/test_calling_rules_e2e.py, which validates its decisions too;
     # campaign_silent_rate (off in the core policy): tests/test_italian_law_e2e.py; mandates,
-    # caller IDs from abroad and call requests: tests/test_supply_chain_e2e.py
-    expected = {r.value for r in Reason} - {"lookup_unavailable"} - CALLING_RULE_REASONS - ITALIAN_LAW_ONLY_REASONS
+    # caller IDs from abroad and call requests: tests/test_supply_chain_e2e.py; the US pack's and
+    # no_policy_for_country: tests/test_us_e2e.py
+    expected = (
+        {r.value for r in Reason}
+        - {"lookup_unavailable"}
+        - CALLING_RULE_REASONS
+        - ITALIAN_LAW_ONLY_REASONS
+        - US_PACK_REASONS
+    )
     assert reasons == expected
     assert audits["ct-bad-missing"][0]["intent"] is None
 

@@ -34,6 +34,11 @@ def test_the_demo_decides_every_intent_and_stops_what_it_started(tmp_path: Path)
     summary = out[out.index("summary:") : out.index("the same kind of intent")]
     reasons = re.findall(r"^  ([a-z_]+) +\d+$", summary, re.M)
     assert reasons and set(reasons) <= {reason.value for reason in Reason}
+    # US callees decided by the US pack next to Italian ones, Canadian ones by nobody
+    assert {"national_dnc", "no_policy_for_country"} <= set(reasons)
+    decided_by = re.search(r"^  decided by: (.+)$", summary, re.M)
+    assert decided_by and "it/" in decided_by.group(1) and "us/" in decided_by.group(1)
+    assert "policy us/2026-12-01" in out  # the US callee explained under the shipped US pack
     assert "after  the opt-out: deny ['internal_dnc']" in out
     assert re.search(r"callguard\.audit: \d+ records checked, intact", out)
     # the what-if, then the regulator's report on the number that gave a consent during the demo

@@ -1,6 +1,7 @@
-"""The functional core stays free of I/O: the modules that decide (the policy,
-its facts, the contract, numbers, calendars, sources, the policy file and the
-token checks, the replay's re-decision, the audit chain and the regulator's report) import no Redis, Kafka, Faust or PostgreSQL client, so that the
+"""The functional core stays free of I/O: the modules that decide (the policy
+and the US pack's rules, its facts, the contract, numbers, calendars, sources,
+the policy file and the token checks, the replay's re-decision, the audit chain
+and the regulator's report) import no Redis, Kafka, Faust or PostgreSQL client, so that the
 decision is a pure function a test, a replay or a regulator can run anywhere.
 Each module is imported alone in a fresh interpreter."""
 
@@ -13,6 +14,7 @@ import pytest
 
 CORE = (
     "callguard.policy",
+    "callguard.uspolicy",
     "callguard.facts",
     "callguard.schema",
     "callguard.numbers",

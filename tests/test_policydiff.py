@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from callguard.policydiff import diff_policies
-from callguard.policyfile import load_policy, parse_policy
+from callguard.policyfile import load_policy, parse_policy, shipped_policy
 from tests.conftest import CORE_POLICY, cli
 
 SHIPPED = Path(__file__).parent.parent / "src" / "callguard" / "policies" / "it.toml"
@@ -35,7 +35,7 @@ purposes = ["marketing", "survey", "statistical", "service"]
 
 
 def test_every_kind_of_change_in_words():
-    changes = diff_policies(load_policy(), parse_policy(STRICT))
+    changes = diff_policies(shipped_policy("it"), parse_policy(STRICT))
     assert "operator_mandated: now also applies to service calls" in changes
     assert "internal_dnc: no longer applies to service calls" in changes
     assert "opposition_register: days a register result stays valid: 15 -> 10" in changes
@@ -57,10 +57,10 @@ def test_every_kind_of_change_in_words():
 
 def test_rules_switched_on_and_off_and_no_difference():
     core = load_policy(CORE_POLICY)
-    off = diff_policies(load_policy(), core)
+    off = diff_policies(shipped_policy("it"), core)
     assert "frequency_cap: switched off (it applied to marketing, survey, statistical calls)" in off
     assert "caller_id: switched off (it applied to marketing, survey, statistical, service calls)" in off
-    on = diff_policies(core, load_policy())
+    on = diff_policies(core, shipped_policy("it"))
     assert "directory: switched on (for marketing, survey, statistical calls)" in on
     assert len(on) == len(off) == 7
     assert diff_policies(core, core) == []
@@ -82,3 +82,26 @@ def test_the_command(tmp_path: Path):
     bad = cli(env, "policy", "diff", str(SHIPPED), str(broken))
     assert bad.returncode == 2 and bad.stderr.startswith("callguard: invalid policy file ")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_two_sets_are_compared_country_by_country(tmp_path: Path):
+    """The shipped set against one whose US pack is stricter and whose other
+    countries are denied fewer purposes: the US callees' changes, said once."""
+    default = SHIPPED.parent / "default.toml"
+    (tmp_path / "us-late.toml").write_text(
+        'base = "us"\nversion = "us-late"\n[rules.calling_hours]\nwindow = "09:00-20:00"\n'
+    )
+    (tmp_path / "set.toml").write_text(
+        'version = "acme/1"\n[countries]\nIT = "it"\nVA = "it"\nUS = "us-late.toml"\n'
+        '[other_countries]\ndeny = ["marketing", "survey"]\npack = "it"\n'
+    )
+    changes = diff_policies(load_policy(default), load_policy(tmp_path / "set.toml"))
+    assert changes == [
+        "other countries: no_policy_for_country for marketing, survey, statistical calls -> for marketing, survey calls",
+        "US callees: calling_hours: calling window: 08:00-21:00 -> 09:00-20:00",
+    ]
+    shown = cli({}, "policy", "check", str(tmp_path / "set.toml"))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0].endswith(
+        "ok, set acme/1 (IT, VA: it/2026-11-30; US: us-late; other countries: it/2026-11-30, denying marketing, survey)"
+    )

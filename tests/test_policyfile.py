@@ -12,7 +12,7 @@ import pytest
 from callguard.config import load_settings
 from callguard.hours import LocalHoliday
 from callguard.policy import RULES, CapLimit, PolicySettings, RuleScope
-from callguard.policyfile import PolicyError, describe, load_policy, parse_policy, policy_for
+from callguard.policyfile import PolicyError, describe, load_policy, parse_policy, policy_for, shipped_policy
 from callguard.schema import Purpose
 
 SAMPLE = Path(__file__).parent.parent / "src" / "callguard" / "sample" / "demo-policy.toml"
@@ -21,7 +21,7 @@ POLICIES = Path(__file__).parent / "policies"
 
 def test_the_shipped_policy_is_the_documented_default() -> None:
     """The defaults in code (which the table tests use) and policies/it.toml say the same."""
-    shipped = load_policy()
+    shipped = shipped_policy("it")
     defaults = PolicySettings()
     assert shipped.version.startswith("it/")
     assert shipped == replace(
@@ -53,7 +53,7 @@ def test_a_file_changes_only_what_it_names_on_its_base() -> None:
         enabled = false
         """
     )
-    shipped = load_policy()
+    shipped = shipped_policy("it")
     assert policy.version == "acme/1"
     assert policy.frequency_limits == (CapLimit(timedelta(minutes=90), 1),)
     assert policy.calling_hours.saturday is None

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 ACL_FILE = Path(__file__).parent.parent / "deploy" / "redis" / "users.acl"
 PASSWORDS = {"callguard-worker": "w-secret-1", "callguard-loader": "l-secret-2", "callguard-reader": "r-secret-3"}
 CLEAR, UNLISTED, OPTED = "+393337100001", "+393337100002", "+393337100003"
+US_LISTED, US_CLEAR = "+16465557101", "+16465557102"
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,8 @@ def loaded(acl_redis: Server, broker: str, tmp_path_factory: pytest.TempPathFact
         "directory": write_csv(d / "d.csv", "number", [CLEAR, OPTED]),
         "consents": write_csv(d / "c.csv", "callee,client_id,basis,granted_at", [f"{UNLISTED},acme,contract,2025-01-01"]),
         "optouts": write_csv(d / "o.csv", "callee,client_id,at", [f"{OPTED},beta,2025-01-01"]),
+        "us-dnc": write_csv(d / "dnc.csv", "number", [US_LISTED]),
+        "reassigned": write_csv(d / "rnd.csv", "number,disconnected_at", [f"{US_LISTED},2025-01-01"]),
     }  # fmt: skip
     for argv in (
         ("operators", "load", str(files["operators"])),
@@ -74,6 +77,10 @@ def loaded(acl_redis: Server, broker: str, tmp_path_factory: pytest.TempPathFact
         ("directory", "load", str(files["directory"]), "--as-of", str(t)),
         ("consents", "load", str(files["consents"])),
         ("optouts", "load", str(files["optouts"])),
+        # the US pack's named registers: a list for some area codes, then one for every number
+        ("register", "load", str(files["us-dnc"]), "--register", "us-dnc", "--as-of", str(t)),
+        ("register", "load", str(files["us-dnc"]), "--register", "us-dnc", "--cover", "all", "--as-of", str(t)),
+        ("reassigned", "load", str(files["reassigned"])),
         ("tokens", "issue", "--operator-id", "acl-op", "--name", "acl-token"),
     ):
         result = cli(loader, *argv)
@@ -83,7 +90,15 @@ def loaded(acl_redis: Server, broker: str, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="module")
 def worker(acl_redis: Server, broker: str, loaded: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
-    env = env_for(broker, url(acl_redis, "callguard-worker"), CALLGUARD_POLICY=str(OPEN_HOURS))
+    d = tmp_path_factory.mktemp("acl-policy")
+    (d / "us.toml").write_text(
+        'base = "us"\nversion = "acl-us"\n[rules.calling_hours]\nwindow = "00:00-24:00"\nstate_windows = []\n'
+    )
+    (d / "set.toml").write_text(
+        f'version = "acl-set"\n[countries]\nIT = "{OPEN_HOURS}"\nUS = "us.toml"\n'
+        f'[other_countries]\ndeny = ["marketing"]\npack = "{OPEN_HOURS}"\n'
+    )
+    env = env_for(broker, url(acl_redis, "callguard-worker"), CALLGUARD_POLICY=str(d / "set.toml"))
     running = Worker(env, tmp_path_factory.mktemp("acl-worker") / "worker.log").start()
     yield running
     running.stop()
@@ -100,10 +115,16 @@ def intent(intent_id: str, callee: str, **extra: Any) -> bytes:
 async def test_the_worker_decides_and_applies_the_topics_under_its_own_user(
     broker: str, worker: Worker, acl_redis: Server
 ) -> None:
-    await produce(broker, INTENTS_TOPIC, [intent("acl-1", CLEAR), intent("acl-2", UNLISTED)])
-    found = await collect(broker, DECISIONS_TOPIC, {"acl-1", "acl-2"}, timeout=60)
+    us = {"operator_id": "acl-op", "client_id": "acme", "caller_id": "+39 0844 000444"}
+    us_intents = [orjson.dumps({"intent_id": f"acl-us-{n}", "callee": number, **us}) for n, number in
+                  enumerate((US_LISTED, US_CLEAR))]  # fmt: skip
+    await produce(broker, INTENTS_TOPIC, [intent("acl-1", CLEAR), intent("acl-2", UNLISTED), *us_intents])
+    found = await collect(broker, DECISIONS_TOPIC, {"acl-1", "acl-2", "acl-us-0", "acl-us-1"}, timeout=60)
     assert (found["acl-1"][-1]["decision"], found["acl-1"][-1]["reasons"]) == ("allow", [])
     assert found["acl-2"][-1]["reasons"] == ["consent_required"]
+    # the US pack's lookups (the register's coverage) under the worker's user
+    assert found["acl-us-0"][-1]["reasons"] == ["national_dnc"]
+    assert (found["acl-us-1"][-1]["decision"], found["acl-us-1"][-1]["reasons"]) == ("allow", [])
     # what arrives on the topics is written under the worker's user too
     await produce(broker, OPTOUTS_TOPIC, [orjson.dumps({"callee": OPTED, "client_id": "acme"})])
     await produce(broker, CONSENTS_TOPIC, [orjson.dumps({"callee": UNLISTED, "client_id": "acme",
@@ -131,6 +152,12 @@ def test_the_reader_reads_and_cannot_write(
     status = cli(reader, "status")
     assert status.returncode == 0, status.stderr
     assert "mandates: 1 for 1 clients" in status.stdout
+    # the shipped set's named registers, read by name (the reader may not SCAN)
+    shipped = {k: v for k, v in reader.items() if k != "CALLGUARD_POLICY"}
+    named = cli(shipped, "status")
+    assert named.returncode == 0, named.stderr
+    assert "register us-dnc: lists of every number" in named.stdout
+    assert "register us-fl-dnc: nothing loaded" in named.stdout
     explained = cli(reader, "explain", "--callee", CLEAR, "--operator-id", "acl-op", "--client-id", "acme",
                     "--caller-id", "+39 0844 000444")  # fmt: skip
     assert explained.returncode == 0, explained.stderr

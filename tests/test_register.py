@@ -145,7 +145,8 @@ def bucket_values(draw: st.DrawFn) -> bytes:
         st.lists(st.sampled_from([4_000_000_001, HIDDEN_TEST_ID, 4_000_000_003]), min_size=1, max_size=3)
     ):
         segs = []
-        for scope in draw(st.sets(st.sampled_from([b"*", b"acme", b"beta", reg.DIRECTORY_SCOPE.encode()]), min_size=1)):
+        scopes = [b"*", b"acme", b"beta", reg.DIRECTORY_SCOPE.encode(), b"@us-dnc", b"@us-fl-dnc"]
+        for scope in draw(st.sets(st.sampled_from(scopes), min_size=1)):
             suffixes, values = draw(segment_rows())
             segs.append(encode_segment(scope, draw(st.integers(0, 0xFFFF)), suffixes, values))
         parts.append(reg.version(load_id, segs))
@@ -166,21 +167,27 @@ def test_the_lua_lookup_agrees_with_python(
     for suffix in probes:
         # the directory extract's entry (its generation in the day field) is answered for every client
         entry = find(seen[1], suffix).get(reg.DIRECTORY_SCOPE) if seen else None
-        for client in ("acme", "beta", "*"):
-            everyone, mine, listed = lookup(keys=[key], args=[suffix, client])
+        for client in ("acme", "beta", "*", "@us-dnc"):
+            everyone, mine, listed, named = lookup(keys=[key], args=[suffix, client])
             expected = find(seen[1], suffix, client) if seen else {}
             assert everyone == expected.get("*")
-            assert mine == (expected.get(client) if client != "*" else None)
+            # a client named like a register never reads the register's entries as its own
+            own = client if client != "*" and not client.startswith("@") else None
+            assert mine == (expected.get(own) if own else None)
             assert listed == (None if entry is None else entry >> 16)
+            # the named registers (scope "@NAME") that list the number, for every client alike
+            wanted = {scope: value for scope, value in expected.items() if scope.startswith("@")}
+            assert dict(zip([s.decode() for s in named[::2]], named[1::2], strict=True)) == wanted
     raw.delete(key)
 
 
 def test_the_lua_lookup_of_a_missing_bucket_answers_nothing_in_every_field(raw: redis.Redis) -> None:
-    """A number whose bucket holds nothing (no result, no directory entry)
-    answers the same three fields as any other: the batch lookup unpacks three."""
+    """A number whose bucket holds nothing (no result, no directory entry, no
+    named register) answers the same four fields as any other: the batch
+    lookup unpacks four."""
     key = reg.bucket_key(39352998)
     raw.delete(key)
-    assert raw.register_script(LUA_TWIN)(keys=[key], args=[1, "acme"]) == [None, None, None]
+    assert raw.register_script(LUA_TWIN)(keys=[key], args=[1, "acme"]) == [None, None, None, []]
 
 
 # --- loads through the stores --------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult, intent_ref
 from callguard.numbers import normalise, normalise_caller_id
 from callguard.policy import CapLimit, PolicySettings, RuleScope, decide, malformed
-from callguard.policyfile import load_policy, parse_policy
+from callguard.policyfile import load_policy, parse_policy, shipped_policy
 from callguard.replay import NotReplayable, Replay, facts_from_audit, inputs_from_audit, intent_from_audit, redecide
 from callguard.schema import Intent, Purpose
 from tests.conftest import OPEN_HOURS_POLICY
@@ -118,7 +118,7 @@ def _case(rng: random.Random, n: int) -> tuple[Intent, str | None, Facts | None,
 
 
 def _policies() -> list[PolicySettings]:
-    shipped = load_policy()
+    shipped = shipped_policy("it")
     strict = replace(shipped, caller_id_require_prefix=True, version="strict")
     return [shipped, load_policy(OPEN_HOURS_POLICY), strict]
 
@@ -145,14 +145,14 @@ def test_every_decision_is_reproduced_whole_from_its_audit_record(policy: Policy
 
 
 def test_a_malformed_intent_is_replayed_as_malformed():
-    policy = load_policy()
+    policy = shipped_policy("it")
     now = datetime(2026, 1, 5, 10, tzinfo=UTC)
     record = _record(malformed("m-1", "missing field 'callee'", now, policy), None)
     assert _record(redecide(record, policy), None) == record
 
 
 def _sample(policy: PolicySettings | None = None, **changes: Any) -> dict[str, Any]:
-    policy = policy or load_policy()
+    policy = policy or shipped_policy("it")
     rng = random.Random(3)
     while True:
         intent, callee, facts, now, caller = _case(rng, 0)
@@ -180,12 +180,12 @@ def test_an_older_record_is_not_replayable_and_says_what_it_lacks(path: tuple[st
         parent = parent[key]
     del parent[path[-1]]
     with pytest.raises(NotReplayable, match=reason) as caught:
-        redecide(record, load_policy())
+        redecide(record, shipped_policy("it"))
     assert str(caught.value).startswith("not replayable: ")
 
 
 def test_records_that_are_no_decision_are_not_replayable():
-    replay = Replay(load_policy())
+    replay = Replay(shipped_policy("it"))
     replay.add_bytes(b"not json")
     replay.add_bytes(b"[1]")
     replay.add({"intent_id": "x"})
@@ -194,7 +194,7 @@ def test_records_that_are_no_decision_are_not_replayable():
 
 
 def test_a_policy_needing_facts_the_guard_did_not_read_is_not_replayed():
-    shipped = load_policy()
+    shipped = shipped_policy("it")
     record = _sample(shipped)
     assert record["facts"]["lookback"] == {
         "calls_hours": 720.0,
@@ -222,7 +222,7 @@ def test_a_policy_needing_facts_the_guard_did_not_read_is_not_replayed():
 
 def test_the_pieces_rebuild_what_decide_was_given():
     rng = random.Random(5)
-    policy = load_policy()
+    policy = shipped_policy("it")
     for n in range(200):
         intent, callee, facts, now, caller = _case(rng, n)
         record = _record(decide(intent, callee, facts, now, policy, caller), intent)

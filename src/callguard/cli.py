@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from callguard import __version__
 from callguard.audit import Stored
 from callguard.config import ENV_VARS, ConfigError, Settings, load_settings, safe_url
+from callguard.facts import BASES
 from callguard.loaders import (
     LoadError,
     Progress,
@@ -29,13 +30,18 @@ from callguard.loaders import (
     parse_date,
     parse_directory,
     parse_mandates,
+    parse_named_register,
     parse_operators,
     parse_optouts,
+    parse_reassigned,
     parse_register,
 )
-from callguard.register import DIRECTORY_SCOPE, RegisterError, RegisterRows, cpu_count
+from callguard.register import DIRECTORY_SCOPE, NAMED_PREFIX, RegisterError, RegisterRows, cpu_count
 from callguard.schema import ALL_CLIENTS, MAX_ID_LENGTH
-from callguard.stores import Stores
+from callguard.stores import COUNTERS, Stores
+
+#: The bases the consents loader always reports (the US pack's appear when loaded).
+PLAIN_BASES = ("consent", "contract", "request")
 
 ROME = ZoneInfo("Europe/Rome")
 
@@ -117,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("mandates", "which call centres may call for which client, and when (replaced whole)"),
         ("consents", "consents and contracts (upsert)"),
         ("optouts", "internal do-not-call entries (added)"),
+        ("reassigned", "when numbers were permanently disconnected (47 CFR 64.1200(m); the latest day is kept)"),
     ):
         group = commands.add_parser(kind, help=f"load {text}")
         sub = group.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -130,6 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
                 help="the client that consulted the register (default '*': a result for every client, which may "
                 "only deny: an opposed '*' result counts for every client, a clear one for none). Per client, the "
                 "most recent of its own results and the opposed '*' results decides; on the same day opposed wins",
+            )
+            load.add_argument(
+                "--register",
+                metavar="NAME",
+                help="load a register of its own name instead of the Italian RPO result, e.g. us-dnc (the US "
+                "National Do Not Call Registry) or us-fl-dnc: the numbers on it, a CSV with the header 'number' "
+                "or the FTC's flat file ('AAA,NNNNNNN' lines). It replaces the register's list for the area codes "
+                "the file covers",
+            )
+            load.add_argument(
+                "--cover",
+                choices=("area-codes", "all"),
+                default="area-codes",
+                help="with --register: what the file is the whole list of: the area codes its numbers have "
+                "(default; other area codes keep their earlier list, or none: not_checked), or every number (all: "
+                "a state's list of its residents, whatever their area codes)",
             )
         if kind == "directory":
             load.add_argument("--as-of", required=True, help="day of the extract, YYYY-MM-DD")
@@ -158,9 +181,25 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
         as_of = parse_date(args.as_of)
         if as_of > now.astimezone(tz).date():
             raise ConfigError(f"--as-of {as_of} is in the future")
-    if kind == "register":
-        if not 1 <= len(args.client) <= MAX_ID_LENGTH or "|" in args.client or args.client == DIRECTORY_SCOPE:
-            raise ConfigError(f"--client must be 1-{MAX_ID_LENGTH} characters without '|', and not {DIRECTORY_SCOPE}")
+    if kind == "register" and args.register is not None:
+        from callguard.policyfile import REGISTER_NAME
+
+        if not REGISTER_NAME.fullmatch(args.register):
+            raise ConfigError("--register: a name of lower-case letters, digits and '-', like us-dnc (at most 40)")
+        if args.client != ALL_CLIENTS:
+            raise ConfigError(
+                "--register and --client do not go together: a named register is one list for every client"
+            )
+        parsed = parse_named_register(args.file)
+    elif kind == "register":
+        if args.cover != "area-codes":
+            raise ConfigError("--cover goes with --register")
+        bad = args.client == DIRECTORY_SCOPE or args.client.startswith(NAMED_PREFIX)
+        if not 1 <= len(args.client) <= MAX_ID_LENGTH or "|" in args.client or bad:
+            raise ConfigError(
+                f"--client must be 1-{MAX_ID_LENGTH} characters without '|', not {DIRECTORY_SCOPE} "
+                f"and not starting with {NAMED_PREFIX}"
+            )
         parsed = parse_register(args.file, settings.default_region)
     elif kind == "directory":
         parsed = parse_directory(args.file, settings.default_region)
@@ -170,12 +209,41 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
         parsed = parse_mandates(args.file)
     elif kind == "consents":
         parsed = parse_consents(args.file, settings.default_region, tz)
+    elif kind == "reassigned":
+        parsed = parse_reassigned(args.file)
     else:
         parsed = parse_optouts(args.file, settings.default_region, tz)
 
     stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 10.0))
     try:
-        if kind == "register":
+        if kind == "register" and args.register is not None:
+            rows = parsed.rows
+            assert isinstance(rows, RegisterRows)
+            named = await stores.load_named_register(
+                rows,
+                args.register,
+                as_of,
+                everything=args.cover == "all",
+                entry={
+                    "as_of": as_of.isoformat(),
+                    "register": args.register,
+                    "cover": args.cover,
+                    "rows": len(rows),
+                    "file": args.file.name,
+                    "sha256": parsed.sha256,
+                    "loaded_at": now.isoformat(),
+                },
+                progress=Progress("register: written").tick,
+                workers=min(cpu_count(), 8) if len(rows) > 500_000 else 1,
+                waiting=lambda: print("register: another register load is running; waiting for it", file=sys.stderr),
+                grace=2 * settings.redis_timeout + 1,
+            )
+            where = "every number" if args.cover == "all" else f"{len(named.covered):,} area code(s)"
+            print(
+                f"register {args.register}: loaded {len(rows):,} numbers as of {as_of}; "
+                f"the list of {where} was replaced"
+            )
+        elif kind == "register":
             rows = parsed.rows
             assert isinstance(rows, RegisterRows)
             entry: dict[str, Any] = {
@@ -243,8 +311,17 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
             assert isinstance(parsed.rows, list)
             await stores.upsert_consents(parsed.rows)
             kinds = Counter(consent.basis for _, consent in parsed.rows)
-            shown = ", ".join(f"{kinds[basis]:,} {basis}s" for basis in ("consent", "contract", "request"))
+            shown = ", ".join(
+                f"{kinds[basis]:,} {COUNTERS[basis]}" for basis in BASES if kinds[basis] or basis in PLAIN_BASES
+            )
             print(f"consents: upserted {len(parsed.rows):,} rows ({shown})")
+        elif kind == "reassigned":
+            assert isinstance(parsed.rows, list)
+            added = await stores.add_disconnections(parsed.rows)
+            print(
+                f"reassigned: recorded {len(parsed.rows):,} permanent disconnections "
+                f"({len(parsed.rows) - added:,} older than what was stored)"
+            )
         else:
             assert isinstance(parsed.rows, list)
             added = await stores.add_optouts(parsed.rows)

@@ -63,7 +63,9 @@ Outcome: TypeAlias = Literal["answered", "no_answer", "busy", "silent", "abandon
 #: What ``callguard.outcomes`` accepts as ``outcome``.
 OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
 
-ConsentBasis: TypeAlias = Literal["consent", "contract", "request"]
+#: ``ebr_transaction`` and ``ebr_inquiry``: the US pack's established business relationship
+#: (``granted_at``: the last purchase or transaction, or the inquiry; 16 CFR 310.2(q)).
+ConsentBasis: TypeAlias = Literal["consent", "contract", "request", "ebr_transaction", "ebr_inquiry"]
 #: What ``callguard.consents`` accepts as ``basis``.
 CONSENT_BASES: tuple[str, ...] = get_args(ConsentBasis)
 
@@ -107,6 +109,19 @@ class GuardDecision:
         silent-call block): the earliest RFC 3339 time worth asking again."""
         value = self.message.get("not_before")
         return value if isinstance(value, str) else None
+
+    @property
+    def policy(self) -> str | None:
+        """The version of the policy pack that decided (``versions.policy``):
+        under a policy set, the pack of the callee's country."""
+        value = self.versions.get("policy")
+        return value if isinstance(value, str) else None
+
+    @property
+    def registers(self) -> Mapping[str, str | None]:
+        """The US pack: each named do-not-call register checked and the as-of
+        day of its list (``versions["register:us-dnc"]``), by register name."""
+        return {k.partition(":")[2]: v for k, v in self.versions.items() if k.startswith("register:")}
 
     @property
     def requires_operator(self) -> bool:
@@ -449,8 +464,9 @@ class GuardClient:
         ends_at: date | datetime | None = None,
     ) -> None:
         """Publish a consent, a contract or a call request (``basis``
-        ``request``: the person asked this client for a call) to
-        ``callguard.consents``; it applies within about a second.
+        ``request``: the person asked this client for a call), or for a US
+        callee an established business relationship (``ebr_transaction``,
+        ``ebr_inquiry``), to ``callguard.consents``; it applies within about a second.
         ``granted_at`` defaults to now. A withdrawal is :meth:`opt_out`."""
         if basis not in CONSENT_BASES:
             raise ValueError(f"basis must be one of {', '.join(CONSENT_BASES)}, got {basis!r}")

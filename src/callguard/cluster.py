@@ -72,6 +72,7 @@ from callguard.stores import (
     StaleReplica,
     Stores,
     callee_key,
+    cap_arguments,
     epoch_ms,
     format_when,
     intent_key,
@@ -129,21 +130,32 @@ return register(KEYS[1], tonumber(ARGV[1]), ARGV[2])
 )
 
 #: The fields stores._LOOKUP reads from a callee hash, for client {c}.
-CALLEE_FIELDS = ("consent:{c}", "contract:{c}", "optout:{c}", "optout:*", "calls:{c}", "silent:{c}", "request:{c}")
+CALLEE_FIELDS = (
+    "consent:{c}",
+    "contract:{c}",
+    "optout:{c}",
+    "optout:*",
+    "calls:{c}",
+    "silent:{c}",
+    "request:{c}",
+    "ebr_transaction:{c}",
+    "ebr_inquiry:{c}",
+    "disconnected",
+)
 
 # stores._RECORD_ALLOWED's frequency-cap part for one intent: KEYS[1] its
-# callee hash; ARGV: L, L pairs (window ms, max), keep ms, client, ref, now ms.
+# callee hash; ARGV: keep ms, L, L pairs (window ms, max), client, ref, now ms.
 # Answers 1 (recorded, or recorded before) or the calls stored (a cap is full).
 _RECORD_CALLS = """
-local nl = tonumber(ARGV[1])
-local a = 2
+local keep = tonumber(ARGV[1])
+local nl = tonumber(ARGV[2])
+local a = 3
 local limits = {}
 for j = 1, nl do
   limits[j] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1])}
   a = a + 2
 end
-local keep = tonumber(ARGV[a])
-local client, ref, stamp = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+local client, ref, stamp = ARGV[a], ARGV[a + 1], ARGV[a + 2]
 local now = tonumber(stamp)
 local field = 'calls:' .. client
 local old = redis.call('HGET', KEYS[1], field) or ''
@@ -324,7 +336,12 @@ class ClusterStores(Stores):
         ]
         if nfields:
             first += [("HMGET", keys[3 + d], *fields) for d in range(days)]
-        meta, hidden, *counts = await self._pipeline(first)
+        a = b + 2 + nfields
+        nr, np = int(args[a]), int(args[a + 1])
+        units = args[a + 2 : a + 2 + np]
+        first += [("HMGET", keys[3 + days + r], *units) for r in range(nr)]
+        meta, hidden, *rest = await self._pipeline(first)
+        counts, cover = (rest[:days], rest[days:]) if nfields else ([], rest)
         # each list is read after its version: a list newer than its version is read again next time
         if meta[0] != self._operators_version:
             self._operators = cast(dict[str, str], await self.redis.hgetall(OPERATORS_KEY))
@@ -334,15 +351,15 @@ class ClusterStores(Stores):
             self._mandates_version = meta[3]
         hidden_ids = sorted(hidden)
         commands: list[Sequence[Any]] = []
-        a = b + 2 + nfields
-        for i in range(3 + days, len(keys), 2):
+        a += 2 + np
+        for i in range(3 + days + nr, len(keys), 2):
             suffix, client = args[a], args[a + 1]
             a += 2
             commands.append(self._script("register_one", keys[i], suffix, client, *hidden_ids))
             commands.append(("HMGET", keys[i + 1], *(field.format(c=client) for field in CALLEE_FIELDS)))
         replies = await self._read(lambda client: self._on(client, commands)) if commands else []
         operators = [self._operators.get(op_id) for op_id in operator_ids]
-        return [operators, meta, counts, [self._mandates.get(pair) for pair in pairs], *replies]
+        return [operators, meta, counts, [self._mandates.get(pair) for pair in pairs], cover, *replies]
 
     async def _on(self, client: Any, commands: list[Sequence[Any]]) -> list[Any]:
         """``commands`` through ``client``; on the replicas' client the register
@@ -379,23 +396,18 @@ class ClusterStores(Stores):
     # --- writes ----------------------------------------------------------------
 
     async def record_allowed(
-        self, allowed: Sequence[Allowed], now: datetime, limits: Sequence[tuple[timedelta, int]]
+        self, allowed: Sequence[Allowed], now: datetime, limits: Sequence[tuple[timedelta, int]] = ()
     ) -> list[tuple[PastCall, ...] | None]:
         if not allowed:
             return []
         stamp = str(epoch_ms(now))
-        keep = max((window for window, _ in limits), default=timedelta(0))
-        head: list[Any] = [len(limits)]
-        for window, maximum in limits:
-            head += (int(window / timedelta(milliseconds=1)), maximum)
-        head.append(int(keep / timedelta(milliseconds=1)))
         memory = int(OUTCOME_MEMORY.total_seconds())
         capped = [i for i, item in enumerate(allowed) if item.capped]
         results: list[Any] = [1] * len(allowed)
         try:
             calls = [
-                self._script("record_calls", callee_key(allowed[i].callee), *head, allowed[i].client_id,
-                             intent_ref(allowed[i].intent_id), stamp)
+                self._script("record_calls", callee_key(allowed[i].callee), *cap_arguments(allowed[i], limits),
+                             allowed[i].client_id, intent_ref(allowed[i].intent_id), stamp)
                 for i in capped
             ]  # fmt: skip
             for i, answer in zip(capped, await self._pipeline(calls) if calls else [], strict=True):

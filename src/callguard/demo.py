@@ -6,13 +6,15 @@ runs, starts a worker process, publishes sample intents as a dialer would,
 prints decisions as they arrive (numbers masked), shows a real-time opt-out
 taking effect, then prints a summary and stops everything it started.
 
-The worker decides by ``sample/demo-policy.toml``: the shipped Italian
-policy with calling hours open around the clock, so the demo shows the same
-at any hour; at the end ``callguard explain`` shows one intent under the real
-Italian hours at the time the demo runs. It ends with a what-if (its own
-decisions replayed under a stricter sample policy) and the regulator's
-report on one number: a PostgreSQL audit store is started and filled by
-``callguard audit sink``, and ``callguard audit report`` writes the HTML file.
+The worker decides by ``sample/demo-policy.toml``, a policy set: Italian
+callees by the shipped Italian pack, callees of the 50 states by the shipped
+US pack, both with calling hours open around the clock so the demo shows the
+same at any hour; Canadian callees are denied ``no_policy_for_country``. At
+the end ``callguard explain`` shows an Italian and a US intent under the real
+hours at the time the demo runs. It ends with a what-if (its own decisions
+replayed under a stricter sample policy) and the regulator's report on one
+number: a PostgreSQL audit store is started and filled by ``callguard audit
+sink``, and ``callguard audit report`` writes the HTML file.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ OPTOUT_INDEX = 7
 REPORT_INDEX = 113
 #: The same numbers written the ways dialers write them.
 WRITTEN_FORMS = ("+39 347 000 {:04d}", "0039 347 000{:04d}", "347-000{:04d}", "(347) 000{:04d}", "+39347000{:04d}")
+#: United States callees (decided by the US pack): New York and Miami numbers
+#: 0100-0159 (sample/us-dnc.txt registers 212 555 0100-0139 and 305 555 0100-0109;
+#: sample/us-fl-dnc.csv, Florida's list, 305 555 0110-0119), and Toronto
+#: (Canada: no pack, no_policy_for_country). Written with their country code:
+#: the worker's default region is Italy.
+US_FORMS = ("+1 212 555 01{:02d}", "001 212 555 01{:02d}", "+1 305 555 01{:02d}", "+1 416 555 01{:02d}")
+#: The US call centre and the caller ID it declared.
+US_OPERATOR, US_CALLER_ID = "op-newyork", "+1 212 555 0100"
 
 
 def sample_path(name: str) -> Path:
@@ -68,6 +78,9 @@ def sample_intents(count: int, seed: int = 7) -> list[dict[str, Any]]:
     intents: list[dict[str, Any]] = []
     indexes = [i for i in range(200) if i != OPTOUT_INDEX]
     for n in range(count):
+        if n % 5 == 4:  # a fifth of the intents call the United States (and a few Canada)
+            intents.append(_us_intent(rng, n))
+            continue
         callee = rng.choice(WRITTEN_FORMS).format(rng.choice(indexes))
         operator = rng.choice(OPERATORS)
         intent: dict[str, Any] = {
@@ -89,6 +102,23 @@ def sample_intents(count: int, seed: int = 7) -> list[dict[str, Any]]:
             intent["caller_id"] = "+39 06 9999 0000"  # caller_id_not_declared
         intents.append(intent)
     return intents
+
+
+def _us_intent(rng: random.Random, n: int) -> dict[str, Any]:
+    """An intent to a US callee (or a Canadian one) by the US call centre."""
+    form = rng.choices(US_FORMS, (5, 2, 3, 1))[0]
+    intent: dict[str, Any] = {
+        "intent_id": f"demo-{n:05d}",
+        "callee": form.format(rng.randrange(60)),
+        "operator_id": US_OPERATOR,
+        "client_id": rng.choice(CLIENTS),
+        "campaign_id": "us-winter",
+        "purpose": rng.choices(("marketing", "survey", "service"), (8, 1, 1))[0],
+        "caller_id": US_CALLER_ID,
+    }
+    if n % 13 == 4:
+        intent["automated"] = True  # a prerecorded call: needs a written consent (consent_required)
+    return intent
 
 
 def _cli(argv: list[str], env: dict[str, str]) -> None:
@@ -194,6 +224,8 @@ def _summary(decisions: dict[str, dict[str, Any]], elapsed: float) -> None:
     reasons = Counter(r for d in decisions.values() for r in d["reasons"])
     print(f"\nsummary: {len(decisions):,} decisions in {elapsed:.1f}s ({len(decisions) / elapsed:,.0f}/s end to end)")
     print(f"  allow {verdicts['allow']:,}   deny {verdicts['deny']:,}")
+    packs = Counter(d["versions"]["policy"] for d in decisions.values() if "policy_set" in d["versions"])
+    print("  decided by: " + ", ".join(f"{version} {count:,}" for version, count in packs.most_common()))
     for reason, count in reasons.most_common():
         print(f"  {reason:<22} {count:,}")
 
@@ -278,6 +310,13 @@ def run_demo(intents: int = 2000, show: int = 25, report: Path | None = None) ->
         _cli(["directory", "load", str(sample_path("directory.csv")), "--as-of", str(today - timedelta(days=1))], env)
         _cli(["consents", "load", str(sample_path("consents.csv"))], env)
         _cli(["optouts", "load", str(sample_path("optouts.csv"))], env)
+        # the United States: the National Do Not Call Registry as the FTC ships it, Florida's own
+        # list (its residents' numbers, whatever their area codes), and reassigned numbers
+        us_dnc = str(sample_path("us-dnc.txt"))
+        _cli(["register", "load", us_dnc, "--register", "us-dnc", "--as-of", str(today - timedelta(days=3))], env)
+        florida = str(sample_path("us-fl-dnc.csv"))
+        _cli(["register", "load", florida, "--register", "us-fl-dnc", "--cover", "all", "--as-of", str(today)], env)
+        _cli(["reassigned", "load", str(sample_path("reassigned.csv"))], env)
 
         _cli(["policy", "check", env["CALLGUARD_POLICY"]], env)
 
@@ -296,6 +335,9 @@ def run_demo(intents: int = 2000, show: int = 25, report: Path | None = None) ->
             shipped = {k: v for k, v in env.items() if k != "CALLGUARD_POLICY"}
             probe = ["--callee", "+39 347 000 0001", "--operator-id", "op-roma", "--client-id", "acme"]
             _cli(["explain", *probe, "--caller-id", CALLER_IDS["op-roma"]], shipped)
+            print("\nand a New York callee under the shipped US pack (8:00-21:00 at the callee's location), right now:")
+            us_probe = ["--callee", "+1 212 555 0150", "--operator-id", US_OPERATOR, "--client-id", "acme"]
+            _cli(["explain", *us_probe, "--caller-id", US_CALLER_ID], shipped)
             print()
             _cli(["audit", "verify"], env)  # every decision's evidence, hash-chained
             # what-if: the same decisions again, from their audit records, under a stricter policy

@@ -18,7 +18,10 @@ When: TypeAlias = date | datetime
 
 OperatorStatus = Literal["active", "suspended", "revoked"]
 #: ``request``: the person asked this client for the call or a call back (one call).
-Basis = Literal["consent", "contract", "request"]
+#: ``ebr_transaction``, ``ebr_inquiry``: the United States pack's established business
+#: relationship (16 CFR 310.2(q)): ``granted_at`` is the last purchase or transaction, or the inquiry.
+Basis = Literal["consent", "contract", "request", "ebr_transaction", "ebr_inquiry"]
+BASES: tuple[str, ...] = ("consent", "contract", "request", "ebr_transaction", "ebr_inquiry")
 
 
 def local_day(when: When, tz: tzinfo) -> date:
@@ -69,6 +72,25 @@ class RegisterResult:
             "as_of": self.as_of.isoformat(),
             "registered_at": when_to_json(self.registered_at),
             "client_id": self.client_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NamedResult:
+    """A number looked up in a register loaded under a name of its own
+    (``callguard register load --register NAME``, e.g. the US National Do Not
+    Call Registry): ``as_of`` is the day of the list that covers the number
+    (None: no list loaded covers it), ``listed`` whether the number is on it."""
+
+    name: str
+    listed: bool
+    as_of: date | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "register": self.name,
+            "listed": self.listed,
+            "as_of": None if self.as_of is None else self.as_of.isoformat(),
         }
 
 
@@ -186,3 +208,9 @@ class Facts:
     campaign_outcomes: dict[str, int] | None = None
     #: The client's mandates to the intent's operator (every period loaded).
     mandates: tuple[Mandate, ...] = ()
+    #: Named registers (the US pack's do-not-call lists) by name, those the
+    #: callee's policy pack reads.
+    registers: dict[str, NamedResult] = field(default_factory=dict)
+    #: The day the number was last permanently disconnected, when known
+    #: (``callguard reassigned load``; 47 CFR 64.1200(m)).
+    disconnected_at: date | None = None

@@ -147,11 +147,7 @@ class Guard:
             valid.append((raw, intent, normalise(intent.callee, self.region)))
         if valid:
             facts = await self._lookup(
-                [
-                    Query(callee, intent.client_id, intent.operator_id, intent.campaign_id)
-                    for _, intent, callee in valid
-                ],
-                silent_rate_days(now, self.policy),
+                [self._query(intent, callee) for _, intent, callee in valid], silent_rate_days(now, self.policy)
             )
             decided = self._decide(valid, facts, now)
             await self._record_allowed(valid, facts, decided, now)
@@ -169,6 +165,16 @@ class Guard:
         )
         return decisions
 
+    def _query(self, intent: Intent, callee: str | None) -> Query:
+        """What to look up for one intent: with the named registers its callee's pack reads."""
+        registers = self.policy.named_registers(callee, intent.purpose)
+        return Query(callee, intent.client_id, intent.operator_id, intent.campaign_id, registers)
+
+    def _capped(self, intent: Intent, callee: str | None) -> bool:
+        """Whether the frequency caps count this intent's allow (its callee's pack says)."""
+        pack = self.policy.pack_for(callee, intent.purpose)
+        return pack is not None and pack.applies("frequency_cap", intent.purpose)
+
     def _decide(
         self, valid: Sequence[tuple[Raw, Intent, str | None]], facts: Sequence[Facts | None], now: datetime
     ) -> list[Decision]:
@@ -182,7 +188,7 @@ class Guard:
             if fact is not None and key in earlier:
                 fact = replace(fact, calls=fact.calls + tuple(earlier[key]))
             decision = decide(intent, callee, fact, now, policy, normalise_caller_id(intent.caller_id, region))
-            if decision.allow and callee is not None and policy.applies("frequency_cap", intent.purpose):
+            if decision.allow and callee is not None and self._capped(intent, callee):
                 earlier.setdefault(key, []).append(PastCall(now, intent_ref(intent.intent_id)))
             decided.append(decision)
         return decided
@@ -207,11 +213,23 @@ class Guard:
         for i in index:
             intent, callee = valid[i][1], valid[i][2]
             assert callee is not None  # an allow always has a valid callee
-            capped = policy.applies("frequency_cap", intent.purpose)
-            allowed.append(Allowed(callee, intent.client_id, intent.intent_id, intent.campaign_id, capped))
-        limits = [(limit.window, limit.max_calls) for limit in policy.frequency_limits]
+            pack = policy.pack_for(callee, intent.purpose)
+            assert pack is not None  # an allow was decided by a pack
+            capped = pack.applies("frequency_cap", intent.purpose)
+            limits = tuple((limit.window, limit.max_calls) for limit in pack.cap_limits(callee))
+            allowed.append(
+                Allowed(
+                    callee,
+                    intent.client_id,
+                    intent.intent_id,
+                    intent.campaign_id,
+                    capped,
+                    limits,
+                    pack.longest_cap_window,
+                )
+            )
         try:
-            replies = await self.stores.record_allowed(allowed, now, limits)
+            replies = await self.stores.record_allowed(allowed, now)
         except Exception as exc:  # fail closed, like a failed lookup
             self.metrics.lookup_failed()
             log.warning(

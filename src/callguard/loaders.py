@@ -23,8 +23,8 @@ from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any, TextIO
 
-from callguard.facts import Consent, Mandate, Operator, OptOut, When, local_day
-from callguard.numbers import canonical_number_pattern, normalise, normalise_caller_id
+from callguard.facts import BASES, Consent, Mandate, Operator, OptOut, When, local_day
+from callguard.numbers import canonical_number_pattern, nanp_national_pattern, normalise, normalise_caller_id
 from callguard.register import (
     OPPOSED,
     PartitionWriter,
@@ -242,6 +242,18 @@ def parse_directory(path: Path, region: str, workers: int | None = None) -> Pars
     return parse_register(path, region, workers, columns=DIRECTORY_COLUMNS)
 
 
+def parse_named_register(path: Path, workers: int | None = None) -> Parsed:
+    """A register loaded under its own name (``register load --register``):
+    the numbers on it, as a CSV with the header ``number`` or as the FTC's
+    flat file of the National Do Not Call Registry (no header, one
+    ``AAA,NNNNNNN`` line a number). Numbers without a country code are North
+    American (region US); canonical North American numbers (ten digits, or
+    ``1`` or ``+1`` and ten digits; the FTC's lines) are validated by one
+    regular expression built from libphonenumber's metadata of every region
+    of the plan, anything else by libphonenumber."""
+    return parse_register(path, "US", workers, columns=DIRECTORY_COLUMNS, nanp=True)
+
+
 def parse_register(
     path: Path,
     region: str,
@@ -249,6 +261,7 @@ def parse_register(
     chunk_bytes: int = 8 << 20,
     part_bytes: int = 1 << 20,
     columns: tuple[tuple[str, ...], tuple[str, ...]] = REGISTER_COLUMNS,
+    nanp: bool = False,
 ) -> Parsed:
     """``number,status[,registered_at]``: one consultation result of the RPO.
 
@@ -273,7 +286,7 @@ def parse_register(
     try:
         with ThreadPoolExecutor(1) as hashing:  # hashlib releases the GIL on large blocks
             digest = hashing.submit(_sha256, path)
-            parsed = _parse_register_fast(path, region, rows, workers, chunk_bytes, part_bytes, columns)
+            parsed = _parse_register_fast(path, region, rows, workers, chunk_bytes, part_bytes, columns, nanp)
             if parsed is None:  # a line the fast reader cannot split alone (a quoted line break, a bare CR)
                 rows.cleanup()
                 rows = RegisterRows(partitions_for(size // 20))
@@ -330,11 +343,17 @@ class _RegisterSpec:
     number: int
     status: int | None  # None: a directory extract, every number "clear"
     registered_at: int | None
+    #: the country calling code the number group's national numbers take
+    country: bytes = b"39"
+    #: the FTC's flat file of the National Do Not Call Registry: no header, "AAA,NNNNNNN" lines
+    ftc: bool = False
 
     @classmethod
-    def build(cls, header: list[str], region: str) -> _RegisterSpec:
+    def build(cls, header: list[str], region: str, nanp: bool = False, ftc: bool = False) -> _RegisterSpec:
         fields = {
-            "number": canonical_number_pattern(region),
+            "number": (r"(?:\+?1)?(" + nanp_national_pattern() + r"\d{10})")
+            if nanp
+            else canonical_number_pattern(region),
             "status": "(opposed|clear)",
             "registered_at": r"(\d{4}-\d\d-\d\d)?",
         }
@@ -345,7 +364,8 @@ class _RegisterSpec:
         line = re.compile(("^" + body + r"\r?$").encode(), re.M)
         at = header.index("registered_at") if "registered_at" in header else None
         status = header.index("status") if "status" in header else None
-        return cls(region, tuple(header), line, header.index("number"), status, at)
+        country = b"1" if nanp else b"39"
+        return cls(region, tuple(header), line, header.index("number"), status, at, country, ftc)
 
 
 @dataclass
@@ -399,10 +419,21 @@ class _RangeReader:
     def chunk(self, data: bytes) -> None:
         """Read whole lines (``data`` ends with a newline)."""
         spec = self.spec
+        if spec.ftc:  # "AAA,NNNNNNN": the area code and the number, read as one national number
+            data = data.replace(b",", b"")
         lines = data.count(b"\n")
-        rows = spec.line.findall(data)
-        if len(spec.header) == 1:  # one group: findall gives the strings themselves
-            rows = [(row,) for row in rows]
+        found = spec.line.findall(data)
+        if spec.country == b"1" and spec.header == ("number",):
+            # North American numbers on their own: ten digits each, 1 and the ten as an integer
+            if len(found) + len(_BLANK_LINE.findall(data)) == lines:
+                self.writer.add(list(map((16).__rlshift__, map((10_000_000_000).__add__, map(int, found)))))
+                self.result.records += len(found)
+            else:
+                self._lines(data)
+            self.result.lines += lines
+            self.tick(self.result.records)
+            return
+        rows = [(row,) for row in found] if len(spec.header) == 1 else found  # one group: findall gives strings
         if len(rows) + len(_BLANK_LINE.findall(data)) != lines or not self._rows(rows):
             self._lines(data)
         self.result.lines += lines
@@ -422,7 +453,7 @@ class _RangeReader:
             except ValueError:
                 return False
             bits = map(or_, bits, map(self.dates.__getitem__, days))
-        numbers = map(int, map(b"39".__add__, map(itemgetter(spec.number), rows)))
+        numbers = map(int, map(spec.country.__add__, map(itemgetter(spec.number), rows)))
         self.writer.add(list(map(or_, map((16).__rlshift__, numbers), bits)))
         self.result.records += len(rows)
         self.result.opposed += statuses.count(b"opposed")
@@ -523,6 +554,10 @@ def _line_starts(path: Path, start: int, size: int, parts: int) -> list[int]:
     return cuts
 
 
+#: The first line of the FTC's flat file: an area code and a number, no header.
+_FTC_LINE = re.compile(r"^\s*\d{3}\s*,\s*\d{7}\s*$")
+
+
 def _parse_register_fast(
     path: Path,
     region: str,
@@ -531,6 +566,7 @@ def _parse_register_fast(
     chunk_bytes: int,
     part_bytes: int,
     columns: tuple[tuple[str, ...], tuple[str, ...]] = REGISTER_COLUMNS,
+    nanp: bool = False,
 ) -> Parsed | None:
     with path.open("rb") as handle:
         first = handle.readline()
@@ -538,11 +574,15 @@ def _parse_register_fast(
     text = first.decode("utf-8").removeprefix("\ufeff")
     if "\r" in text.rstrip("\r\n") or not _record_ends(text.rstrip("\r\n")):
         return None
-    header = [h.strip() for h in next(csv.reader([text]), [])]
-    required, optional = columns
-    if sorted(header) not in (sorted(required), sorted(required + optional)):
-        return None  # a header to complain about: the line-by-line reader says what is wrong at once
-    spec = _RegisterSpec.build(header, region)
+    if nanp and _FTC_LINE.match(text):  # the FTC's flat file: every line a number
+        spec = _RegisterSpec.build(["number"], region, nanp=True, ftc=True)
+        start = 0
+    else:
+        header = [h.strip() for h in next(csv.reader([text]), [])]
+        required, optional = columns
+        if sorted(header) not in (sorted(required), sorted(required + optional)):
+            return None  # a header to complain about: the line-by-line reader says what is wrong at once
+        spec = _RegisterSpec.build(header, region, nanp=nanp)
     size = path.stat().st_size
     parts = max(1, min(workers, (size - start) // part_bytes + 1))
     cuts = _line_starts(path, start, size, parts)
@@ -565,7 +605,7 @@ def _parse_register_fast(
         return None
     errors: list[str] = []
     error_count = 0
-    first_line = 2  # the header is line 1
+    first_line = 1 if spec.ftc else 2  # the header is line 1
     for result in results:
         for line, message in result.errors:
             if len(errors) < MAX_REPORTED_ERRORS:
@@ -665,8 +705,11 @@ def consent_row(row: dict[str, str], region: str, tz: tzinfo) -> tuple[str, Cons
     e164 = _number(row, "callee", region)
     client_id = _id(row, "client_id")
     basis = row.get("basis", "")
-    if basis not in ("consent", "contract", "request"):
-        raise ValueError(f"basis must be 'consent', 'contract' or 'request', not {basis!r}")
+    if basis not in BASES:
+        raise ValueError(
+            "basis must be 'consent', 'contract' or 'request' (or, for the US pack's established business "
+            f"relationships, 'ebr_transaction' or 'ebr_inquiry'), not {basis!r}"
+        )
     granted_at = parse_when(row.get("granted_at", ""), tz)
     ends_raw = row.get("ends_at", "")
     ends_at = parse_when(ends_raw, tz) if ends_raw else None
@@ -679,6 +722,18 @@ def _not_before(later: When, earlier: When, tz: tzinfo) -> bool:
     if isinstance(later, datetime) and isinstance(earlier, datetime):
         return later >= earlier
     return local_day(later, tz) >= local_day(earlier, tz)
+
+
+def parse_reassigned(path: Path, region: str = "US") -> Parsed:
+    """``number,disconnected_at``: numbers and the day each was last
+    permanently disconnected (the FCC's reassigned numbers database, 47 CFR
+    64.1200(m)); rows are ``(E.164, date)``. The database holds US numbers:
+    a number without a country code is North American (``region``)."""
+
+    def row_parser(row: dict[str, str]) -> tuple[str, date]:
+        return _number(row, "number", region), parse_date(row.get("disconnected_at", ""))
+
+    return _parse_file(path, ("number", "disconnected_at"), (), row_parser, "reassigned")
 
 
 def parse_optouts(path: Path, region: str, tz: tzinfo) -> Parsed:

@@ -134,7 +134,24 @@ def italian_national_pattern() -> str:
     UNKNOWN). Then ``+39`` and those digits parse to region IT and are valid.
     (A number valid only as Vatican City, +39 06698, is not matched: it takes
     the slow path, which asks libphonenumber.)"""
-    metadata: Any = phonenumbers.PhoneMetadata.metadata_for_region("IT")
+    return national_pattern("IT")
+
+
+@lru_cache(maxsize=1)
+def nanp_national_pattern() -> str:
+    """A lookahead that accepts ten digits exactly when they are a valid
+    national number of some region of the North American Numbering Plan
+    (the US first: the commonest), by each region's own metadata as
+    :func:`national_pattern` builds it. The US National Do Not Call Registry
+    lists numbers of the states and the territories alike."""
+    regions = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1], key=lambda r: r != "US")
+    return "(?:" + "|".join(national_pattern(region) for region in regions) + ")"
+
+
+@lru_cache(maxsize=32)
+def national_pattern(region: str) -> str:
+    """:func:`italian_national_pattern` for any region's metadata."""
+    metadata: Any = phonenumbers.PhoneMetadata.metadata_for_region(region)
     general = _desc_pattern(metadata.general_desc)
     kinds = [
         metadata.mobile,  # the commonest first: the answer is the same in any order
@@ -149,7 +166,7 @@ def italian_national_pattern() -> str:
         metadata.voicemail,
     ]
     types = [p for p in map(_desc_pattern, kinds) if p is not None]
-    assert general is not None and metadata.country_code == 39
+    assert general is not None
     return f"(?={general})(?=" + "|".join(f"(?:{p})" for p in types) + ")"
 
 
@@ -180,6 +197,83 @@ def canonical_e164(raw: str, region: str) -> str | None:
         return None
     match = _fast_number(region).fullmatch(raw.encode())
     return None if match is None else "+39" + match.group(1).decode()
+
+
+@lru_cache(maxsize=4096)
+def calling_code(prefix: str) -> int | None:
+    """The country calling code an E.164 number starts with (``prefix`` is
+    its first four characters or more), or None."""
+    for length in (1, 2, 3):
+        digits = prefix[1 : 1 + length]
+        if digits.isdigit() and int(digits) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return int(digits)
+    return None
+
+
+def regions_of_code(code: int) -> tuple[str, ...]:
+    """Every region (ISO 3166-1 alpha-2) that shares a country calling code."""
+    return tuple(phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ()))
+
+
+def region_of(e164: str) -> str | None:
+    """The region (ISO 3166-1 alpha-2) of a valid E.164 number, as
+    libphonenumber's ``region_code_for_number`` answers for it, without a
+    parse where that can be done: the only region of its calling code; or
+    the first region whose leading digits the number starts with (``+39
+    06698`` VA), else the one region told apart by validity alone (``+39 347``
+    IT). In the North American plan several regions have no leading digits
+    (the US, Canada): the area code decides there (``+1 212`` US, ``+1 416``
+    CA, ``+1 787`` PR), and libphonenumber's answer for the first number of
+    an area code is kept for the others."""
+    code = calling_code(e164[:4])
+    if code is None:
+        return None
+    regions = regions_of_code(code)
+    if len(regions) == 1:
+        return regions[0]
+    leading, rest = _leading_regions(code)
+    if len(rest) <= 1:
+        national = e164[1 + len(str(code)) :]
+        for region, pattern in leading:
+            if pattern.match(national):
+                return region
+        return rest[0] if rest else None
+    if code != 1:
+        return _region_of_number(e164)
+    area = e164[:5]
+    known = _NANP_REGIONS.get(area)
+    if known is not None:
+        return known
+    found = _region_of_number(e164)
+    if found is not None and len(_NANP_REGIONS) < 4096:
+        _NANP_REGIONS[area] = found
+    return found
+
+
+_NANP_REGIONS: dict[str, str] = {}
+
+
+@lru_cache(maxsize=64)
+def _leading_regions(code: int) -> tuple[tuple[tuple[str, re.Pattern[str]], ...], tuple[str, ...]]:
+    """The regions of a shared calling code that libphonenumber tells apart by
+    their leading digits (with those digits as a regular expression), and
+    the others, told apart by validity."""
+    leading, rest = [], []
+    for region in regions_of_code(code):
+        metadata: Any = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if metadata is not None and metadata.leading_digits:
+            leading.append((region, re.compile(metadata.leading_digits)))
+        else:
+            rest.append(region)
+    return tuple(leading), tuple(rest)
+
+
+@lru_cache(maxsize=65_536)
+def _region_of_number(e164: str) -> str | None:
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+    except phonenumbers.NumberParseException:
+        return None
 
 
 def is_known_region(region: str) -> bool:

@@ -170,6 +170,38 @@ def abandoned_lines(outcomes: dict[str, dict[str, int]], policy: PolicySettings)
     return lines
 
 
+def named_register_lines(named: dict[str, dict[str, str]], policy: PolicySettings, now: datetime) -> list[str]:
+    """One line per named register the policy reads (the US pack's do-not-call
+    lists): what its lists cover, their as-of days and ages (in the deciding
+    pack's days); a register nobody loaded says so."""
+    expected: dict[str, int] = {}
+    tz = policy.timezone
+    for pack in policy.packs():
+        for rule in pack.us.registers:
+            expected[rule.name] = rule.stale_after_days
+            tz = pack.timezone
+    today = now.astimezone(tz).date()
+    lines: list[str] = []
+    for name in sorted(expected.keys() | named.keys()):
+        cover = {unit: value for unit, value in named.get(name, {}).items() if not unit.startswith("#")}
+        if not cover:
+            lines.append(f"register {name}: nothing loaded: its callees are denied not_checked")
+            continue
+        days = sorted(date.fromisoformat(value.split("|")[1]) for value in cover.values())
+        units = "every number" if set(cover) == {"*"} else f"{len(cover):,} area code(s)"
+        oldest = (today - days[0]).days
+        limit = expected.get(name)
+        stale = (
+            f"; older than {limit} days: its callees there are denied register_stale"
+            if limit and oldest > limit
+            else ""
+        )
+        lines.append(
+            f"register {name}: lists of {units}, as of {days[-1]} to {days[0]} ({oldest} days old at most){stale}"
+        )
+    return lines
+
+
 async def run_status(settings: Settings, lag: bool = True) -> int:
     """Print what the guard holds and whether it could decide well right now."""
     _quiet_kafka()
@@ -185,15 +217,22 @@ async def run_status(settings: Settings, lag: bool = True) -> int:
         outcomes = await stores.outcome_counts(policy.silent_rate_window_days, today)
         directory = await stores.directory_state()
         mandates = await stores.mandates()
+        named = await stores.named_registers(
+            dict.fromkeys(rule.name for pack in policy.packs() for rule in pack.us.registers)
+        )
     except (RedisError, OSError) as exc:
         return _fail(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}")
     finally:
         await stores.close()
     max_age = policy.register_max_age_days
+    if policy.jurisdictions is not None:
+        print(f"policy: {policy.label()}")
     print(f"policy: {policy.version}, register results usable for {max_age} days")
-    enabled = [name for name, scope in policy.scopes.items() if scope.enabled]
-    disabled = [name for name, scope in policy.scopes.items() if not scope.enabled]
-    print(f"rules: {', '.join(enabled)}" + (f" (switched off: {', '.join(disabled)})" if disabled else ""))
+    for pack in policy.packs():
+        enabled = [name for name, scope in pack.scopes.items() if scope.enabled]
+        disabled = [name for name, scope in pack.scopes.items() if not scope.enabled]
+        label = "rules" if len(policy.packs()) == 1 else f"rules of {pack.version}"
+        print(f"{label}: {', '.join(enabled)}" + (f" (switched off: {', '.join(disabled)})" if disabled else ""))
     print(f"operators: {data.operators:,} (version {data.operators_version or 'none loaded'})")
     print(mandates_line(mandates, today))
     if not data.scopes:
@@ -207,6 +246,8 @@ async def run_status(settings: Settings, lag: bool = True) -> int:
             f"newest as of {scope.newest} ({newest_days} days old), oldest still in use as of {scope.oldest} "
             f"({oldest_days} days old){stale if oldest_days > max_age else ''}"
         )
+    for line in named_register_lines(named, policy, now):
+        print(line)
     for entry in data.loads:
         age = (today - datetime.fromisoformat(entry["as_of"]).date()).days
         print(

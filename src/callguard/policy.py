@@ -16,7 +16,7 @@ A guard fails closed: whatever could not be checked is denied with a reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -35,7 +35,7 @@ from callguard.facts import (
     when_to_json,
 )
 from callguard.hours import CallingHours, ExtraDay, callee_local_time, calling_window, next_window_start
-from callguard.numbers import is_geographic_or_mobile, is_mobile
+from callguard.numbers import calling_code, is_geographic_or_mobile, is_mobile, region_of, regions_of_code
 from callguard.schema import ALL_CLIENTS, Intent, Purpose, Reason, rfc3339
 
 #: Version of the built-in defaults (tests and code); a policy file names its own.
@@ -68,6 +68,24 @@ RULES = (
     "silent_calls",
     "campaign_silent_rate",
 )
+#: The rules of the United States pack (``jurisdiction = "us"`` in a policy
+#: file), in the order they run: the shared ones (``callguard.policy``) with US
+#: parameters and the pack's own (:mod:`callguard.uspolicy`).
+US_RULES = (
+    "callee_number",
+    "operator_certified",
+    "operator_mandated",
+    "reassigned_numbers",
+    "do_not_call_registers",
+    "wireless_automated",
+    "internal_dnc",
+    "caller_id",
+    "calling_hours",
+    "frequency_cap",
+    "campaign_silent_rate",
+)
+#: The rule sets a policy pack can be written for, by the pack's ``jurisdiction``.
+CATALOGUES: dict[str, tuple[str, ...]] = {"it": RULES, "us": US_RULES}
 #: Rules a policy cannot switch off: without them nothing could be checked.
 ALWAYS_ON = frozenset({"callee_number"})
 
@@ -97,12 +115,96 @@ def _default_scopes() -> dict[str, RuleScope]:
     }
 
 
+def _us_default_scopes() -> dict[str, RuleScope]:
+    return {
+        "callee_number": RuleScope(purposes=ALL_PURPOSES),
+        "operator_certified": RuleScope(purposes=ALL_PURPOSES),
+        "operator_mandated": RuleScope(enabled=False),
+        "reassigned_numbers": RuleScope(purposes=ALL_PURPOSES),
+        "do_not_call_registers": RuleScope(),
+        "wireless_automated": RuleScope(purposes=ALL_PURPOSES),
+        "internal_dnc": RuleScope(purposes=ALL_PURPOSES),
+        "caller_id": RuleScope(purposes=ALL_PURPOSES),
+        "calling_hours": RuleScope(),
+        "frequency_cap": RuleScope(),
+        "campaign_silent_rate": RuleScope(),
+    }
+
+
+def default_scopes(jurisdiction: str) -> dict[str, RuleScope]:
+    """The rules of a catalogue with their default scopes."""
+    return _us_default_scopes() if jurisdiction == "us" else _default_scopes()
+
+
 @dataclass(frozen=True, slots=True)
 class CapLimit:
     """At most ``max_calls`` allowed calls per callee and client in any rolling ``window``."""
 
     window: timedelta
     max_calls: int
+
+
+# --- the United States pack's parameters (policy data; rules in callguard.uspolicy) ---
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRule:
+    """A do-not-call register the US pack checks, loaded under ``name``
+    (``callguard register load --register NAME``)."""
+
+    name: str
+    #: ``national_dnc`` or ``state_dnc``: the reason a listed number is denied with
+    reason: Reason
+    #: a list more than this many days old is stale (``register_stale``); day D is usable on D..D+N
+    stale_after_days: int
+    #: the callees it applies to, by area code (empty: every callee of the pack)
+    area_codes: frozenset[str] = frozenset()
+    #: the consent bases that lift a listing (``consent``: a written agreement; the EBRs)
+    exceptions: tuple[str, ...] = ("consent", "ebr_transaction", "ebr_inquiry")
+    #: the state whose list this is (None: the national registry)
+    state: str | None = None
+    #: source keys (callguard.sources) the register is checked by
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AreaWindow:
+    """A state's stricter calling window, for the callees of its area codes."""
+
+    state: str
+    area_codes: frozenset[str]
+    window: tuple[time, time]
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AreaLimits:
+    """A state's frequency caps, for the callees of its area codes."""
+
+    state: str
+    area_codes: frozenset[str]
+    limits: tuple[CapLimit, ...]
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UsSettings:
+    """The parameters only the United States pack has (its ``policies/us.toml``)."""
+
+    registers: tuple[RegisterRule, ...] = ()
+    #: 16 CFR 310.2(q): an EBR lasts 18 months after the last purchase or transaction, 3 after an inquiry
+    ebr_transaction_months: int = 18
+    ebr_inquiry_months: int = 3
+    #: 16 CFR 310.4(c), 47 CFR 64.1200(c)(1): 8:00 to 21:00 at the callee's location
+    window: tuple[time, time] = (time(8, 0), time(21, 0))
+    state_windows: tuple[AreaWindow, ...] = ()
+    #: zones an area code spans beyond what libphonenumber lists for its numbers
+    zones: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    state_limits: tuple[AreaLimits, ...] = ()
+
+    def registers_for(self, area: str | None) -> tuple[RegisterRule, ...]:
+        """The registers that apply to a callee of area code ``area``."""
+        return tuple(r for r in self.registers if not r.area_codes or area in r.area_codes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +233,9 @@ class PolicySettings:
     scopes: dict[str, RuleScope] = field(default_factory=_default_scopes)
     #: AGCOM_CLI_SPOOFING: calls from abroad showing an Italian number are
     #: blocked by carriers (fixed and non-mobile from 2025-08-19, mobile from
-    #: 2025-11-19), Italian days.
-    foreign_fixed_block_from: date = date(2025, 8, 19)
-    foreign_mobile_block_from: date = date(2025, 11, 19)
+    #: 2025-11-19), Italian days. None: no such block (the US pack).
+    foreign_fixed_block_from: date | None = date(2025, 8, 19)
+    foreign_mobile_block_from: date | None = date(2025, 11, 19)
     #: L5_2018_ART2_C1: require the 0844 (marketing, market research) / 0843
     #: (statistical surveys) prefix, or a geographic or mobile number.
     caller_id_require_prefix: bool = False
@@ -158,10 +260,21 @@ class PolicySettings:
     abandoned_rate_limit: float = 0.03
     #: GARANTE_SILENT_CALLS_RATE: the days over which a campaign's rate is counted.
     silent_rate_window_days: int = 30
+    #: The rule catalogue the pack is written for (``it`` or ``us``): which rules
+    #: exist and run, in which order (:data:`CATALOGUES`).
+    jurisdiction: str = "it"
+    #: The United States pack's own parameters (unused by the Italian rules).
+    us: UsSettings = field(default_factory=UsSettings)
+    #: A policy set: which pack decides which callee (None: this pack decides every callee).
+    jurisdictions: Jurisdictions | None = None
+    #: Source keys cited by the policy file per rule (``sources = [...]``), for ``policy sources``.
+    rule_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: ``active_rules`` per purpose, filled on first use (scopes do not change).
     _active: dict[Purpose, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
     #: Calling-hours verdicts by (local time, zone, local days) (``check_calling_hours``).
     _hours_verdicts: dict[Any, RuleResult] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: Variants of this pack with a state's frequency caps, by limits (:mod:`callguard.uspolicy`).
+    _variants: dict[Any, PolicySettings] = field(default_factory=dict, init=False, repr=False, compare=False)
     #: The audit record's ``facts.lookback`` (:func:`lookback`), filled on first use.
     _lookback: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -186,7 +299,108 @@ class PolicySettings:
 
     @property
     def longest_cap_window(self) -> timedelta:
-        return max((limit.window for limit in self.frequency_limits), default=timedelta(0))
+        """The longest frequency-cap window, state caps included (how far back the calls are read)."""
+        limits = [*self.frequency_limits, *(lim for area in self.us.state_limits for lim in area.limits)]
+        return max((limit.window for limit in limits), default=timedelta(0))
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The rules of this pack's catalogue, in the order they run."""
+        return CATALOGUES[self.jurisdiction]
+
+    def pack_for(self, callee: str | None, purpose: Purpose) -> PolicySettings | None:
+        """The pack that decides a callee: this one, or under a policy set the
+        pack of the callee's country; None when the set denies the call
+        (``no_policy_for_country``)."""
+        if self.jurisdictions is None:
+            return self
+        return self.jurisdictions.choose(callee, purpose)
+
+    def named_registers(self, callee: str | None, purpose: Purpose) -> tuple[str, ...]:
+        """The named registers to look up for a callee: those of the pack that
+        decides it, when its ``do_not_call_registers`` rule runs for ``purpose``."""
+        pack = self.pack_for(callee, purpose)
+        if callee is None or pack is None or not pack.us.registers:
+            return ()
+        if not pack.applies("do_not_call_registers", purpose):
+            return ()
+        return tuple(rule.name for rule in pack.us.registers_for(area_code(callee)))
+
+    def label(self) -> str:
+        """The policy in one line: a pack's version, or a set's with its countries' packs."""
+        sets = self.jurisdictions
+        if sets is None:
+            return self.version
+        by_pack: dict[str, list[str]] = {}
+        for region, pack in sorted(sets.packs.items()):
+            by_pack.setdefault(pack.version, []).append(region)
+        packs = "; ".join(f"{', '.join(regions)}: {version}" for version, regions in by_pack.items())
+        deny = ", ".join(sorted(p.value for p in sets.deny_purposes)) or "nothing"
+        return f"set {sets.version} ({packs}; other countries: {sets.other.version}, denying {deny})"
+
+    def cap_limits(self, callee: str | None) -> tuple[CapLimit, ...]:
+        """The frequency caps of one callee: the pack's, and its state's (by area code)."""
+        if not self.us.state_limits or callee is None:
+            return self.frequency_limits
+        area = area_code(callee)
+        extra = tuple(lim for state in self.us.state_limits if area in state.area_codes for lim in state.limits)
+        return self.frequency_limits + extra if extra else self.frequency_limits
+
+    def packs(self) -> tuple[PolicySettings, ...]:
+        """Every pack that may decide (this one alone, or a set's packs and its fallback)."""
+        if self.jurisdictions is None:
+            return (self,)
+        found: dict[int, PolicySettings] = {}
+        for pack in (*self.jurisdictions.packs.values(), self.jurisdictions.other):
+            found.setdefault(id(pack), pack)
+        return tuple(found.values())
+
+
+def area_code(e164: str) -> str | None:
+    """The area code (NPA) of a North American number (``+1 212 …``: ``212``), else None."""
+    return e164[2:5] if e164.startswith("+1") and len(e164) == 12 else None
+
+
+#: A calling code whose regions have different packs (``Jurisdictions._by_code``).
+_MIXED: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Jurisdictions:
+    """A policy set: the pack of each country (region, ISO 3166-1 alpha-2) and
+    what happens to callees of the others: ``deny_purposes`` are denied
+    ``no_policy_for_country``, any other purpose is decided by ``other``."""
+
+    version: str
+    packs: dict[str, PolicySettings]
+    other: PolicySettings
+    deny_purposes: frozenset[Purpose]
+    #: the pack names the set file gave, by region (``callguard policy show``)
+    names: dict[str, str] = field(default_factory=dict)
+    other_name: str = ""
+    #: per calling code: the one pack (or None) all its regions share, or ``self`` when they differ
+    _by_code: dict[int, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def region(self, callee: str | None) -> str | None:
+        return None if callee is None else region_of(callee)
+
+    def choose(self, callee: str | None, purpose: Purpose) -> PolicySettings | None:
+        """The pack that decides ``callee`` (E.164, None when invalid: the
+        fallback pack, since an invalid number is denied alike everywhere), or
+        None when the callee's country has no pack and ``purpose`` is denied."""
+        if callee is None:
+            return self.other
+        code = calling_code(callee[:4])
+        pack: PolicySettings | None = None
+        if code is not None and code not in self._by_code:
+            packs = {id(p): p for p in (self.packs.get(r) for r in regions_of_code(code))}
+            # every region of the code has the same pack (or none): no need to tell the regions apart
+            self._by_code[code] = next(iter(packs.values())) if len(packs) == 1 else _MIXED
+        shared = self._by_code.get(code, _MIXED) if code is not None else _MIXED
+        pack = self.packs.get(region_of(callee) or "") if shared is _MIXED else shared
+        if pack is not None:
+            return pack
+        return None if purpose in self.deny_purposes else self.other
 
 
 @dataclass(frozen=True, slots=True)
@@ -854,19 +1068,26 @@ SILENT_OUTCOME_NAMES = ("silent", "abandoned")
 
 
 def _rate_looked_up(settings: PolicySettings) -> bool:
-    """Whether a campaign's outcomes are looked up at all (the rule runs for some purpose)."""
-    scope = settings.scopes.get("campaign_silent_rate")
-    return scope is not None and scope.enabled and bool(scope.purposes)
+    """Whether a campaign's outcomes are looked up at all (the rule runs for
+    some purpose, in some pack of a policy set)."""
+    for pack in settings.packs():
+        scope = pack.scopes.get("campaign_silent_rate")
+        if scope is not None and scope.enabled and bool(scope.purposes):
+            return True
+    return False
 
 
 def silent_rate_days(now: datetime, settings: PolicySettings) -> tuple[date, ...]:
     """The Italian days whose reported outcomes make a campaign's silent-call
     rate now: today and the ``silent_rate_window_days`` - 1 days before it
-    (none when the rule is off for every purpose)."""
+    (none when the rule is off for every purpose). Outcomes are counted per
+    day of ``settings.timezone`` (a policy set's: its fallback pack's); the
+    packs of a set share one window (checked when the set is read)."""
     if not _rate_looked_up(settings):
         return ()
     today = now.astimezone(settings.timezone).date()
-    return tuple(today - timedelta(days=back) for back in range(settings.silent_rate_window_days))
+    window = max(pack.silent_rate_window_days for pack in settings.packs())
+    return tuple(today - timedelta(days=back) for back in range(window))
 
 
 def check_campaign_silent_rate(outcomes: dict[str, int] | None, settings: PolicySettings) -> RuleResult:
@@ -906,7 +1127,88 @@ def decide(
     settings: PolicySettings,
     caller: str | None = None,
 ) -> Decision:
-    """Decide one intent.
+    """Decide one intent by the pack that decides its callee.
+
+    Under a policy set (``settings.jurisdictions``) the callee's country
+    chooses the pack (:meth:`Jurisdictions.choose`); a country without one
+    denies ``no_policy_for_country`` for the set's ``deny_purposes``. The
+    decision carries the pack's version in ``versions.policy`` and the set's
+    in ``versions.policy_set``, and its audit record says which pack decided
+    (rule ``jurisdiction``). A single pack decides every callee, as before.
+    """
+    sets = settings.jurisdictions
+    if sets is None:
+        return _decide_pack(intent, callee, facts, now, settings, caller)
+    pack = sets.choose(callee, intent.purpose)
+    region = sets.region(callee)
+    if pack is None:
+        return _no_policy(intent, callee, now, sets, region)
+    chosen = RuleResult(
+        "jurisdiction", "pass", detail={"country": region, "pack": pack.version, "policy_set": sets.version}
+    )
+    return _decide_pack(intent, callee, facts, now, pack, caller, chosen)
+
+
+def _no_policy(intent: Intent, callee: str | None, now: datetime, sets: Jurisdictions, region: str | None) -> Decision:
+    """The deny for a callee whose country has no pack (the set's ``deny_purposes``).
+
+    A guard fails closed: a country whose rules callguard does not hold is
+    not called for marketing or market research at all.
+    """
+    rules = (
+        check_callee(callee),
+        RuleResult(
+            "jurisdiction",
+            "deny",
+            (Reason.NO_POLICY_FOR_COUNTRY,),
+            {"country": region, "pack": None, "policy_set": sets.version, "purpose": intent.purpose.value},
+        ),
+    )
+    return Decision(
+        intent_id=intent.intent_id,
+        allow=False,
+        reasons=(Reason.NO_POLICY_FOR_COUNTRY,),
+        callee=callee,
+        decided_at=now,
+        retryable=False,
+        versions={"policy": sets.version, "policy_set": sets.version},
+        rules=rules,
+    )
+
+
+def _decide_pack(
+    intent: Intent,
+    callee: str | None,
+    facts: Facts | None,
+    now: datetime,
+    settings: PolicySettings,
+    caller: str | None = None,
+    chosen: RuleResult | None = None,
+) -> Decision:
+    """Decide by one pack; ``chosen``: under a set, the ``jurisdiction`` entry
+    (the audit record lists it second, and ``versions.policy_set`` follows)."""
+    if settings.jurisdiction == "us":
+        return uspolicy.decide_us(intent, callee, facts, now, settings, caller, chosen)
+    return _decide_it(intent, callee, facts, now, settings, caller, chosen)
+
+
+def chosen_versions(versions: dict[str, str | None], chosen: RuleResult | None) -> dict[str, str | None]:
+    """A decision's versions, with the policy set's last when a set chose the pack."""
+    if chosen is not None:
+        versions["policy_set"] = chosen.detail["policy_set"]
+    return versions
+
+
+def _decide_it(
+    intent: Intent,
+    callee: str | None,
+    facts: Facts | None,
+    now: datetime,
+    settings: PolicySettings,
+    caller: str | None = None,
+    chosen: RuleResult | None = None,
+) -> Decision:
+    """Decide one intent by an Italian pack.
 
     ``callee`` is the E.164 form of ``intent.callee`` (``None`` when invalid),
     ``caller`` that of ``intent.caller_id`` (``None`` when missing, withheld or
@@ -916,7 +1218,7 @@ def decide(
     be checked. A deny lists every deny reason that applies; an allow lists
     the exceptions it relied on.
     """
-    rules: list[RuleResult] = [check_callee(callee)]
+    rules: list[RuleResult] = [check_callee(callee)] if chosen is None else [check_callee(callee), chosen]
     versions: dict[str, str | None] = {"policy": settings.version}
     facts_json: dict[str, Any] = {}
     requires_operator = False
@@ -1001,7 +1303,7 @@ def decide(
         callee=callee,
         decided_at=now,
         retryable=Reason.LOOKUP_UNAVAILABLE in deny,
-        versions=versions,
+        versions=chosen_versions(versions, chosen),
         rules=tuple(rules),
         facts=facts_json,
         not_before=not_before,
@@ -1022,3 +1324,9 @@ def malformed(intent_id: str, error: str, now: datetime, settings: PolicySetting
         versions={"policy": settings.version},
         rules=(rule,),
     )
+
+
+# The United States pack's rules live in their own module; it imports the
+# shared rules above, so it is imported last, as a module (either may be
+# imported first).
+from callguard import uspolicy  # noqa: E402

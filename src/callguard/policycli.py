@@ -83,11 +83,15 @@ def main_policy(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{exc.source}: {error}", file=sys.stderr)
             print(f"{exc.source}: {len(exc.errors)} error(s)", file=sys.stderr)
             return 1
-        on = [name for name, scope in policy.scopes.items() if scope.enabled]
-        off = [name for name, scope in policy.scopes.items() if not scope.enabled]
-        print(f"{args.file}: ok, version {policy.version}; rules on: {', '.join(on)}")
-        if off:
-            print(f"rules switched off: {', '.join(off)}")
+        if policy.jurisdictions is not None:
+            print(f"{args.file}: ok, {policy.label()}")
+        for pack in policy.packs():
+            on = [name for name, scope in pack.scopes.items() if scope.enabled]
+            off = [name for name, scope in pack.scopes.items() if not scope.enabled]
+            where = f"{args.file}: ok, version" if policy.jurisdictions is None else "  pack"
+            print(f"{where} {pack.version}; rules on: {', '.join(on)}")
+            if off:
+                print(f"{'' if policy.jurisdictions is None else '  '}rules switched off: {', '.join(off)}")
         return 0
     try:
         policy = load_policy(args.file) if args.file else policy_for(settings)
@@ -107,13 +111,13 @@ def _diff(old_path: Path, new_path: Path) -> int:
         print(f"callguard: invalid policy file {exc}", file=sys.stderr)
         return 2
     changes = diff_policies(old, new)
-    print(f"policy {old.version} ({old_path}) -> {new.version} ({new_path})")
+    print(f"policy {old.label()} ({old_path}) -> {new.label()} ({new_path})")
     for change in changes:
         print(f"  {change}")
     if not changes:
         print(
             "no differences: the two files decide alike"
-            + (" (only the version differs)" if old.version != new.version else "")
+            + (" (only the version differs)" if old.label() != new.label() else "")
         )
     else:
         print(f"{len(changes)} change(s)")
@@ -147,7 +151,8 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
     callee = normalise(intent.callee, settings.default_region)
     stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
     try:
-        query = Query(callee, intent.client_id, intent.operator_id, intent.campaign_id)
+        registers = policy.named_registers(callee, intent.purpose)
+        query = Query(callee, intent.client_id, intent.operator_id, intent.campaign_id, registers)
         (facts,) = await stores.lookup([query], silent_rate_days(now, policy))
     except (LookupUnavailable, RedisError, OSError) as exc:
         print(f"callguard: cannot read Redis at {safe_url(settings.redis_url)}: {exc}", file=sys.stderr)
@@ -161,12 +166,16 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
         record = decision.to_audit(intent, {"explain": True})
         sys.stdout.write(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    local = now.astimezone(policy.timezone)
+    pack = policy.pack_for(callee, intent.purpose) or policy
+    local = now.astimezone(pack.timezone)
     print(
         f"intent: callee {mask(callee or intent.callee)}, operator {intent.operator_id}, client {intent.client_id}, "
         f"purpose {intent.purpose.value}, caller ID {mask(intent.caller_id)}"
     )
-    print(f"policy {policy.version}, at {local:%A %Y-%m-%d %H:%M:%S %Z}{'' if args.at else ' (now)'}")
+    under = "" if policy.jurisdictions is None else f" (of {policy.label()})"
+    print(
+        f"policy {decision.versions['policy']}{under}, at {local:%A %Y-%m-%d %H:%M:%S %Z}{'' if args.at else ' (now)'}"
+    )
     verdict = "ALLOW" if decision.allow else "DENY"
     print(f"decision: {verdict}" + (f" ({', '.join(decision.reasons)})" if decision.reasons else ""))
     if decision.requires_operator:

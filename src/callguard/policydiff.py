@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from callguard.policy import RULES, PolicySettings
+from callguard.policy import PolicySettings
 from callguard.policyfile import describe
 
 #: What each parameter means, for the sentence that reports its change.
@@ -28,6 +28,14 @@ PARAMETERS: dict[tuple[str, str], str] = {
     ("calling_hours", "holiday"): "calling window on public holidays",
     ("silent_calls", "block_days"): "days a callee is blocked after a silent call",
     ("silent_calls", "abandoned_rate_limit"): "silent calls allowed per answered call",
+    ("campaign_silent_rate", "abandoned_rate_limit"): "abandoned calls allowed per answered call",
+    ("do_not_call_registers", "registers"): "do-not-call registers checked",
+    ("do_not_call_registers", "ebr_transaction_months"): "months a purchase or transaction lifts the registers",
+    ("do_not_call_registers", "ebr_inquiry_months"): "months an inquiry lifts the registers",
+    ("calling_hours", "window"): "calling window",
+    ("calling_hours", "state_windows"): "state calling windows",
+    ("calling_hours", "zones"): "time zones added to area codes",
+    ("frequency_cap", "state_limits"): "state call limits",
 }
 
 _PURPOSE_ORDER = ("marketing", "survey", "statistical", "service")
@@ -62,12 +70,19 @@ def _holiday(h: dict[str, Any]) -> str:
 
 
 def diff_policies(old: PolicySettings, new: PolicySettings) -> list[str]:
-    """The differences, one sentence each (empty when the policies decide alike)."""
+    """The differences, one sentence each (empty when the policies decide alike).
+    Policy sets are compared country by country (:func:`diff_sets`)."""
+    if old.jurisdictions is not None or new.jurisdictions is not None:
+        return diff_sets(old, new)
     a, b = describe(old), describe(new)
     out: list[str] = []
+    catalogue_a, catalogue_b = a.get("jurisdiction", "it"), b.get("jurisdiction", "it")
+    if catalogue_a != catalogue_b:
+        out.append(f"jurisdiction: the {catalogue_a} rules become the {catalogue_b} rules")
+        return out
     if a["timezone"] != b["timezone"]:
-        out.append(f"day boundaries: Italian days of {a['timezone']} become days of {b['timezone']}")
-    for name in RULES:
+        out.append(f"day boundaries: days of {a['timezone']} become days of {b['timezone']}")
+    for name in a["rules"]:
         before, after = a["rules"][name], b["rules"][name]
         if before["enabled"] != after["enabled"]:
             if after["enabled"]:
@@ -85,10 +100,52 @@ def diff_policies(old: PolicySettings, new: PolicySettings) -> list[str]:
     return out
 
 
+def _packs(settings: PolicySettings) -> tuple[dict[str, PolicySettings], PolicySettings]:
+    """A policy's pack per country and the pack of the other countries (a pack alone: every country's)."""
+    sets = settings.jurisdictions
+    if sets is None:
+        return {}, settings
+    return dict(sets.packs), sets.other
+
+
+def diff_sets(old: PolicySettings, new: PolicySettings) -> list[str]:
+    """Two policies of which one at least is a set: which countries' callees
+    change pack, what the other countries get, and each country's pack's changes."""
+    old_packs, old_other = _packs(old)
+    new_packs, new_other = _packs(new)
+    out: list[str] = []
+    old_deny = set() if old.jurisdictions is None else {p.value for p in old.jurisdictions.deny_purposes}
+    new_deny = set() if new.jurisdictions is None else {p.value for p in new.jurisdictions.deny_purposes}
+    if old_deny != new_deny:
+        out.append(
+            f"other countries: no_policy_for_country for {_purposes(old_deny)} calls -> for {_purposes(new_deny)} calls"
+        )
+    groups: dict[tuple[int, int], list[str]] = {}
+    pairs: dict[tuple[int, int], tuple[PolicySettings, PolicySettings]] = {}
+    for region in sorted(old_packs.keys() | new_packs.keys()):
+        before = old_packs.get(region, old_other)
+        after = new_packs.get(region, new_other)
+        if region not in old_packs:
+            out.append(f"{region}: now decided by pack {after.version} (was: the other countries' rules)")
+        elif region not in new_packs:
+            out.append(f"{region}: no pack of its own any more (was {before.version})")
+        key = (id(before), id(after))
+        groups.setdefault(key, []).append(f"{region} callees")
+        pairs[key] = (before, after)
+    key = (id(old_other), id(new_other))
+    groups.setdefault(key, []).append("other countries")
+    pairs[key] = (old_other, new_other)
+    # countries that had and have the same packs change alike: said once for all of them
+    for key, names in groups.items():
+        before, after = pairs[key]
+        out += [f"{', '.join(names)}: {line}" for line in diff_policies(before, after)]
+    return out
+
+
 def _parameter_changes(name: str, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     out: list[str] = []
     for key in before:
-        if key in ("enabled", "purposes") or before[key] == after[key]:
+        if key in ("enabled", "purposes", "sources") or before[key] == after.get(key):
             continue
         old, new = before[key], after[key]
         if key == "limits":

@@ -115,6 +115,34 @@ META_KEY = "cg:meta"
 DIRECTORY_SCOPE = "#directory"
 #: Generations count 1..65535 and then wrap (the day field is 16 bits).
 MAX_GENERATION = 0xFFFF
+#: Named registers (``callguard register load --register NAME``, e.g. the US
+#: National Do Not Call Registry ``us-dnc``) live in the buckets under the
+#: scope ``@NAME``, their segments' day field holding a *generation* as the
+#: directory's does. Which generation (and as-of day) is in use is kept per
+#: area code, or for every number, in ``cg:register:cover:{NAME}``: field
+#: ``+1NPA`` (or ``*``) -> ``"{generation}|{as_of}"`` (``"{generation}|{as_of}|{previous}"``
+#: while a load commits on a Redis Cluster, when both generations count), and
+#: ``#generation`` the last one handed out. A load replaces the register's
+#: entries for the area codes it covers: a number absent from the new list
+#: is no longer listed there. Loads refuse client ids starting with ``@``.
+NAMED_PREFIX = "@"
+COVER_PREFIX = "cg:register:cover:"
+
+
+def cover_key(name: str) -> str:
+    """The coverage hash of a named register."""
+    return COVER_PREFIX + "{" + name + "}"
+
+
+def cover_field(e164: str) -> str:
+    """The coverage unit of a number: its NANP area code (``+1212``), else its country code."""
+    if e164.startswith("+1"):
+        return e164[:5]
+    from callguard.numbers import calling_code
+
+    code = calling_code(e164[:4])
+    return e164[:4] if code is None else f"+{code}"
+
 
 #: digits of a number kept inside its bucket (10 000 numbers a bucket)
 SUFFIX_DIGITS = 4
@@ -349,7 +377,7 @@ def find(body: bytes, suffix: int, client_id: str | None = None) -> dict[str, in
     out: dict[str, int] = {}
     for seg in segments(body):
         scope = seg.scope.decode()
-        if client_id is not None and scope not in (ALL_CLIENTS, client_id):
+        if client_id is not None and scope not in (ALL_CLIENTS, client_id) and not scope.startswith(NAMED_PREFIX):
             continue
         suffixes, payloads = seg.entries()
         i = bisect_left(suffixes, suffix)
@@ -437,8 +465,10 @@ end
 
 #: The register part of the lookup script (stores._LOOKUP): ``register(key,
 #: suffix, client)`` answers {every-client result, client result, directory
-#: generation}, the results each ``as_of`` day * 65536 + payload, each or
-#: false. The hidden loads are read once per call.
+#: generation, named}, the results each ``as_of`` day * 65536 + payload, each or
+#: false; ``named`` is a flat list {scope, day * 65536 + payload, ...} of the
+#: named registers (scopes ``@NAME``) that list the number. The hidden loads
+#: are read once per call.
 LOOKUP_LUA = (
     _LUA_HELPERS
     + """
@@ -480,7 +510,7 @@ local function reg_find(s, body, n, fmt, suffix)
 end
 local function register(key, suffix, client)
   local s = redis.call('GET', key)
-  if not s then return {false, false, false} end
+  if not s then return {false, false, false, {}} end
   if not reg_hidden then
     reg_hidden = {}
     for _, id in ipairs(redis.call('SMEMBERS', 'cg:register:hidden')) do reg_hidden[tonumber(id)] = true end
@@ -491,8 +521,8 @@ local function register(key, suffix, client)
     if not reg_hidden[reg_u32(s, pos)] then first, stop = pos + 8, pos + 8 + size end
     pos = pos + 8 + size
   end
-  local all, mine, listed = false, false, false
-  if not first then return {all, mine, listed} end
+  local all, mine, listed, named = false, false, false, {}
+  if not first then return {all, mine, listed, named} end
   pos = first
   while pos < stop do
     local scope_len = reg_u16(s, pos)
@@ -503,6 +533,12 @@ local function register(key, suffix, client)
     if scope == '#directory' then
       local found = reg_find(s, body, n, fmt, suffix)
       if found then listed = day end
+    elseif string.byte(scope, 1) == 64 then -- '@': a named register
+      local found = reg_find(s, body, n, fmt, suffix)
+      if found then
+        named[#named + 1] = scope
+        named[#named + 1] = day * 65536 + found
+      end
     elseif scope == '*' or scope == client then
       local found = reg_find(s, body, n, fmt, suffix)
       if found then
@@ -512,7 +548,7 @@ local function register(key, suffix, client)
     if fmt == 0 then pos = body + 4 * n
     else pos = body + 83 + n + math.floor((n * string.byte(s, body + 2) + 7) / 8) end
   end
-  return {all, mine, listed}
+  return {all, mine, listed, named}
 end
 """
 )
@@ -582,15 +618,26 @@ return found
 )
 
 # Makes a staged load visible, all at once. KEYS: lock, hidden, census, loads,
-# meta. ARGV: lock token, load id, scope, log entry ('' for none), the number
-# m of meta fields to set, m field/value pairs, then (as_of ISO day, census
-# delta) pairs.
+# meta[, the coverage hash of a named register]. ARGV: lock token, load id,
+# scope, log entry ('' for none), the number m of meta fields to set, m
+# field/value pairs, the number c of coverage fields to set, '1' to drop the
+# other coverage fields first (a load for every number) or '0', c
+# field/value pairs, then (as_of ISO day, census delta) pairs.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('the register load lock was lost') end
 redis.call('SREM', KEYS[2], ARGV[2])
 local m = tonumber(ARGV[5])
 for j = 1, m do redis.call('HSET', KEYS[5], ARGV[4 + 2 * j], ARGV[5 + 2 * j]) end
-for i = 6 + 2 * m, #ARGV, 2 do
+local at = 6 + 2 * m
+local c = tonumber(ARGV[at])
+if ARGV[at + 1] == '1' then
+  local held = redis.call('HGETALL', KEYS[6])
+  for i = 1, #held, 2 do
+    if string.byte(held[i], 1) ~= 35 then redis.call('HDEL', KEYS[6], held[i]) end
+  end
+end
+for j = 1, c do redis.call('HSET', KEYS[6], ARGV[at + 2 * j], ARGV[at + 1 + 2 * j]) end
+for i = at + 2 + 2 * c, #ARGV, 2 do
   local field = ARGV[3] .. '|' .. ARGV[i]
   local now = redis.call('HINCRBY', KEYS[3], field, tonumber(ARGV[i + 1]))
   if now <= 0 then redis.call('HDEL', KEYS[3], field) end
@@ -922,6 +969,36 @@ class LoadResult:
     rows: int
     applied: int
     load_id: int
+    #: a named register's load: the coverage fields it set (``+1NPA`` or ``*``)
+    covered: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a named register's load covers, committed with it: every number
+    (``everything``) or the coverage units of its rows (:func:`cover_field`)
+    and any declared ``units``; ``generation`` is the segments' day field,
+    ``record`` the load's log line (kept in the coverage hash)."""
+
+    name: str
+    generation: int
+    as_of: date
+    everything: bool = False
+    units: frozenset[str] = frozenset()
+    record: str = ""
+
+    def fields(self, keys: Iterable[str]) -> dict[str, str]:
+        value = f"{self.generation}|{self.as_of.isoformat()}"
+        units = {"*"} if self.everything else set(self.units) | {cover_field(bucket_e164(k)) for k in keys}
+        fields = dict.fromkeys(sorted(units), value)
+        if self.record:
+            fields["#last_load"] = self.record
+        return fields
+
+
+def bucket_e164(key: str) -> str:
+    """The number a bucket key's hash tag names, with the suffix digits zeroed."""
+    return key[key.index("{") + 1 : key.index("}")] + "0" * SUFFIX_DIGITS
 
 
 async def load(
@@ -940,6 +1017,7 @@ async def load(
     fail_after_staging: Callable[[], Awaitable[None]] | None = None,
     replace: bool = False,
     meta: dict[str, str] | None = None,
+    coverage: Coverage | None = None,
 ) -> LoadResult:
     """Apply one consultation's results (``rows``) atomically (see the module
     docstring). ``client`` must not decode responses. With ``url`` and
@@ -951,7 +1029,8 @@ async def load(
     ``fail_after_staging`` is a test hook. With ``replace`` the load
     replaces every entry of its scope in the buckets it touches and keeps no
     census (a directory extract); ``meta`` fields are set in ``cg:meta`` by
-    the commit, with the visibility switch.
+    the commit, with the visibility switch, and so are a named register's
+    ``coverage`` fields in its coverage hash.
     """
     if not FIRST_AS_OF <= as_of <= LAST_AS_OF:
         raise RegisterError(f"as_of must be between {FIRST_AS_OF} and {LAST_AS_OF}")
@@ -1004,17 +1083,26 @@ async def load(
         args: list[Any] = [token, load_id, client_id, record, len(fields)]
         for name, value in fields:
             args += (name, value)
+        covered = {} if coverage is None else coverage.fields(staged.keys)
+        args += (len(covered), "1" if coverage is not None and coverage.everything else "0")
+        for name, value in covered.items():
+            args += (name, value)
         for day, delta in sorted(staged.census.items()):
             if delta and not replace:
                 args += ((EPOCH + timedelta(days=day)).isoformat(), delta)
+        keys = [LOCK_KEY, HIDDEN_KEY, CENSUS_KEY, LOADS_KEY, META_KEY]
+        if coverage is not None:
+            keys.append(cover_key(coverage.name))
         if scripts.cluster:
-            await _commit_in_steps(client, args)
+            await _commit_in_steps(client, args, keys)
             committed = True
             # a reader read the hidden loads before its buckets: give the
             # readers that still count this load as hidden time to finish
             await asyncio.sleep(CLUSTER_GRACE if grace is None else grace)
+            if coverage is not None:
+                await _settle_coverage(client, keys[5], covered)
         else:
-            await scripts.commit(keys=[LOCK_KEY, HIDDEN_KEY, CENSUS_KEY, LOADS_KEY, META_KEY], args=args)
+            await scripts.commit(keys=keys, args=args)
             committed = True
         for start in range(0, len(staged.keys), 1000):
             async with client.pipeline(transaction=False) as pipe:
@@ -1036,17 +1124,35 @@ async def load(
             await renewal
         with contextlib.suppress(Exception):
             await scripts.release(keys=[LOCK_KEY], args=[token])
-    return LoadResult(staged.rows, staged.applied, load_id)
+    covered_units = tuple(k for k in (coverage.fields(staged.keys) if coverage else {}) if not k.startswith("#"))
+    return LoadResult(staged.rows, staged.applied, load_id, covered_units)
 
 
-async def _commit_in_steps(client: Any, args: list[Any]) -> None:
+async def _commit_in_steps(client: Any, args: list[Any], keys: list[str]) -> None:
     """The commit on a Redis Cluster, where its keys live on several nodes: the
     visibility switch (SREM from the hidden set) is still one command, the
-    census and the log follow it."""
+    census and the log follow it. A named register's coverage first accepts
+    both generations (``{old}|{old as_of}|{new}``), so that a reader listed a
+    number whichever version of its bucket it read; :func:`_settle_coverage`
+    keeps the new one alone once the readers of the old versions are done."""
     token, load_id, scope, record, fields, *rest = args
-    meta, deltas = rest[: 2 * fields], rest[2 * fields :]
+    meta, rest = rest[: 2 * fields], rest[2 * fields :]
+    count, wipe, *rest = rest
+    cover, deltas = rest[: 2 * count], rest[2 * count :]
     if await client.get(LOCK_KEY) != token.encode():
         raise RegisterError("the register load lock was lost")
+    if count:
+        old = {k.decode(): v.decode() for k, v in (await client.hgetall(keys[5])).items()}
+        new = {name: value for name, value in zip(cover[::2], cover[1::2], strict=True) if not name.startswith("#")}
+        generation = next(iter(new.values())).partition("|")[0] if new else ""
+        # every unit whose readers may meet the new entries: the load's own, and under a
+        # load of every number every unit held so far (each shadows '*' until settled)
+        units = set(new) | ({k for k in old if not k.startswith("#")} if wipe == "1" else set())
+        for name in sorted(units):
+            previous = old.get(name) or (None if wipe == "1" else old.get("*"))
+            if previous is not None:
+                was = previous.split("|")
+                await client.hset(keys[5], name, f"{was[0]}|{was[1]}|{generation}")
     await client.srem(HIDDEN_KEY, load_id)
     # a reader between the two sees the new entries with the old generation, or
     # none of the directory: "not listed" either way, never a wrong "listed"
@@ -1060,6 +1166,17 @@ async def _commit_in_steps(client: Any, args: list[Any]) -> None:
         await client.lpush(LOADS_KEY, record)
         await client.ltrim(LOADS_KEY, 0, 999)
         await client.hset(META_KEY, "register_last_load", record)
+
+
+async def _settle_coverage(client: Any, key: str, covered: dict[str, str]) -> None:
+    """A cluster commit's last step: the new generation alone (and, for a load
+    of every number, no other coverage unit)."""
+    if "*" in covered:  # (HGETALL: the loaders' Redis user has no HKEYS)
+        stale = [f for f in await client.hgetall(key) if not f.startswith(b"#") and f != b"*"]
+        if stale:
+            await client.hdel(key, *stale)
+    for name, value in covered.items():
+        await client.hset(key, name, value)
 
 
 async def _stage_with_processes(

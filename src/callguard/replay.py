@@ -32,7 +32,18 @@ from typing import Any
 
 import orjson
 
-from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult, When
+from callguard.facts import (
+    BASES,
+    Consent,
+    Facts,
+    Mandate,
+    NamedResult,
+    Operator,
+    OptOut,
+    PastCall,
+    RegisterResult,
+    When,
+)
 from callguard.numbers import mask
 from callguard.policy import Decision, PolicySettings, decide, malformed
 from callguard.policy import lookback as policy_lookback
@@ -182,11 +193,17 @@ def facts_from_audit(record: dict[str, Any]) -> Facts | None:
     raw = record.get("facts")
     if not raw and any(isinstance(r, dict) and r.get("rule") == "lookup" for r in record.get("rules") or ()):
         return None
+    if not raw and _no_policy(record):
+        return None  # the callee's country had no pack: nothing was looked up for it
     if not isinstance(raw, dict):
         raise NotReplayable("no facts in the record")
     versions = record.get("versions")
     versions = (
-        {k: v for k, v in versions.items() if k not in ("policy", "register", "directory")}
+        {
+            k: v
+            for k, v in versions.items()
+            if k not in ("policy", "register", "directory", "policy_set") and not k.startswith("register:")
+        }
         if isinstance(versions, dict)
         else {}
     )
@@ -202,6 +219,36 @@ def facts_from_audit(record: dict[str, Any]) -> Facts | None:
     )
     if record.get("callee") is None:
         return Facts(operator=operator, versions=versions, mandates=mandates)
+    consents = _consents(raw)
+    optouts = tuple(
+        OptOut(str(o.get("client_id")), _when(o.get("at"), "facts.optouts.at")) for o in _list(raw, "optouts", "facts")
+    )
+    calls = tuple(
+        PastCall(_instant(c.get("at"), "facts.calls.at"), str(c.get("ref"))) for c in _list(raw, "calls", "facts")
+    )
+    outcomes = _need(raw, "campaign_outcomes", "facts")
+    if outcomes is not None and not (isinstance(outcomes, dict) and all(isinstance(v, int) for v in outcomes.values())):
+        raise NotReplayable("facts.campaign_outcomes is not a table of counts")
+    if "registers" in raw:  # decided by the United States pack
+        registers = {}
+        for r in _list(raw, "registers", "facts"):
+            as_of = r.get("as_of")
+            name = str(r.get("register"))
+            registers[name] = NamedResult(
+                name, bool(r.get("listed")), None if as_of is None else _day(as_of, "facts.registers.as_of")
+            )
+        cut = _need(raw, "disconnected_at", "facts")
+        return Facts(
+            operator=operator,
+            consents=consents,
+            optouts=optouts,
+            versions=versions,
+            calls=calls,
+            campaign_outcomes=outcomes,
+            mandates=mandates,
+            registers=registers,
+            disconnected_at=None if cut is None else _day(cut, "facts.disconnected_at"),
+        )
     register = []
     for r in _list(raw, "register", "facts"):
         registered = r.get("registered_at")
@@ -213,34 +260,11 @@ def facts_from_audit(record: dict[str, Any]) -> Facts | None:
                 client_id=str(r.get("client_id")),
             )
         )
-    consents = []
-    for c in _list(raw, "consents", "facts"):
-        basis = c.get("basis")
-        if basis not in ("consent", "contract", "request"):
-            raise NotReplayable("facts.consents.basis unreadable")
-        ends = c.get("ends_at")
-        consents.append(
-            Consent(
-                str(c.get("client_id")),
-                basis,
-                _when(c.get("granted_at"), "facts.consents.granted_at"),
-                None if ends is None else _when(ends, "facts.consents.ends_at"),
-            )
-        )
-    optouts = tuple(
-        OptOut(str(o.get("client_id")), _when(o.get("at"), "facts.optouts.at")) for o in _list(raw, "optouts", "facts")
-    )
-    calls = tuple(
-        PastCall(_instant(c.get("at"), "facts.calls.at"), str(c.get("ref"))) for c in _list(raw, "calls", "facts")
-    )
     silent = _need(raw, "silent_at", "facts")
     directory = _need(raw, "directory", "facts")
     if not isinstance(directory, dict):
         raise NotReplayable("facts.directory is not an object")
     extract = directory.get("extract")
-    outcomes = _need(raw, "campaign_outcomes", "facts")
-    if outcomes is not None and not (isinstance(outcomes, dict) and all(isinstance(v, int) for v in outcomes.values())):
-        raise NotReplayable("facts.campaign_outcomes is not a table of counts")
     return Facts(
         operator=operator,
         register=tuple(register),
@@ -253,6 +277,32 @@ def facts_from_audit(record: dict[str, Any]) -> Facts | None:
         directory_as_of=None if extract is None else _day(extract, "facts.directory.extract"),
         campaign_outcomes=outcomes,
         mandates=mandates,
+    )
+
+
+def _consents(raw: dict[str, Any]) -> tuple[Consent, ...]:
+    consents = []
+    for c in _list(raw, "consents", "facts"):
+        basis = c.get("basis")
+        if basis not in BASES:
+            raise NotReplayable("facts.consents.basis unreadable")
+        ends = c.get("ends_at")
+        consents.append(
+            Consent(
+                str(c.get("client_id")),
+                basis,
+                _when(c.get("granted_at"), "facts.consents.granted_at"),
+                None if ends is None else _when(ends, "facts.consents.ends_at"),
+            )
+        )
+    return tuple(consents)
+
+
+def _no_policy(record: dict[str, Any]) -> bool:
+    """Whether the record is a deny because the callee's country had no pack."""
+    return any(
+        isinstance(r, dict) and r.get("rule") == "jurisdiction" and r.get("outcome") == "deny"
+        for r in record.get("rules") or ()
     )
 
 
@@ -284,8 +334,16 @@ def check_policy(inputs: Inputs, record: dict[str, Any], settings: PolicySetting
     """Raise :class:`NotReplayable` when ``settings`` would need facts the
     guard did not read when it decided this record."""
     intent = inputs.intent
+    if intent is not None and inputs.facts is None and _no_policy(record):
+        if settings.pack_for(inputs.callee, intent.purpose) is not None:
+            raise NotReplayable("nothing was looked up when decided (the callee's country had no policy pack)")
+        return
     if intent is None or inputs.facts is None or inputs.callee is None:
         return
+    pack = settings.pack_for(inputs.callee, intent.purpose)
+    if pack is None:
+        return  # denied no_policy_for_country whatever the facts
+    settings = pack
     lookback = _need(record["facts"], "lookback", "facts")
     if not isinstance(lookback, dict):
         raise NotReplayable("facts.lookback is not an object")
@@ -450,6 +508,7 @@ class Replay:
     def to_json(self) -> dict[str, Any]:
         return {
             "policy": self.settings.version,
+            **({"policy_set": self.settings.label()} if self.settings.jurisdictions is not None else {}),
             "records": self.records,
             "replayed": self.replayed,
             "unchanged": self.replayed - self.changed,
@@ -476,15 +535,19 @@ class Replay:
 
     def summary(self) -> str:
         return (
-            f"replayed {self.replayed:,} of {self.records:,} records under policy {self.settings.version}: "
+            f"replayed {self.replayed:,} of {self.records:,} records under policy {self._name()}: "
             f"{self.changes['allow->deny']:,} allow->deny, {self.changes['deny->allow']:,} deny->allow, "
             f"{self.changes['other']:,} other changes, {self.replayed - self.changed:,} unchanged; "
             f"{self.not_replayable_count:,} not replayable"
         )
 
+    def _name(self) -> str:
+        sets = self.settings.jurisdictions
+        return self.settings.version if sets is None else f"set {sets.version}"
+
     def lines(self) -> list[str]:
         """The report for people: what would change, by reason, client and campaign, with examples."""
-        out = [f"Replay under policy {self.settings.version}"]
+        out = [f"Replay under policy {self.settings.label()}"]
         if self.first is not None:
             out.append(f"records decided from {self.first} to {self.last} (UTC)")
         if self.recorded_policies:

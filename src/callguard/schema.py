@@ -64,10 +64,19 @@ class Reason(StrEnum):
     # deny, the supply chain
     OPERATOR_NOT_MANDATED = "operator_not_mandated"
     CALLER_ID_FOREIGN_ORIGIN = "caller_id_foreign_origin"
+    # deny, jurisdictions: the callee's country has no policy pack
+    NO_POLICY_FOR_COUNTRY = "no_policy_for_country"
+    # deny, the United States pack
+    NATIONAL_DNC = "national_dnc"
+    STATE_DNC = "state_dnc"
+    NUMBER_REASSIGNED = "number_reassigned"
     # allow on an exception
     CONSENT = "consent"
     CONTRACT = "contract"
     REQUEST = "request"
+    #: the United States pack: an established business relationship (16 CFR 310.2(q))
+    EBR_TRANSACTION = "ebr_transaction"
+    EBR_INQUIRY = "ebr_inquiry"
 
 
 class Purpose(StrEnum):

@@ -41,6 +41,10 @@ _L5 = "Legge 11 gennaio 2018, n. 5"
 _L5_PUB = "GU n. 28 del 3 febbraio 2018, 18G00021"
 _DPR26 = "DPR 27 gennaio 2022, n. 26"
 _DPR26_PUB = "GU n. 74 del 29 marzo 2022, 22G00033"
+_TSR = "Telemarketing Sales Rule (FTC)"
+_TSR_PUB = "Code of Federal Regulations, title 16, part 310 (eCFR)"
+_TCPA = "Rules implementing the Telephone Consumer Protection Act (FCC)"
+_TCPA_PUB = "Code of Federal Regulations, title 47, section 64.1200 (eCFR)"
 
 SOURCES: dict[str, Source] = {
     source.key: source
@@ -238,6 +242,251 @@ SOURCES: dict[str, Source] = {
             "[...] e' istituita la festa nazionale di San Francesco d'Assisi, da celebrare il 4 ottobre di ogni anno.",
             "https://www.normattiva.it/uri-res/N2Ls?urn:nir:stato:legge:2025-10-08;151",
             "4 October is a national holiday from 2026 on (L. 260/1949 art. 2 as amended).",
+        ),
+        # --- the United States pack (policies/us.toml). The eCFR itself could not be read from here:
+        # the quotes are the CFR's words as reproduced by the pages and documents named in ``reading``,
+        # so each is marked verified=False until someone compares it with ecfr.gov.
+        Source(
+            "TSR_DNC_REGISTRY",
+            _TSR,
+            "16 CFR 310.4(b)(1)(iii)(B)",
+            _TSR_PUB,
+            "It is an abusive telemarketing act or practice [...] for a telemarketer to engage in [...] "
+            "initiating any outbound telephone call to a person when [...] that person's telephone number is on "
+            'the "do-not-call" registry, maintained by the Commission [...] unless the seller [...] (1) can '
+            "demonstrate that the seller has obtained the express agreement, in writing, of such person to place "
+            "calls to that person [...]; or (2) can demonstrate that the seller has an established business "
+            "relationship with such person, and that person has not stated that he or she does not wish to "
+            "receive outbound telephone calls under paragraph (b)(1)(iii)(A).",
+            "https://www.ecfr.gov/current/title-16/chapter-I/subchapter-C/part-310/section-310.4",
+            "A number on the National Do Not Call Registry (register us-dnc) is not called for telemarketing "
+            "unless this client holds a written agreement (basis consent) or an established business "
+            "relationship (ebr_transaction, ebr_inquiry). Wording from the FTC's business guidance (donotcall.gov "
+            "FAQ, 'express agreement, in writing'); the paragraph's full text was not read.",
+            verified=False,
+        ),
+        Source(
+            "TSR_SAFE_HARBOR",
+            _TSR,
+            "16 CFR 310.4(b)(3)(iv)",
+            _TSR_PUB,
+            "[...] uses a process to prevent telemarketing to any telephone number on any list established "
+            'pursuant to [...] (b)(1)(iii)(B) of this section, employing a version of the "do-not-call" '
+            "registry obtained from the Commission no more than thirty-one (31) days prior to the date any call "
+            "is made [...]",
+            "https://www.ecfr.gov/current/title-16/chapter-I/subchapter-C/part-310/section-310.4",
+            "A registry download of day D is used on days D to D+31 and is stale from D+32 (stale_after_days = 31, "
+            "days of the pack's time zone, America/New_York: the latest calendar day of the 50 states' zones but "
+            "for none, so the age is never understated). Quoted as reproduced in public compliance documents "
+            "that cite the eCFR.",
+            verified=False,
+        ),
+        Source(
+            "TCPA_DNC",
+            _TCPA,
+            "47 CFR 64.1200(c)(2) and (c)(2)(i)(D)",
+            _TCPA_PUB,
+            "No person or entity shall initiate any telephone solicitation to: [...] (2) A residential telephone "
+            "subscriber who has registered his or her telephone number on the national do-not-call registry [...] "
+            "(D) [...] employing a version of the national do-not-call registry obtained from the administrator "
+            "of the registry no more than 31 days prior to the date any call is made [...]",
+            "https://www.ecfr.gov/current/title-47/chapter-I/subchapter-B/part-64/subpart-L/section-64.1200",
+            "The FCC's rule for the same registry, with the same 31 days. Quoted from a document that cites the "
+            "current eCFR (retrieved 2026-09-12).",
+            verified=False,
+        ),
+        Source(
+            "TSR_EBR",
+            _TSR,
+            "16 CFR 310.2(q)",
+            _TSR_PUB,
+            "Established business relationship means a relationship between a seller and a consumer based on: "
+            "(1) the consumer's purchase, rental, or lease of the seller's goods or services or a financial "
+            "transaction between the consumer and seller, within the eighteen (18) months immediately preceding "
+            "the date of a telemarketing call; or (2) the consumer's inquiry or application regarding a product "
+            "or service offered by the seller, within the three (3) months immediately preceding the date of a "
+            "telemarketing call.",
+            "https://www.ecfr.gov/current/title-16/chapter-I/subchapter-C/part-310/section-310.2",
+            "ebr_transaction counts on the days before granted_at + 18 months and ebr_inquiry before granted_at + "
+            "3 months (days of the pack's time zone; of an instant, until the same instant 18 or 3 months later): "
+            "the day itself is left out, the safe side of 'within ... immediately preceding'. The FCC's "
+            "definition (47 CFR 64.1200(f)(5)) has the same windows and adds 'which relationship has not been "
+            "previously terminated by either party' (ends_at). Quoted as reproduced by compliance guides.",
+            verified=False,
+        ),
+        Source(
+            "TSR_ENTITY_DNC",
+            _TSR,
+            "16 CFR 310.4(b)(1)(iii)(A)",
+            _TSR_PUB,
+            "(not read) Initiating any outbound telephone call to a person when that person previously has stated "
+            "that he or she does not wish to receive an outbound telephone call made by or on behalf of the seller "
+            "whose goods or services are being offered.",
+            "https://www.ecfr.gov/current/title-16/chapter-I/subchapter-C/part-310/section-310.4",
+            "The internal do-not-call list (opt-outs of this client or of every client), honoured from the next "
+            "intent; an established business relationship never lifts it.",
+            verified=False,
+        ),
+        Source(
+            "TCPA_ENTITY_DNC",
+            _TCPA,
+            "47 CFR 64.1200(d)(3) and (a)(10)",
+            _TCPA_PUB,
+            "[...] the request is recorded and placed on the caller's do-not-call list [...] All requests to "
+            "revoke prior express consent or prior express written consent made in any reasonable manner must be "
+            "honored within a reasonable time not to exceed ten business days from receipt of such request.",
+            "https://www.ecfr.gov/current/title-47/chapter-I/subchapter-B/part-64/subpart-L/section-64.1200",
+            "The law allows up to ten business days; callguard applies an opt-out to the next intent (within about "
+            "a second of the message on callguard.optouts). Quoted from a document citing the current eCFR.",
+            verified=False,
+        ),
+        Source(
+            "TSR_CALLING_HOURS",
+            _TSR,
+            "16 CFR 310.4(c)",
+            _TSR_PUB,
+            "(not read) Without the prior consent of a person, it is an abusive telemarketing act or practice "
+            "[...] for a telemarketer to engage in outbound telephone calls to a person's residence at any time "
+            "other than between 8:00 a.m. and 9:00 p.m. local time at the called person's location.",
+            "https://www.ecfr.gov/current/title-16/chapter-I/subchapter-C/part-310/section-310.4",
+            "08:00 included, 21:00 excluded, at the callee's location: in every time zone its area code spans.",
+            verified=False,
+        ),
+        Source(
+            "TCPA_CALLING_HOURS",
+            _TCPA,
+            "47 CFR 64.1200(c)(1)",
+            _TCPA_PUB,
+            "No person or entity shall initiate any telephone solicitation to: (1) Any residential telephone "
+            "subscriber before the hour of 8 a.m. or after 9 p.m. (local time at the called party's location)",
+            "https://www.ecfr.gov/current/title-47/chapter-I/subchapter-B/part-64/subpart-L/section-64.1200",
+            "As TSR_CALLING_HOURS. Quoted from documents citing the current eCFR and Cornell's reproduction.",
+            verified=False,
+        ),
+        Source(
+            "US_TIME_ZONES",
+            "Standard time zone boundaries in the United States",
+            "49 CFR part 71",
+            "Code of Federal Regulations, title 49",
+            "(not read) The boundaries of the standard time zones follow county and state lines; several area "
+            "codes of Florida, Indiana, Kentucky, Tennessee, Michigan, Kansas, Nebraska, Texas, Oregon and Arizona "
+            "(the Navajo Nation keeps daylight time) lie on both sides of one.",
+            "https://www.ecfr.gov/current/title-49/subtitle-A/part-71",
+            "libphonenumber lists one zone for several such area codes (850 only America/New_York, 423 only "
+            "America/Chicago, 541 only America/Los_Angeles): the pack adds the other zones (policy data, "
+            "calling_hours.zones) and the window must hold in all of them.",
+            verified=False,
+        ),
+        Source(
+            "FL_TSA",
+            "Florida Telemarketing Act",
+            "Fla. Stat. 501.616(6)",
+            "Florida Statutes, leg.state.fl.us",
+            "A commercial telephone solicitation phone call before 8 a.m. or after 8 p.m. local time in the "
+            "called person's time zone [...] More than three commercial telephone solicitation phone calls from "
+            "any number to a person over a 24-hour period on the same subject matter or issue, regardless of the "
+            "phone number used to make the call.",
+            "http://www.leg.state.fl.us/statutes/index.cfm?App_mode=Display_Statute&URL=0500-0599/0501/Sections/0501.616.html",
+            "Florida area codes: 08:00-20:00, and at most 3 calls per rolling 24 hours per callee and client (a "
+            "client's calls count as one subject: the safe side). Quoted as reproduced by a document that read "
+            "the statute in October 2026.",
+            verified=False,
+        ),
+        Source(
+            "OK_TSA",
+            "Oklahoma Telephone Solicitation Act of 2022",
+            "15 O.S. 775C.4",
+            "Oklahoma Statutes",
+            "(not read) No telephonic sales call before 8:00 a.m. or after 8:00 p.m. local time at the called "
+            "party's location, and not more than three calls within a 24-hour period on the same subject matter.",
+            "https://www.oscn.net/ (15 O.S. 775C.4)",
+            "Oklahoma area codes: 08:00-20:00 and 3 calls per rolling 24 hours, as the issue and compliance "
+            "guides summarise it (some guides say 21:00: the stricter 20:00 is kept).",
+            verified=False,
+        ),
+        Source(
+            "MD_SSCA",
+            "Maryland Stop the Spam Calls Act of 2023",
+            "Md. Code, Com. Law 14-4503",
+            "Annotated Code of Maryland; in force 1 January 2024",
+            "(not read) No telephone solicitation before 8 a.m. or after 8 p.m. at the called party's location, "
+            "and not more than three calls within a 24-hour period on the same subject matter.",
+            "https://mgaleg.maryland.gov/ (Commercial Law 14-4503)",
+            "Maryland area codes: 08:00-20:00 and 3 calls per rolling 24 hours.",
+            verified=False,
+        ),
+        Source(
+            "FL_DNC",
+            "Florida Telephone Solicitation Act",
+            "Fla. Stat. 501.059(4)",
+            "Florida Statutes, leg.state.fl.us",
+            "(not read) A telephone solicitor may not make an unsolicited telephonic sales call to a person whose "
+            "telephone number is on the then-current quarterly listing of the Florida 'no sales solicitation "
+            "calls' list.",
+            "http://www.leg.state.fl.us/statutes/ (501.059)",
+            "A state list is a register of its own (us-fl-dnc) for the callees of Florida's area codes; the list "
+            "is quarterly, but the pack holds it to the federal 31 days (stale_after_days = 31), the safe side.",
+            verified=False,
+        ),
+        Source(
+            "TCPA_WIRELESS_AUTODIALED",
+            _TCPA,
+            "47 CFR 64.1200(a)(2)",
+            _TCPA_PUB,
+            "Initiate, or cause to be initiated, any telephone call that includes or introduces an advertisement "
+            "or constitutes telemarketing, using an automatic telephone dialing system or an artificial or "
+            "prerecorded voice, to any of the lines or telephone numbers described in paragraphs (a)(1)(i) "
+            "through (iii) of this section, other than a call made with the prior express written consent of the "
+            "called party [...]",
+            "https://www.ecfr.gov/current/title-47/chapter-I/subchapter-B/part-64/subpart-L/section-64.1200",
+            "(a)(1)(iii) is 'any telephone number assigned to a [...] cellular telephone service'. An automated "
+            "intent to a number that is or may be wireless (every US number: libphonenumber says "
+            "fixed_line_or_mobile) needs this client's consent (a written agreement) in force. Quoted from a "
+            "document citing the current eCFR.",
+            verified=False,
+        ),
+        Source(
+            "TCPA_REASSIGNED",
+            _TCPA,
+            "47 CFR 64.1200(m)",
+            _TCPA_PUB,
+            "(not read; the FCC's order FCC 18-177 as summarised) A caller that verified in the reassigned numbers "
+            "database that the number has not been permanently disconnected since the date prior express consent "
+            "was obtained is not liable when the database erred. The database answers 'yes' when the date in the "
+            "query is the same as or before the number's permanent disconnection date.",
+            "https://www.ecfr.gov/current/title-47/chapter-I/subchapter-B/part-64/subpart-L/section-64.1200",
+            "A consent, relationship or request of day D does not count when the number was permanently "
+            "disconnected on day D or later (callguard reassigned load): number_reassigned where it would have "
+            "lifted a rule.",
+            verified=False,
+        ),
+        Source(
+            "TSR_ABANDONMENT",
+            _TSR,
+            "16 CFR 310.4(b)(4)(i)",
+            _TSR_PUB,
+            "(not read) [...] employs technology that ensures abandonment of no more than three (3) percent of "
+            "all calls answered by a person, measured over the duration of a single calling campaign, if less "
+            "than 30 days, or separately over each successive 30-day period or portion thereof that the campaign "
+            "continues.",
+            "https://www.ecfr.gov/current/title-16/chapter-I/subchapter-C/part-310/section-310.4",
+            "The shared campaign rate with US parameters (0.03, 30 days): abandoned and silent outcomes over "
+            "answered ones, a smaller denominator than 'all calls answered by a person' (which counts the "
+            "abandoned ones too), so the stricter rate; a rolling window rather than successive periods.",
+            verified=False,
+        ),
+        Source(
+            "TSR_CALLER_ID",
+            _TSR,
+            "16 CFR 310.4(a)(8)",
+            _TSR_PUB,
+            "(not read) Failing to transmit or cause to be transmitted the telephone number, and, when made "
+            "available by the telemarketer's carrier, the name of the telemarketer, to any caller identification "
+            "service in use by a recipient of a telemarketing call [...]",
+            "https://www.ecfr.gov/current/title-16/chapter-I/subchapter-C/part-310/section-310.4",
+            "The shared caller-ID rule with US parameters: a callable caller ID the operator declared; no "
+            "prefix and no Italian carrier block.",
+            verified=False,
         ),
     )
 }

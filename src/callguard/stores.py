@@ -7,6 +7,8 @@ Layout (every key under the ``cg:`` prefix)::
     cg:register:hidden, next, lock      register loads in progress (callguard.register)
     cg:callee:{e164}                    hash  "consent:{client}"   -> "{granted_at}|{ends_at}"
                                               "contract:{client}"  -> "{granted_at}|{ends_at}"
+                                              (and "request:", "ebr_transaction:", "ebr_inquiry:")
+                                              "disconnected"       -> "{YYYY-MM-DD}" last permanent disconnection
                                               "optout:{client|*}"  -> "{at}"
                                               "calls:{client}"     -> "{ms}:{ref},…" calls allowed (frequency caps)
                                               "silent:{client}"    -> "{at}" latest silent/abandoned call
@@ -18,6 +20,8 @@ Layout (every key under the ``cg:`` prefix)::
     cg:register:loads                   list  one JSON line per register load (newest first)
     cg:audit:heads                      hash  "{audit partition}"   -> "{offset, 20 digits}|{sha256 of that record}"
     cg:register:census                  hash  "{scope}|{as_of}"    -> numbers whose current result is that one
+    cg:register:cover:{name}            hash  "+1NPA" or "*" -> "{generation}|{as_of}": a named register's
+                                              coverage (callguard.register.NAMED_PREFIX)
 
 Register results are packed into one string per bucket of 10 000 numbers,
 binary-searched by the lookup script, and loaded atomically (staged, then
@@ -45,8 +49,19 @@ import redis.asyncio as aioredis
 from redis.exceptions import DataError, RedisClusterException, RedisError
 
 from callguard import register as register_store
-from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult, When, intent_ref
-from callguard.register import LOOKUP_LUA, RegisterRows, register_key, register_result
+from callguard.facts import (
+    Consent,
+    Facts,
+    Mandate,
+    NamedResult,
+    Operator,
+    OptOut,
+    PastCall,
+    RegisterResult,
+    When,
+    intent_ref,
+)
+from callguard.register import LOOKUP_LUA, RegisterRows, cover_field, cover_key, register_key, register_result
 from callguard.schema import ALL_CLIENTS, OutcomeReport
 from callguard.tokens import TokenGrant
 
@@ -98,13 +113,14 @@ return written
 
 # Everything a batch of intents needs, in one command (one round trip, one
 # reply to parse). KEYS: the operators, meta and mandates hashes, D
-# outcome-counter hashes (one a day of the campaign silent-rate window), then
-# per intent with a valid callee its register bucket and callee hash. ARGV:
-# the number of operator ids, the ids, the number of mandate fields, the
-# fields ("{client}|{operator}"), D, the number of outcome fields, the fields
-# ("{campaign}|{outcome}"), then per intent the number's suffix in its bucket
-# and the client id. ``register()`` is callguard.register.LOOKUP_LUA,
-# prepended when the script is registered.
+# outcome-counter hashes (one a day of the campaign silent-rate window), R
+# coverage hashes of named registers, then per intent with a valid callee its
+# register bucket and callee hash. ARGV: the number of operator ids, the ids,
+# the number of mandate fields, the fields ("{client}|{operator}"), D, the
+# number of outcome fields, the fields ("{campaign}|{outcome}"), R, the number
+# P of coverage units and the units ("+1NPA", "*"), then per intent the
+# number's suffix in its bucket and the client id. ``register()`` is
+# callguard.register.LOOKUP_LUA, prepended when the script is registered.
 _LOOKUP = """
 local n = tonumber(ARGV[1])
 local operators = {}
@@ -128,13 +144,21 @@ end
 out[3] = counts
 out[4] = mandates
 local a = b + 2 + nf
-for i = 4 + days, #KEYS, 2 do
+local nr, np = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+local units = {}
+for j = 1, np do units[j] = ARGV[a + 1 + j] end
+local cover = {}
+for r = 1, nr do cover[r] = redis.call('HMGET', KEYS[3 + days + r], unpack(units)) end
+out[5] = cover
+a = a + 2 + np
+for i = 4 + days + nr, #KEYS, 2 do
   local suffix, client = ARGV[a], ARGV[a + 1]
   a = a + 2
   out[#out + 1] = register(KEYS[i], tonumber(suffix), client)
   out[#out + 1] = redis.call('HMGET', KEYS[i + 1], 'consent:' .. client, 'contract:' .. client,
                              'optout:' .. client, 'optout:*', 'calls:' .. client, 'silent:' .. client,
-                             'request:' .. client)
+                             'request:' .. client, 'ebr_transaction:' .. client, 'ebr_inquiry:' .. client,
+                             'disconnected')
 end
 return out
 """
@@ -146,23 +170,23 @@ return out
 # worker allowed a call to the same callee meanwhile: then the stored list is
 # returned and the guard decides that intent again. Each allowed intent is
 # also remembered (cg:intent:{id}) so that its outcome can be traced back.
-# ARGV: number of limits L, L pairs (window ms, max), keep ms, memory s; then
-# per intent: client, ref, now ms, capped '1'/'0', callee, campaign.
+# ARGV: memory s; then per intent: client, ref, now ms, capped '1'/'0', callee,
+# campaign, keep ms (how long its calls are kept: the pack's longest window),
+# the number of its limits L and L pairs (window ms, max).
 # KEYS: per intent its callee hash and its intent key.
 _RECORD_ALLOWED = """
-local nl = tonumber(ARGV[1])
+local memory = tonumber(ARGV[1])
 local a = 2
-local limits = {}
-for j = 1, nl do
-  limits[j] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1])}
-  a = a + 2
-end
-local keep, memory = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-a = a + 2
 local out = {}
 for i = 1, #KEYS, 2 do
   local client, ref, stamp, capped, callee, campaign = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  a = a + 6
+  local keep, nl = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+  a = a + 8
+  local limits = {}
+  for j = 1, nl do
+    limits[j] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1])}
+    a = a + 2
+  end
   local now = tonumber(stamp)
   local result = 1
   if capped == '1' then
@@ -247,13 +271,31 @@ NO_CAMPAIGN = "-"
 
 @dataclass(frozen=True, slots=True)
 class Allowed:
-    """An allowed intent to record: ``capped`` when the frequency caps count it."""
+    """An allowed intent to record: ``capped`` when the frequency caps count it,
+    with its own caps (``limits``; None: the batch's) and how long its callee's
+    calls are kept (``keep``; None: the longest of its caps)."""
 
     callee: str
     client_id: str
     intent_id: str
     campaign_id: str | None
     capped: bool
+    limits: tuple[tuple[timedelta, int], ...] | None = None
+    keep: timedelta | None = None
+
+
+def _ms(span: timedelta) -> int:
+    return int(span / timedelta(milliseconds=1))
+
+
+def cap_arguments(item: Allowed, limits: Sequence[tuple[timedelta, int]]) -> list[int]:
+    """An allowed intent's keep (ms), the number of its caps and each (window ms, max)."""
+    own = limits if item.limits is None else item.limits
+    keep = item.keep if item.keep is not None else max((window for window, _ in own), default=timedelta(0))
+    args = [_ms(keep), len(own)]
+    for window, maximum in own:
+        args += (_ms(window), maximum)
+    return args
 
 
 def intent_key(intent_id: str) -> str:
@@ -374,7 +416,30 @@ class Query:
     client_id: str
     operator_id: str
     campaign_id: str | None = None
+    #: the named registers (``register load --register NAME``) the callee's pack reads
+    registers: tuple[str, ...] = ()
 
+
+def named_result(name: str, cover: str | None, entry: int | None) -> NamedResult:
+    """A named register's answer for one number: its coverage (``"{generation}|{as_of}"``,
+    ``"{generation}|{as_of}|{next generation}"`` while a cluster load commits) and the
+    number's entry (``generation << 16 | payload``) if the buckets hold one."""
+    if not cover:
+        return NamedResult(name, False, None)
+    parts = cover.split("|")
+    generations = {int(parts[0])} | ({int(parts[2])} if len(parts) > 2 else set())
+    listed = entry is not None and entry >> 16 in generations
+    return NamedResult(name, listed, date.fromisoformat(parts[1]))
+
+
+#: The ``cg:meta`` counter of each consent basis (``callguard status``).
+COUNTERS = {
+    "consent": "consents",
+    "contract": "contracts",
+    "request": "requests",
+    "ebr_transaction": "ebr_transactions",
+    "ebr_inquiry": "ebr_inquiries",
+}
 
 #: The outcomes a campaign's silent-call rate counts (callguard.policy.check_campaign_silent_rate).
 RATE_OUTCOMES = ("answered", "silent", "abandoned")
@@ -507,9 +572,15 @@ class Stores:
         pairs = list(dict.fromkeys(mandate_field(q.client_id, q.operator_id) for q in queries))
         campaigns = list(dict.fromkeys(q.campaign_id or NO_CAMPAIGN for q in queries)) if outcome_days else []
         fields = [f"{campaign}|{outcome}" for campaign in campaigns for outcome in RATE_OUTCOMES]
+        names = list(dict.fromkeys(name for q in queries if q.callee is not None for name in q.registers))
+        units = ["*"]
+        if names:
+            units += dict.fromkeys(cover_field(q.callee) for q in queries if q.callee is not None and q.registers)
         keys = [OPERATORS_KEY, META_KEY, MANDATES_KEY, *(outcome_days_key(day) for day in outcome_days)]
+        keys += (cover_key(name) for name in names)
         args: list[str] = [str(len(operator_ids)), *operator_ids, str(len(pairs)), *pairs]
         args += (str(len(outcome_days)), str(len(fields)), *fields)
+        args += (str(len(names)), str(len(units)), *units)
         for q in queries:
             if q.callee is not None:
                 bucket, suffix = register_key(q.callee)
@@ -535,8 +606,9 @@ class Stores:
                     per = outcomes[campaigns[index // len(RATE_OUTCOMES)]]
                     outcome = RATE_OUTCOMES[index % len(RATE_OUTCOMES)]
                     per[outcome] = per.get(outcome, 0) + int(count)
+        cover = {name: dict(zip(units, reply, strict=True)) for name, reply in zip(names, replies[4], strict=True)}
         facts: list[Facts] = []
-        position = 4
+        position = 5
         for q in queries:
             operator = operators[q.operator_id]
             campaign_outcomes = outcomes[q.campaign_id or NO_CAMPAIGN] if outcome_days else None
@@ -546,8 +618,19 @@ class Stores:
                     Facts(operator=operator, versions=versions, campaign_outcomes=campaign_outcomes, mandates=mandated)
                 )
                 continue
-            reg_all, reg_client, listed = replies[position]
-            consent, contract, optout_client, optout_all, calls, silent, request = replies[position + 1]
+            reg_all, reg_client, listed, named = replies[position]
+            (
+                consent,
+                contract,
+                optout_client,
+                optout_all,
+                calls,
+                silent,
+                request,
+                ebr_transaction,
+                ebr_inquiry,
+                cut,
+            ) = replies[position + 1]
             position += 2
             register: list[RegisterResult] = []
             if reg_all is not None:
@@ -561,6 +644,17 @@ class Stores:
                 consents.append(_consent(q.client_id, "contract", contract))
             if request is not None:
                 consents.append(_consent(q.client_id, "request", request))
+            if ebr_transaction is not None:
+                consents.append(_consent(q.client_id, "ebr_transaction", ebr_transaction))
+            if ebr_inquiry is not None:
+                consents.append(_consent(q.client_id, "ebr_inquiry", ebr_inquiry))
+            registers: dict[str, NamedResult] = {}
+            if q.registers:
+                entries = dict(zip(named[::2], named[1::2], strict=True)) if named else {}
+                unit = cover_field(q.callee)
+                for name in q.registers:
+                    held = cover[name]
+                    registers[name] = named_result(name, held.get(unit) or held.get("*"), entries.get("@" + name))
             optouts: list[OptOut] = []
             if optout_client is not None:
                 optouts.append(OptOut(q.client_id, parse_when(optout_client)))
@@ -579,6 +673,8 @@ class Stores:
                     directory_as_of=directory_as_of,
                     campaign_outcomes=campaign_outcomes,
                     mandates=mandated,
+                    registers=registers,
+                    disconnected_at=date.fromisoformat(cut) if cut else None,
                 )
             )
         return facts
@@ -638,7 +734,7 @@ class Stores:
         return await run(self.redis)
 
     async def record_allowed(
-        self, allowed: Sequence[Allowed], now: datetime, limits: Sequence[tuple[timedelta, int]]
+        self, allowed: Sequence[Allowed], now: datetime, limits: Sequence[tuple[timedelta, int]] = ()
     ) -> list[tuple[PastCall, ...] | None]:
         """Count a batch's allowed intents against the frequency caps and
         remember them for their outcomes, in one atomic script call.
@@ -651,11 +747,7 @@ class Stores:
         if not allowed:
             return []
         stamp = str(epoch_ms(now))
-        keep = max((window for window, _ in limits), default=timedelta(0))
-        args: list[str | int] = [len(limits)]
-        for window, maximum in limits:
-            args += (int(window / timedelta(milliseconds=1)), maximum)
-        args += (int(keep / timedelta(milliseconds=1)), int(OUTCOME_MEMORY.total_seconds()))
+        args: list[str | int] = [int(OUTCOME_MEMORY.total_seconds())]
         keys: list[str] = []
         for item in allowed:
             keys += (callee_key(item.callee), intent_key(item.intent_id))
@@ -666,6 +758,7 @@ class Stores:
                 "1" if item.capped else "0",
                 item.callee,
                 item.campaign_id or NO_CAMPAIGN,
+                *cap_arguments(item, limits),
             )
         try:
             replies = await self._record_script(keys=keys, args=args)
@@ -841,6 +934,59 @@ class Stores:
             },
         )
 
+    async def load_named_register(
+        self,
+        rows: RegisterRows,
+        name: str,
+        as_of: date,
+        *,
+        everything: bool = False,
+        units: frozenset[str] = frozenset(),
+        entry: dict[str, Any],
+        progress: Callable[[int], None] | None = None,
+        workers: int = 1,
+        waiting: Callable[[], None] | None = None,
+        grace: float | None = None,
+    ) -> register_store.LoadResult:
+        """Load a register under its own name (``register load --register``):
+        the numbers go into the buckets under the scope ``@NAME`` with a new
+        generation, which the commit makes the one in use, with ``as_of``, for
+        the area codes the rows cover and any of ``units`` (``+1NPA``), or for
+        every number (``everything``): the list of those area codes is replaced
+        whole. See :data:`callguard.register.NAMED_PREFIX`."""
+        counter = await self.redis.hincrby(cover_key(name), "#generation", 1)
+        generation = (int(counter) - 1) % register_store.MAX_GENERATION + 1
+        record = orjson.dumps({**entry, "generation": generation}).decode()
+        coverage = register_store.Coverage(name, generation, as_of, everything, units, record)
+        return await register_store.load(
+            self.raw,
+            rows,
+            register_store.EPOCH + timedelta(days=generation),  # the segments' day field holds the generation
+            register_store.NAMED_PREFIX + name,
+            progress=progress,
+            url=self.url,
+            workers=workers,
+            waiting=waiting,
+            grace=grace,
+            replace=True,
+            coverage=coverage,
+        )
+
+    async def named_registers(self, names: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The coverage of named registers (``callguard status``): name -> unit ->
+        ``generation|as_of`` (empty: nothing loaded). By name, not by a scan:
+        the reader's Redis user may not SCAN."""
+        return {name: cast(dict[str, str], await self.redis.hgetall(cover_key(name))) for name in names}
+
+    async def add_disconnections(self, rows: Iterable[tuple[str, date]]) -> int:
+        """Record when numbers were permanently disconnected (``callguard
+        reassigned load``); per number the latest day is kept."""
+        return await self.write_if_not_older(
+            ((callee_key(e164), "disconnected", day.isoformat()) for e164, day in rows),
+            width=0,
+            tally="count:reassigned",
+        )
+
     async def register_results(self, e164: str) -> dict[str, RegisterResult]:
         """Every scope's current result for one number (tests and tools)."""
         return await register_store.results(self.raw, e164)
@@ -885,9 +1031,9 @@ class Stores:
                     pipe.hset(callee_key(e164), f"{consent.basis}:{consent.client_id}", consent_value(consent))
                 added = await pipe.execute()
             # counts for ``callguard status`` (operations, issue 5): HSET answers 1 for a new field
-            new = {"consents": 0, "contracts": 0, "requests": 0}
+            new = dict.fromkeys(COUNTERS.values(), 0)
             for (_, consent), fresh in zip(part, added, strict=True):
-                new[consent.basis + "s"] += int(fresh)
+                new[COUNTERS[consent.basis]] += int(fresh)
             if any(new.values()):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for name, count in new.items():
