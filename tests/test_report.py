@@ -21,17 +21,19 @@ from callguard.audit import GENESIS, ChainCheck, Stored, link
 from callguard.embedded import free_port
 from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, RegisterResult
 from callguard.numbers import normalise_caller_id
-from callguard.policy import RULES, decide
+from callguard.policy import RULES, US_RULES, decide
 from callguard.policyfile import load_policy
 from callguard.report import (
     REASON_TEXT,
     RULE_TEXT,
     SHORT_CITATION,
+    US_RULE_TEXT,
     Chain,
     Entry,
     Sources,
     in_period,
     render,
+    rule_text,
     since_start,
     timeline,
     totals,
@@ -350,7 +352,8 @@ def test_every_reason_code_is_explained(reason: Reason) -> None:
 
 def test_every_rule_is_named_and_cites_known_sources() -> None:
     assert set(RULES) <= set(RULE_TEXT)
-    for _, keys in RULE_TEXT.values():
+    assert set(US_RULES) <= set(RULE_TEXT) | set(US_RULE_TEXT)
+    for _, keys in [*RULE_TEXT.values(), *US_RULE_TEXT.values()]:
         for key in keys:
             assert key in SOURCES and key in SHORT_CITATION
     assert len(set(SHORT_CITATION.values())) == len(SHORT_CITATION)  # each short name says which source
@@ -426,3 +429,13 @@ def test_an_older_record_without_facts_says_what_it_does_not_hold() -> None:
     text = text_of(render(CALLEE, [Entry(older, 0, 1)], Chain(None), NOW))
     assert "not recorded (written before audit records carried every fact)" in text
     assert "for every client (*) on 2026-11-24 11:00 CET → denied" in text  # the rule's own detail still says it
+
+
+def test_a_us_decisions_shared_rules_cite_the_us_texts() -> None:
+    """A US pack's record (its do-not-call rule is always listed) cites the CFR
+    for the rules both packs share; an Italian record keeps the Italian texts."""
+    us: dict[str, dict[str, Any]] = {"jurisdiction": {}, "do_not_call_registers": {}, "calling_hours": {}}
+    italian: dict[str, dict[str, Any]] = {"opposition_register": {}, "calling_hours": {}}
+    assert rule_text("calling_hours", us)[1][:2] == ("TSR_CALLING_HOURS", "TCPA_CALLING_HOURS")
+    assert rule_text("calling_hours", italian)[1] == ("CODICE_CONDOTTA", "L151_2025")
+    assert rule_text("do_not_call_registers", us)[1][0] == "TSR_DNC_REGISTRY"

@@ -39,7 +39,7 @@ ROME = ZoneInfo("Europe/Rome")
 REASON_TEXT: dict[str, str] = {
     Reason.INVALID_NUMBER: "the callee is not a valid phone number",
     Reason.NOT_CHECKED: "no opposition-register result for this number decided for this client",
-    Reason.REGISTER_STALE: "the register result was too old to be used (valid 15 days: day D to D+14)",
+    Reason.REGISTER_STALE: "the register result was too old to be used (Italy: 15 days, day D to D+14; US: 31 days)",
     Reason.OPPOSITION_REGISTER: "the number is registered in the Registro pubblico delle opposizioni",
     Reason.INTERNAL_DNC: "the person opted out (internal do-not-call list) for this client or for every client",
     Reason.OPERATOR_UNKNOWN: "the call centre is not on the certification list",
@@ -55,12 +55,18 @@ REASON_TEXT: dict[str, str] = {
     Reason.FREQUENCY_CAP: "the callee had already received the maximum number of calls for this client",
     Reason.RECENT_SILENT_CALL: "a silent or abandoned call to this callee for this client less than 7 days before",
     Reason.CONSENT_REQUIRED: "the call needed a consent of this client (unlisted number or automated call)",
-    Reason.CAMPAIGN_SILENT_RATE: "the campaign had more silent calls than the Garante's limit of 3 per 100",
+    Reason.CAMPAIGN_SILENT_RATE: "the campaign's silent or abandoned calls were over the limit (3 per 100)",
     Reason.OPERATOR_NOT_MANDATED: "the call centre held no mandate of this client that day",
     Reason.CALLER_ID_FOREIGN_ORIGIN: "a call centre abroad would have shown an Italian number",
     Reason.CONSENT: "allowed on a consent given to this client",
     Reason.CONTRACT: "allowed on a contract with this client (in force, or ended not more than 30 days before)",
     Reason.REQUEST: "allowed because the person asked this client for the call",
+    Reason.NO_POLICY_FOR_COUNTRY: "no policy pack covers the callee's country, so a marketing or survey call is denied",
+    Reason.NATIONAL_DNC: "the number is on the US National Do Not Call Registry",
+    Reason.STATE_DNC: "the number is on a US state's do-not-call list",
+    Reason.NUMBER_REASSIGNED: "the number was disconnected and reassigned after the consent was given",
+    Reason.EBR_TRANSACTION: "allowed on an established business relationship (a purchase or transaction within 18 months)",
+    Reason.EBR_INQUIRY: "allowed on an established business relationship (an inquiry within 3 months)",
 }
 
 #: Each rule in words, and the keys of the legal sources it cites (:mod:`callguard.sources`).
@@ -84,6 +90,38 @@ RULE_TEXT: dict[str, tuple[str, tuple[str, ...]]] = {
     "campaign_silent_rate": ("campaign silent-call rate", ("GARANTE_SILENT_CALLS_RATE",)),
 }
 
+#: The rules of a United States pack where they differ from :data:`RULE_TEXT`
+#: (shared rules cite the US texts for a US decision).
+US_RULE_TEXT: dict[str, tuple[str, tuple[str, ...]]] = {
+    "operator_certified": ("call centre certified (a policy requirement)", ()),
+    "operator_mandated": ("call centre mandated by the client (a policy requirement)", ()),
+    "reassigned_numbers": ("reassigned numbers", ("TCPA_REASSIGNED",)),
+    "do_not_call_registers": (
+        "do-not-call registries",
+        ("TSR_DNC_REGISTRY", "TSR_SAFE_HARBOR", "TCPA_DNC", "TSR_EBR", "FL_DNC"),
+    ),
+    "wireless_automated": ("autodialed or prerecorded calls to wireless numbers", ("TCPA_WIRELESS_AUTODIALED",)),
+    "internal_dnc": ("opt-outs (entity-specific do-not-call)", ("TSR_ENTITY_DNC", "TCPA_ENTITY_DNC")),
+    "caller_id": ("caller ID transmitted", ("TSR_CALLER_ID",)),
+    "calling_hours": (
+        "calling hours at the callee's location",
+        ("TSR_CALLING_HOURS", "TCPA_CALLING_HOURS", "US_TIME_ZONES", "FL_TSA", "OK_TSA", "MD_SSCA"),
+    ),
+    "frequency_cap": ("contact frequency (state caps)", ("FL_TSA", "OK_TSA", "MD_SSCA")),
+    "campaign_silent_rate": ("campaign abandonment rate", ("TSR_ABANDONMENT",)),
+}
+#: The rule a policy set adds first: which pack decided.
+RULE_TEXT["jurisdiction"] = ("policy pack for the callee's country", ())
+
+
+def rule_text(name: str, rules: dict[str, dict[str, Any]]) -> tuple[str, tuple[str, ...]]:
+    """A rule's words and cited sources, for the pack that decided (a US pack's
+    record lists its own rules, ``do_not_call_registers`` always among them)."""
+    if "do_not_call_registers" in rules and name in US_RULE_TEXT:
+        return US_RULE_TEXT[name]
+    return RULE_TEXT.get(name, (name, ()))
+
+
 #: Each cited source in a few words, for the rules table (the full citation is its tooltip and in the appendix).
 SHORT_CITATION: dict[str, str] = {
     "CODICE_CONDOTTA": "Codice di condotta 2024, art. 7 c. 1",
@@ -101,6 +139,23 @@ SHORT_CITATION: dict[str, str] = {
     "GARANTE_SILENT_CALLS_BLOCK": "Garante provv. 83/2014 (block after a silent call)",
     "GARANTE_SILENT_CALLS_RATE": "Garante provv. 83/2014 (silent-call rate)",
     "L151_2025": "L. 151/2025, art. 1",
+    "TSR_DNC_REGISTRY": "16 CFR 310.4(b)(1)(iii)(B)",
+    "TSR_SAFE_HARBOR": "16 CFR 310.4(b)(3)(iv)",
+    "TCPA_DNC": "47 CFR 64.1200(c)(2)",
+    "TSR_EBR": "16 CFR 310.2(q)",
+    "TSR_ENTITY_DNC": "16 CFR 310.4(b)(1)(iii)(A)",
+    "TCPA_ENTITY_DNC": "47 CFR 64.1200(d)(3)",
+    "TSR_CALLING_HOURS": "16 CFR 310.4(c)",
+    "TCPA_CALLING_HOURS": "47 CFR 64.1200(c)(1)",
+    "US_TIME_ZONES": "49 CFR part 71",
+    "FL_TSA": "Fla. Stat. 501.616(6)",
+    "OK_TSA": "15 O.S. 775C.4",
+    "MD_SSCA": "Md. Code, Com. Law 14-4503",
+    "FL_DNC": "Fla. Stat. 501.059(4)",
+    "TCPA_WIRELESS_AUTODIALED": "47 CFR 64.1200(a)(2)",
+    "TCPA_REASSIGNED": "47 CFR 64.1200(m)",
+    "TSR_ABANDONMENT": "16 CFR 310.4(b)(4)(i)",
+    "TSR_CALLER_ID": "16 CFR 310.4(a)(8)",
 }
 
 OUTCOME_TEXT = {
@@ -415,7 +470,7 @@ def _sources(keys: Sequence[str]) -> str:
 
 def cited(entries: Sequence[Entry]) -> list[str]:
     """The source keys the rules of ``entries`` cite, in the order of :data:`SOURCES`."""
-    keys = {k for e in entries for rule in _rules(e.record) for k in RULE_TEXT.get(rule, ("", ()))[1]}
+    keys = {k for e in entries for rules in (_rules(e.record),) for name in rules for k in rule_text(name, rules)[1]}
     return [k for k in SOURCES if k in keys]
 
 
@@ -774,7 +829,7 @@ def _call(record: dict[str, Any]) -> str:
 def _rules_table(rules: dict[str, dict[str, Any]]) -> str:
     rows = []
     for name, rule in rules.items():
-        label, keys = RULE_TEXT.get(name, (name, ()))
+        label, keys = rule_text(name, rules)
         outcome = str(rule.get("outcome"))
         rows.append(
             f'<tr class="o-{esc(outcome)}"><td title="{esc(name)}">{esc(label)}</td>'
