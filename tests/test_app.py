@@ -23,3 +23,18 @@ def test_the_workers_producer_is_idempotent_unless_told_otherwise(setting: str, 
         return producer._txn_manager is not None  # aiokafka's sequence numbers: idempotence
 
     assert asyncio.run(built()) is idempotent
+
+
+def test_a_create_topics_answer_is_read_topic_by_topic() -> None:
+    """Another worker creating a topic meanwhile is no failure; the ACLs' refusal
+    names the user and the topics; any other refusal names the topic and says why."""
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from callguard.app import BrokerUnavailable, _raise_topic_errors
+
+    sasl = {"sasl_plain_username": "callguard-dialer"}
+    _raise_topic_errors([("callguard.audit", 0, None), ("callguard.intents", 36, "exists")], sasl)
+    with pytest.raises(TopicAuthorizationFailedError, match=r"user 'callguard-dialer' create callguard\.audit"):
+        _raise_topic_errors([("callguard.audit", 29, None), ("callguard.intents", 0, None)], sasl)
+    with pytest.raises(BrokerUnavailable, match=r"^the broker would not create callguard.audit: .*Replication.* 3"):
+        _raise_topic_errors([("callguard.audit", 38, "Replication factor: 3 larger than available brokers: 1.")], {})

@@ -558,6 +558,10 @@ async def ensure_topics(settings: Settings, wait: float = 60.0, topics: Sequence
                 await admin.close()
 
 
+#: CreateTopics error codes that mean the ACLs refused it.
+DENIED_CODES = (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno)
+
+
 def _raise_topic_errors(topic_errors: Sequence[Any], security: dict[str, Any]) -> None:
     """Raise for a CreateTopics response's failures (another worker creating a
     topic meanwhile is none)."""
@@ -569,11 +573,10 @@ def _raise_topic_errors(topic_errors: Sequence[Any], security: dict[str, Any]) -
         )
     for entry in topic_errors:
         if entry[1] not in (0, TopicAlreadyExistsError.errno):
-            error = for_code(entry[1])
-            raise BrokerUnavailable(f"the broker would not create {entry[0]}: {error.__name__} {entry[2:] or ''}")
-
-
-DENIED_CODES = (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno)
+            said = entry[2] if len(entry) > 2 and entry[2] else ""
+            raise BrokerUnavailable(
+                f"the broker would not create {entry[0]}: {for_code(entry[1]).__name__} {said}".strip()
+            )
 
 
 async def partition_count(settings: Settings, topic: str) -> int:
