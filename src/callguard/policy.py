@@ -15,6 +15,7 @@ A guard fails closed: whatever could not be checked is denied with a reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
@@ -1192,6 +1193,21 @@ def _decide_pack(
     return _decide_it(intent, callee, facts, now, settings, caller, chosen)
 
 
+def verdict(rules: Sequence[RuleResult]) -> tuple[tuple[Reason, ...], tuple[Reason, ...], datetime | None]:
+    """What every pack's rules add up to: the deny reasons (none: an allow),
+    the reasons the decision carries (on an allow, the exceptions that lifted
+    a rule), and, when every denying rule is one that time alone lifts, the
+    latest of their ``not_before``."""
+    denying = [rule for rule in rules if rule.outcome == "deny"]
+    deny = tuple(dict.fromkeys(reason for rule in denying for reason in rule.reasons))
+    if not deny:
+        lifted = (r for rule in rules if rule.outcome == "allow_exception" for r in rule.reasons)
+        return deny, tuple(dict.fromkeys(lifted)), None
+    waits = [rule.not_before for rule in denying]
+    not_before = max(wait for wait in waits if wait is not None) if all(w is not None for w in waits) else None
+    return deny, deny, not_before
+
+
 def chosen_versions(versions: dict[str, str | None], chosen: RuleResult | None) -> dict[str, str | None]:
     """A decision's versions, with the policy set's last when a set chose the pack."""
     if chosen is not None:
@@ -1285,17 +1301,9 @@ def _decide_it(
             # further back would lack facts, and must say so instead of guessing
             facts_json["lookback"] = lookback(settings)
             requires_operator = "silent_calls" in on and operator_required(intent, facts, settings)
-    denying = [rule for rule in rules if rule.outcome == "deny"]
-    deny = tuple(dict.fromkeys(reason for rule in denying for reason in rule.reasons))
-    not_before = None
+    deny, reasons, not_before = verdict(rules)
     if deny:
-        reasons = deny
         requires_operator = False
-        waits = [rule.not_before for rule in denying]
-        if all(wait is not None for wait in waits):
-            not_before = max(wait for wait in waits if wait is not None)
-    else:
-        reasons = tuple(dict.fromkeys(r for rule in rules if rule.outcome == "allow_exception" for r in rule.reasons))
     return Decision(
         intent_id=intent.intent_id,
         allow=not deny,

@@ -48,6 +48,7 @@ from callguard.policy import (
     consent_in_force,
     has_begun,
     lookback,
+    verdict,
 )
 from callguard.schema import Intent, Reason, rfc3339
 
@@ -523,16 +524,7 @@ def decide_us(
             facts_json["calls"] = [{"at": when_to_json(call.at), "ref": call.ref} for call in facts.calls]
             facts_json["campaign_outcomes"] = facts.campaign_outcomes
             facts_json["lookback"] = lookback(settings)
-    denying = [rule for rule in rules if rule.outcome == "deny"]
-    deny = tuple(dict.fromkeys(reason for rule in denying for reason in rule.reasons))
-    not_before = None
-    if deny:
-        reasons = deny
-        waits = [rule.not_before for rule in denying]
-        if all(wait is not None for wait in waits):
-            not_before = max(wait for wait in waits if wait is not None)
-    else:
-        reasons = tuple(dict.fromkeys(r for rule in rules if rule.outcome == "allow_exception" for r in rule.reasons))
+    deny, reasons, not_before = verdict(rules)
     return Decision(
         intent_id=intent.intent_id,
         allow=not deny,
