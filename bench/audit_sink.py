@@ -24,14 +24,14 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from callguard.app import ensure_topics
-from callguard.audit import GENESIS, link
-from callguard.auditstore import run_sink, search
+from callguard.auditstore.store import run_sink, search
+from callguard.cli.report import gather
 from callguard.config import Settings
-from callguard.embedded import Embedded, start_postgres
-from callguard.report import render
-from callguard.reportcli import gather
-from callguard.schema import AUDIT_TOPIC
+from callguard.core.audit import GENESIS, link
+from callguard.core.report import render
+from callguard.core.schema import AUDIT_TOPIC
+from callguard.dev.embedded import Embedded, start_postgres
+from callguard.worker.app import ensure_topics
 
 PARTITIONS = 6
 

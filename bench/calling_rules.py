@@ -1,6 +1,6 @@
 """What the Italian calling rules cost per intent, in the guard's shell.
 
-Runs :meth:`callguard.guard.Guard.handle_intents` in process on batches of
+Runs :meth:`callguard.worker.guard.Guard.handle_intents` in process on batches of
 500 intents against an embedded Redis (a register with 20 % opposed,
 consents, opt-outs, 50 operators with caller IDs), with a ``send`` that
 acknowledges at once, so only the shell is timed: decode, one Redis lookup
@@ -41,12 +41,12 @@ from pathlib import Path
 
 import orjson
 
-from callguard.embedded import start_redis
-from callguard.facts import Consent, Operator, OptOut
-from callguard.guard import Guard, Raw
-from callguard.policyfile import load_policy
-from callguard.register import RegisterRows
-from callguard.stores import Stores
+from callguard.core.facts import Consent, Operator, OptOut
+from callguard.core.policyfile import load_policy
+from callguard.dev.embedded import start_redis
+from callguard.storage.register import RegisterRows
+from callguard.storage.stores import Stores
+from callguard.worker.guard import Guard, Raw
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = {"core": ROOT / "tests" / "policies" / "core.toml", "full": ROOT / "tests" / "policies" / "open-hours.toml"}

@@ -31,9 +31,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from callguard.client import GuardClient, GuardDecision
-from callguard.embedded import Embedded, free_port, wait_healthy
-from callguard.facts import Operator
-from callguard.stores import Stores
+from callguard.core.facts import Operator
+from callguard.dev.embedded import Embedded, free_port, wait_healthy
+from callguard.storage.stores import Stores
 
 REGISTER = 20_000
 

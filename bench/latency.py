@@ -56,8 +56,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from mix import POLICY, intents, load_data
 
-from callguard.embedded import Server, free_port, start_broker, start_kafka, start_redis, wait_healthy
-from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.core.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.dev.embedded import Server, free_port, start_broker, start_kafka, start_redis, wait_healthy
 
 PARTITIONS = 6
 PASSTHROUGH = "bench.latency.passthrough"

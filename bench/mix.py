@@ -29,9 +29,9 @@ from pathlib import Path
 import orjson
 
 import callguard
-from callguard.facts import Consent, Mandate, Operator, OptOut
-from callguard.register import RegisterRows
-from callguard.stores import Stores
+from callguard.core.facts import Consent, Mandate, Operator, OptOut
+from callguard.storage.register import RegisterRows
+from callguard.storage.stores import Stores
 
 OPERATORS = 50
 POLICY = str(Path(callguard.__file__).parent / "sample" / "demo-policy.toml")

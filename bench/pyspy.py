@@ -32,7 +32,7 @@ def profiled(pid: int, path: Path, rate: int = 200) -> subprocess.Popen[bytes]:
 
 
 def package(file: str) -> str:
-    """``callguard.guard``, ``faust.transport.consumer``, ``asyncio.tasks``… for a frame's file
+    """``callguard.worker.guard``, ``faust.transport.consumer``, ``asyncio.tasks``… for a frame's file
     (py-spy names files relative to their ``sys.path`` entry)."""
     file = file.replace("\\", "/")
     for marker in ("site-packages/", "/src/", "/lib/python3.11/"):

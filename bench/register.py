@@ -62,10 +62,10 @@ from typing import Any
 
 import redis
 
-from callguard.embedded import RedisCluster, Server, start_redis, start_redis_cluster
-from callguard.numbers import libphonenumber_e164
-from callguard.register import LOOKUP_LUA, register_key
-from callguard.stores import Query, Stores, callee_key
+from callguard.core.numbers import libphonenumber_e164
+from callguard.dev.embedded import RedisCluster, Server, start_redis, start_redis_cluster
+from callguard.storage.register import LOOKUP_LUA, register_key
+from callguard.storage.stores import Query, Stores, callee_key
 
 ITALY = 30_000_000
 US = 258_500_000
@@ -254,7 +254,7 @@ def us_area_codes() -> list[str]:
 
     from phonenumbers.geodata import GEOCODE_DATA
 
-    from callguard.numbers import nanp_national_pattern, region_of
+    from callguard.core.numbers import nanp_national_pattern, region_of
 
     valid = re.compile(nanp_national_pattern() + r"\d{10}")
     codes = []

@@ -1,9 +1,9 @@
 """How fast ``callguard replay`` decides recorded audit records again, in one process.
 
 Builds a pool of synthetic audit records the way the worker writes them
-(:func:`callguard.policy.decide` on varied facts, :meth:`Decision.to_audit`,
-chained by :func:`callguard.audit.link`: JSON bytes of about the production
-size), then times :meth:`callguard.replay.Replay.add_bytes` over them: JSON
+(:func:`callguard.core.policy.decide` on varied facts, :meth:`Decision.to_audit`,
+chained by :func:`callguard.core.audit.link`: JSON bytes of about the production
+size), then times :meth:`callguard.core.replay.Replay.add_bytes` over them: JSON
 parsing, rebuilding intent and facts, the policy, the comparison and the
 counts. Nothing else: no store, no broker (reading them is the command's I/O).
 
@@ -26,13 +26,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from callguard.audit import GENESIS, link
-from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult
-from callguard.numbers import normalise_caller_id
-from callguard.policy import CapLimit, PolicySettings, decide
-from callguard.policyfile import load_policy
-from callguard.replay import Replay
-from callguard.schema import Intent, Purpose
+from callguard.core.audit import GENESIS, link
+from callguard.core.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult
+from callguard.core.numbers import normalise_caller_id
+from callguard.core.policy import CapLimit, PolicySettings, decide
+from callguard.core.policyfile import load_policy
+from callguard.core.replay import Replay
+from callguard.core.schema import Intent, Purpose
 
 ROOT = Path(__file__).resolve().parent.parent
 ROME = ZoneInfo("Europe/Rome")

@@ -2,15 +2,15 @@
 
 Two figures, medians of ``--runs``:
 
-- the chain check: :class:`callguard.audit.ChainCheck` over audit records of
+- the chain check: :class:`callguard.core.audit.ChainCheck` over audit records of
   the worker's size (the pool of ``bench/replay.py``: every rule on, about
   2.9 KB each), records/s. A report reads each partition holding a record
   shown from that record to the newest one, so this rate says how long a
   report on a number called long ago takes: the records written since, in
-  its partitions, divided by it. Beside it, :func:`callguard.audit.verify`
+  its partitions, divided by it. Beside it, :func:`callguard.core.audit.verify`
   over the same records in the same run (the baseline: the same check with
   the records in a list).
-- rendering: :func:`callguard.report.render` of 10, 100 and 1 000 decisions
+- rendering: :func:`callguard.core.report.render` of 10, 100 and 1 000 decisions
   about one number, milliseconds and the file's size.
 
     ./dev bench report [--records 200000] [--runs 5]
@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from replay import POOL, ROOT, records
 
-from callguard.audit import ChainCheck, Stored, verify
-from callguard.policyfile import load_policy
-from callguard.report import Chain, Entry, render
+from callguard.core.audit import ChainCheck, Stored, verify
+from callguard.core.policyfile import load_policy
+from callguard.core.report import Chain, Entry, render
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ For each broker of ``--broker`` (Apache Kafka, then Tansu, by default): a fresh
 broker and Redis with the data of ``bench/mix.py`` (``--register`` numbers), a
 real ``callguard worker`` (the demo policy: every rule runs), a token issued
 with ``callguard tokens issue``, a callee that answers every INVITE with 200 at
-once (``callguard.sip.UserAgent``), and two Kamailios on this machine:
+once (``callguard.client.sip.UserAgent``), and two Kamailios on this machine:
 
 - **with the check**: ``deploy/sip/kamailio.cfg`` as shipped, asking the
   worker's ``POST /v1/check`` before it relays each INVITE;
@@ -48,7 +48,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from mix import POLICY, caller_ids, load_data, number
 
-from callguard.embedded import (
+from callguard.client.sip import UserAgent
+from callguard.core.schema import DECISIONS_TOPIC
+from callguard.dev.embedded import (
     SIP_CONFIG,
     Server,
     free_port,
@@ -59,8 +61,6 @@ from callguard.embedded import (
     start_redis,
     wait_healthy,
 )
-from callguard.schema import DECISIONS_TOPIC
-from callguard.sip import UserAgent
 
 OPERATOR, CLIENT = "op-0", "acme"
 CHECK_CALL = "\troute(CALLGUARD);\n"

@@ -57,8 +57,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from mix import POLICY, intents, load_data
 from pyspy import profiled, summary
 
-from callguard.embedded import Embedded, free_port
-from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.core.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.dev.embedded import Embedded, free_port
 
 PARTITIONS = 6
 

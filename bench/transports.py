@@ -222,8 +222,8 @@ async def faust_run(args: argparse.Namespace, bootstrap: str, transport: str, to
 async def main(args: argparse.Namespace) -> None:
     from throughput import baseline, publish
 
-    from callguard.embedded import Embedded
-    from callguard.schema import INTENTS_TOPIC
+    from callguard.core.schema import INTENTS_TOPIC
+    from callguard.dev.embedded import Embedded
 
     with Embedded(workdir=Path(tempfile.mkdtemp(prefix="callguard-bench-"))) as embedded:
         bootstrap = embedded.broker_url.split("://", 1)[1]

@@ -46,7 +46,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from callguard.client import CheckResult, CheckTimeout, GuardClient, GuardDecision
-from callguard.numbers import mask
+from callguard.core.numbers import mask
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +174,8 @@ class Stack:
 @contextlib.contextmanager
 def embedded_stack() -> Iterator[Stack]:
     """Broker, Redis, the sample data and a worker, for trying the example anywhere."""
-    from callguard.demo import sample_path
-    from callguard.embedded import Embedded, EmbeddedError, free_port, wait_healthy
+    from callguard.dev.demo import sample_path
+    from callguard.dev.embedded import Embedded, EmbeddedError, free_port, wait_healthy
 
     today = datetime.now(ZoneInfo("Europe/Rome")).date()
     with Embedded() as servers:

@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from callguard.demo import sample_path
-from callguard.embedded import (
+from callguard.dev.demo import sample_path
+from callguard.dev.embedded import (
     SIP_CONFIG,
     Embedded,
     EmbeddedError,

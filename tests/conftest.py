@@ -24,7 +24,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from callguard.embedded import (
+from callguard.dev.embedded import (
     BROKERS,
     Embedded,
     Server,
@@ -321,7 +321,7 @@ def assert_replays_exactly(env: dict[str, str], version: str, at_least: int, *ar
 async def decide_intents(broker_url: str, intents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Publish intents keyed by callee, as a dialer does, and return each one's
     (last) decision, every one validated against the shipped schema."""
-    from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+    from callguard.core.schema import DECISIONS_TOPIC, INTENTS_TOPIC
     from tests.contract import validate
 
     values = [orjson.dumps(i) for i in intents]

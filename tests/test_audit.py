@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from callguard.audit import GENESIS, ChainCheck, ChainHeads, Stored, digest, link, verify
+from callguard.core.audit import GENESIS, ChainCheck, ChainHeads, Stored, digest, link, verify
 
 
 def chain(partition: int, count: int, start: int = 0, prev: str = GENESIS) -> list[Stored]:

@@ -21,10 +21,10 @@ import asyncpg
 import orjson
 import pytest
 
-from callguard.audit import Stored, verify
-from callguard.auditstore import stored_records, to_row
-from callguard.embedded import Server, free_port
-from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.auditstore.store import stored_records, to_row
+from callguard.core.audit import Stored, verify
+from callguard.core.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.dev.embedded import Server, free_port
 from tests.conftest import Worker, cli, collect, operators_csv, produce, replay, today, write_csv
 
 pytestmark = pytest.mark.e2e

@@ -28,9 +28,9 @@ from faust.types import TP
 from intervaltree import IntervalTree
 from mode.utils.queues import FlowControlEvent
 
-from callguard.batching import Batch, BatchSource
-from callguard.embedded import Embedded
-from callguard.publishing import BatchPublisher, Message
+from callguard.dev.embedded import Embedded
+from callguard.kafka.publishing import BatchPublisher, Message
+from callguard.worker.batching import Batch, BatchSource
 
 from .conftest import bootstrap
 

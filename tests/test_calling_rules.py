@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callguard.facts import Facts, Mandate, Operator, PastCall, RegisterResult, intent_ref
-from callguard.hours import LocalHoliday
-from callguard.numbers import normalise_caller_id
-from callguard.policy import RULES, CapLimit, PolicySettings, RuleScope, decide
-from callguard.schema import Intent, Purpose, Reason
+from callguard.core.facts import Facts, Mandate, Operator, PastCall, RegisterResult, intent_ref
+from callguard.core.hours import LocalHoliday
+from callguard.core.numbers import normalise_caller_id
+from callguard.core.policy import RULES, CapLimit, PolicySettings, RuleScope, decide
+from callguard.core.schema import Intent, Purpose, Reason
 
 ROME = ZoneInfo("Europe/Rome")
 MOBILE = "+393475555555"
@@ -222,7 +222,7 @@ def test_local_patron_saint_days_apply_to_geographic_numbers_only() -> None:
 
 
 def test_the_shipped_policy_knows_the_big_cities_patron_saints() -> None:
-    from callguard.policyfile import shipped_policy
+    from callguard.core.policyfile import shipped_policy
 
     shipped = shipped_policy("it")
     assert run(now=rome(2026, 6, 29, 12, 0), callee="+390612345678", policy=shipped).reasons == (

@@ -26,8 +26,8 @@ import pytest
 import redis
 
 from callguard.client import GuardClient
-from callguard.embedded import Embedded, Server
-from callguard.schema import DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OUTCOMES_TOPIC
+from callguard.core.schema import DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OUTCOMES_TOPIC
+from callguard.dev.embedded import Embedded, Server
 from tests.conftest import (
     Worker,
     assert_replays_exactly,

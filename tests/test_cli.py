@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from callguard.policy import most_recent_result
-from callguard.register import read_results
-from callguard.stores import OPERATORS_KEY, callee_key
+from callguard.core.policy import most_recent_result
+from callguard.storage.register import read_results
+from callguard.storage.stores import OPERATORS_KEY, callee_key
 from tests.conftest import cli, today, write_csv
 
 pytestmark = pytest.mark.e2e
@@ -197,8 +197,8 @@ def test_unreachable_redis_is_one_line(env, tmp_path: Path) -> None:
 
 
 def test_kafka_security_settings_reach_every_client_without_printing_the_password(tmp_path: Path) -> None:
-    from callguard.app import faust_credentials
     from callguard.config import ConfigError, kafka_security, load_settings
+    from callguard.worker.app import faust_credentials
 
     sasl = {
         "CALLGUARD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from callguard.app import ensure_topics
 from callguard.client import CheckTimeout, GuardClient, GuardClosed, GuardDecision, GuardUnavailable, SyncGuardClient
 from callguard.config import Settings
-from callguard.embedded import Server
-from callguard.numbers import mask
-from callguard.schema import AUDIT_TOPIC, OUTCOMES_TOPIC
+from callguard.core.numbers import mask
+from callguard.core.schema import AUDIT_TOPIC, OUTCOMES_TOPIC
+from callguard.dev.embedded import Server
+from callguard.worker.app import ensure_topics
 from tests.conftest import Worker, collect, load_all, operators_csv, start_test_broker, today, write_csv
 from tests.contract import validate
 

@@ -29,11 +29,11 @@ import orjson
 import pytest
 import redis
 
-from callguard import register as reg
 from callguard.client import GuardClient
-from callguard.cluster import ClusterStores
 from callguard.config import safe_url
-from callguard.embedded import (
+from callguard.core.facts import Consent, Operator, OptOut, intent_ref
+from callguard.core.schema import DECISIONS_TOPIC, INTENTS_TOPIC, CallOutcome, OutcomeReport
+from callguard.dev.embedded import (
     EmbeddedError,
     RedisCluster,
     Server,
@@ -41,10 +41,19 @@ from callguard.embedded import (
     start_redis,
     start_redis_cluster,
 )
-from callguard.facts import Consent, Operator, OptOut, intent_ref
-from callguard.register import HIDDEN_KEY, RegisterRows
-from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC, CallOutcome, OutcomeReport
-from callguard.stores import META_KEY, OPERATORS_KEY, Allowed, Query, Stores, callee_key, cap_arguments, intent_key
+from callguard.storage import register as reg
+from callguard.storage.cluster import ClusterStores
+from callguard.storage.register import HIDDEN_KEY, RegisterRows
+from callguard.storage.stores import (
+    META_KEY,
+    OPERATORS_KEY,
+    Allowed,
+    Query,
+    Stores,
+    callee_key,
+    cap_arguments,
+    intent_key,
+)
 from tests.conftest import (
     OPEN_HOURS_POLICY,
     Worker,

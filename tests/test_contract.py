@@ -23,10 +23,9 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from callguard import __version__
-from callguard.app import ALL_TOPICS
 from callguard.client import GuardClient, GuardDecision
 from callguard.contract import ASYNCAPI, SCHEMAS, path, schema
-from callguard.schema import (
+from callguard.core.schema import (
     AUDIT_TOPIC,
     DEADLETTER_TOPIC,
     DECISIONS_TOPIC,
@@ -37,6 +36,7 @@ from callguard.schema import (
     Reason,
     parse_intent,
 )
+from callguard.worker.app import ALL_TOPICS
 from tests.conftest import Worker, bootstrap, cli, collect, operators_csv, produce, today, write_csv
 from tests.contract import errors, validate
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from callguard.schema import Reason
+from callguard.core.schema import Reason
 
 pytestmark = pytest.mark.e2e  # the demo starts a broker, Redis and a worker
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from callguard.config import ENV_VARS
-from callguard.embedded import (
+from callguard.dev.embedded import (
     KAFKA_SETTINGS,
     SIP_CONFIG,
     check_kamailio_config,
@@ -41,7 +41,7 @@ def test_compose_file_runs_kafka_redis_and_two_workers() -> None:
 
 
 #: KAFKA_SETTINGS that only the tests' brokers take: faster group joins with 3 s
-#: sessions and a faster restart after a kill -9 (see callguard.embedded)
+#: sessions and a faster restart after a kill -9 (see callguard.dev.embedded)
 TEST_ONLY_KAFKA_SETTINGS = {"group.min.session.timeout.ms", "broker.session.timeout.ms", "broker.heartbeat.interval.ms"}
 
 

@@ -19,8 +19,8 @@ import pytest
 import redis.asyncio
 from aiokafka import AIOKafkaProducer
 
-from callguard.embedded import Server, start_redis
-from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.core.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.dev.embedded import Server, start_redis
 from tests.conftest import Worker, bootstrap, cli, collect, env_for, produce, start_test_broker, today, write_csv
 
 pytestmark = pytest.mark.e2e

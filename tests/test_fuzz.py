@@ -13,7 +13,7 @@ import random
 import orjson
 import pytest
 
-from callguard.schema import DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.core.schema import DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
 from tests.conftest import Worker, cli, collect, operators_csv, produce, today, write_csv
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, time
 
 import pytest
 
-from callguard.hours import (
+from callguard.core.hours import (
     ROME,
     callee_local_time,
     calling_window,
@@ -85,7 +85,7 @@ def test_the_country_fast_path_gives_the_same_local_time_as_a_full_parse() -> No
     import phonenumbers
     from phonenumbers import timezone as number_timezones
 
-    from callguard.hours import agreed_local_time
+    from callguard.core.hours import agreed_local_time
 
     for now in (datetime(2026, 11, 28, 12, tzinfo=UTC), datetime(2026, 7, 1, 3, tzinfo=UTC)):
         checked = 0

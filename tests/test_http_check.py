@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 import pytest
 
-from callguard.embedded import Server, start_redis
-from callguard.schema import AUDIT_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.core.schema import AUDIT_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.dev.embedded import Server, start_redis
 from tests.conftest import Worker, cli, collect, env_for, load_all, operators_csv, start_test_broker, today, write_csv
 from tests.contract import validate
 

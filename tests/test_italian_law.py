@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callguard.facts import Consent, Facts, Operator, PastCall, RegisterResult, intent_ref
-from callguard.policy import PolicySettings, RuleScope, decide, silent_rate_days
-from callguard.schema import Intent, Purpose, Reason
-from callguard.sources import SOURCES
+from callguard.core.facts import Consent, Facts, Operator, PastCall, RegisterResult, intent_ref
+from callguard.core.policy import PolicySettings, RuleScope, decide, silent_rate_days
+from callguard.core.schema import Intent, Purpose, Reason
+from callguard.core.sources import SOURCES
 
 ROME = ZoneInfo("Europe/Rome")
 NOW = datetime(2026, 11, 27, 15, 0, tzinfo=ROME).astimezone(UTC)  # a Friday
@@ -267,7 +267,7 @@ def test_the_rate_window_is_the_last_window_days_italian_days(now, first, last):
 def test_every_rule_cites_a_source_that_is_written_down():
     import re
 
-    from callguard import policy
+    from callguard.core import policy
 
     key = re.compile(
         r"\b(?:CODICE_[A-Z0-9_]+|L5_2018[A-Z0-9_]*|DPR26_[A-Z0-9_]+|RPO_[A-Z_]+|GARANTE_[A-Z_]+|L151_2025)\b"
@@ -283,5 +283,5 @@ def test_every_rule_cites_a_source_that_is_written_down():
     import callguard
 
     root = Path(callguard.__file__).parent
-    for path in [root / "policy.py", root / "hours.py", root / "policies" / "it.toml"]:
+    for path in [root / "core" / "policy.py", root / "core" / "hours.py", root / "policies" / "it.toml"]:
         assert set(key.findall(path.read_text())) <= SOURCES.keys(), path

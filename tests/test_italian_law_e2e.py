@@ -27,7 +27,7 @@ import pytest
 import redis
 
 from callguard.client import GuardClient
-from callguard.embedded import Embedded
+from callguard.dev.embedded import Embedded
 from tests.conftest import (
     Worker,
     assert_replays_exactly,

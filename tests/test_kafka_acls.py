@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 
 from callguard.client import GuardClient, GuardDecision, GuardUnavailable
 from callguard.config import kafka_security, load_settings
-from callguard.embedded import (
+from callguard.dev.embedded import (
     KafkaSaslSsl,
     Server,
     kafka_authorizer_settings,
@@ -45,7 +45,7 @@ from callguard.embedded import (
     start_kafka,
     start_redis,
 )
-from callguard.stores import callee_key
+from callguard.storage.stores import callee_key
 from tests.conftest import CORE_POLICY, Worker, broker_kind, cli, env_for, today, write_csv
 
 pytestmark = [

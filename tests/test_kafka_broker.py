@@ -25,8 +25,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from callguard.embedded import Server, kafka_tool, start_kafka, start_redis
-from callguard.schema import AUDIT_TOPIC, INTENTS_TOPIC
+from callguard.core.schema import AUDIT_TOPIC, INTENTS_TOPIC
+from callguard.dev.embedded import Server, kafka_tool, start_kafka, start_redis
 from tests.conftest import Worker, bootstrap, broker_kind, cli, env_for, produce, today, write_csv
 from tests.test_reliability import NUMBERS, DecisionCounter, publish_intents
 

@@ -28,7 +28,7 @@ import pytest
 
 from callguard.client import GuardClient, GuardDecision, GuardUnavailable
 from callguard.config import kafka_security, load_settings
-from callguard.embedded import Certificates, KafkaSaslSsl, Server, make_test_certificates, start_kafka, start_redis
+from callguard.dev.embedded import Certificates, KafkaSaslSsl, Server, make_test_certificates, start_kafka, start_redis
 from tests.conftest import Worker, broker_kind, cli, env_for, today, write_csv
 
 pytestmark = [

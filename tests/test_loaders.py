@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callguard.loaders import (
+from callguard.storage.loaders import (
     MAX_REPORTED_ERRORS,
     LoadError,
     parse_consents,
@@ -20,7 +20,7 @@ from callguard.loaders import (
     parse_reassigned,
     parse_register,
 )
-from callguard.register import read_partition
+from callguard.storage.register import read_partition
 
 ROME = ZoneInfo("Europe/Rome")
 

@@ -25,9 +25,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from callguard.embedded import Server, start_redis
-from callguard.health import ROME, day_start
-from callguard.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.core.schema import DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.dev.embedded import Server, start_redis
+from callguard.worker.health import ROME, day_start
 from tests.conftest import Worker, cli, collect, env_for, produce, start_test_broker, today, write_csv
 
 pytestmark = pytest.mark.e2e

@@ -10,10 +10,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from callguard.health import DataState, ScopeState, data_checks
-from callguard.lag import PartitionLag, overall, status
+from callguard.kafka.lag import PartitionLag, overall, status
 from callguard.logs import JsonFormatter, TextFormatter, scrub
-from callguard.metrics import Metrics
+from callguard.worker.health import DataState, ScopeState, data_checks
+from callguard.worker.metrics import Metrics
 
 
 def window(*points: tuple[int | None, int]) -> list[PartitionLag]:

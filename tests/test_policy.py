@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callguard.facts import Consent, Facts, Operator, OptOut, RegisterResult, proven_after
-from callguard.policy import RULES, PolicySettings, RuleScope, decide, malformed, most_recent_result
-from callguard.schema import Intent, Purpose, Reason
+from callguard.core.facts import Consent, Facts, Operator, OptOut, RegisterResult, proven_after
+from callguard.core.policy import RULES, PolicySettings, RuleScope, decide, malformed, most_recent_result
+from callguard.core.schema import Intent, Purpose, Reason
 
 ROME = ZoneInfo("Europe/Rome")
 CORE_RULES = ("callee_number", "operator_certified", "opposition_register", "internal_dnc")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from callguard.policydiff import diff_policies
-from callguard.policyfile import load_policy, parse_policy, shipped_policy
+from callguard.core.policydiff import diff_policies
+from callguard.core.policyfile import load_policy, parse_policy, shipped_policy
 from tests.conftest import CORE_POLICY, cli
 
 SHIPPED = Path(__file__).parent.parent / "src" / "callguard" / "policies" / "it.toml"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from callguard.config import load_settings
-from callguard.hours import LocalHoliday
-from callguard.policy import RULES, CapLimit, PolicySettings, RuleScope
-from callguard.policyfile import PolicyError, describe, load_policy, parse_policy, policy_for, shipped_policy
-from callguard.schema import Purpose
+from callguard.core.hours import LocalHoliday
+from callguard.core.policy import RULES, CapLimit, PolicySettings, RuleScope
+from callguard.core.policyfile import PolicyError, describe, load_policy, parse_policy, policy_for, shipped_policy
+from callguard.core.schema import Purpose
 
 SAMPLE = Path(__file__).parent.parent / "src" / "callguard" / "sample" / "demo-policy.toml"
 POLICIES = Path(__file__).parent / "policies"

@@ -16,8 +16,8 @@ import orjson
 import pytest
 import redis
 
-from callguard.embedded import Server, start_redis
-from callguard.schema import CONSENTS_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
+from callguard.core.schema import CONSENTS_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
+from callguard.dev.embedded import Server, start_redis
 from tests.conftest import Worker, cli, collect, env_for, produce, start_test_broker, today, write_csv
 
 pytestmark = pytest.mark.e2e

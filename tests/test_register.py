@@ -26,17 +26,17 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from callguard import register as reg
-from callguard.loaders import (
+from callguard.core.numbers import canonical_e164, libphonenumber_e164, normalise
+from callguard.storage import register as reg
+from callguard.storage.loaders import (
     REGISTER_COLUMNS,
     LoadError,
     _parse_file,
     _register_row_parser,
     parse_register,
 )
-from callguard.numbers import canonical_e164, libphonenumber_e164, normalise
-from callguard.register import OPPOSED, encode_segment, find, merge, payload, segments
-from callguard.stores import Query, Stores
+from callguard.storage.register import OPPOSED, encode_segment, find, merge, payload, segments
+from callguard.storage.stores import Query, Stores
 from tests.conftest import env_for, today
 
 TODAY = date.fromisoformat(today())

@@ -16,8 +16,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from callguard.embedded import Server, start_redis
-from callguard.schema import AUDIT_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.core.schema import AUDIT_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.dev.embedded import Server, start_redis
 from tests.conftest import Worker, bootstrap, cli, env_for, start_test_broker, today, write_csv
 
 pytestmark = pytest.mark.e2e
@@ -278,7 +278,7 @@ def test_worker_without_an_idempotent_producer_says_so(tmp_path: Path, embedded)
     the risk to the audit chain; ``true`` refuses to start, in one line. (The
     property itself, no batch written twice when Apache Kafka is killed, is
     test_kafka_broker.py's broker-kill test.)"""
-    from callguard.embedded import start_broker
+    from callguard.dev.embedded import start_broker
 
     tansu = start_broker(tmp_path)
     try:

@@ -14,12 +14,19 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult, intent_ref
-from callguard.numbers import normalise, normalise_caller_id
-from callguard.policy import CapLimit, PolicySettings, RuleScope, decide, malformed
-from callguard.policyfile import load_policy, parse_policy, shipped_policy
-from callguard.replay import NotReplayable, Replay, facts_from_audit, inputs_from_audit, intent_from_audit, redecide
-from callguard.schema import Intent, Purpose
+from callguard.core.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult, intent_ref
+from callguard.core.numbers import normalise, normalise_caller_id
+from callguard.core.policy import CapLimit, PolicySettings, RuleScope, decide, malformed
+from callguard.core.policyfile import load_policy, parse_policy, shipped_policy
+from callguard.core.replay import (
+    NotReplayable,
+    Replay,
+    facts_from_audit,
+    inputs_from_audit,
+    intent_from_audit,
+    redecide,
+)
+from callguard.core.schema import Intent, Purpose
 from tests.conftest import OPEN_HOURS_POLICY
 from tests.contract import validate
 

@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from callguard.config import ConfigError, load_settings
-from callguard.embedded import Server, start_redis, start_redis_replica, wait_replica_synced
-from callguard.facts import Operator, OptOut
-from callguard.stores import REPLICA_PAUSE, LookupUnavailable, Query, Stores
+from callguard.core.facts import Operator, OptOut
+from callguard.dev.embedded import Server, start_redis, start_redis_replica, wait_replica_synced
+from callguard.storage.stores import REPLICA_PAUSE, LookupUnavailable, Query, Stores
 
 NUMBER = "+393471234567"
 

@@ -17,13 +17,12 @@ from typing import Any
 import orjson
 import pytest
 
-from callguard.audit import GENESIS, ChainCheck, Stored, link
-from callguard.embedded import free_port
-from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, RegisterResult
-from callguard.numbers import normalise_caller_id
-from callguard.policy import RULES, US_RULES, decide
-from callguard.policyfile import load_policy
-from callguard.report import (
+from callguard.core.audit import GENESIS, ChainCheck, Stored, link
+from callguard.core.facts import Consent, Facts, Mandate, Operator, OptOut, RegisterResult
+from callguard.core.numbers import normalise_caller_id
+from callguard.core.policy import RULES, US_RULES, decide
+from callguard.core.policyfile import load_policy
+from callguard.core.report import (
     REASON_TEXT,
     RULE_TEXT,
     SHORT_CITATION,
@@ -38,8 +37,9 @@ from callguard.report import (
     timeline,
     totals,
 )
-from callguard.schema import Intent, Purpose, Reason
-from callguard.sources import SOURCES
+from callguard.core.schema import Intent, Purpose, Reason
+from callguard.core.sources import SOURCES
+from callguard.dev.embedded import free_port
 
 POLICY = load_policy("src/callguard/sample/demo-policy.toml")  # every rule on, hours open around the clock
 CALLEE = "+393517009001"

@@ -24,7 +24,7 @@ import asyncpg
 import orjson
 import pytest
 
-from callguard.embedded import Server, free_port
+from callguard.dev.embedded import Server, free_port
 from tests.conftest import Worker, cli, decide_intents, load_all, operators_csv, today, write_csv
 from tests.test_auditstore import Sink, wait_stored
 from tests.test_report import text_of

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callguard.numbers import mask, normalise
-from callguard.schema import SILENT_OUTCOMES, CallOutcome, MalformedIntent, Purpose, parse_intent, parse_outcome
+from callguard.core.numbers import mask, normalise
+from callguard.core.schema import SILENT_OUTCOMES, CallOutcome, MalformedIntent, Purpose, parse_intent, parse_outcome
 
 BASE = {"intent_id": "i-1", "callee": "+39 347 555 5555", "operator_id": "op", "client_id": "acme"}
 

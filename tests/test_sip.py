@@ -1,7 +1,7 @@
 """The SIP edge (issue 20): Kamailio with ``deploy/sip/kamailio.cfg``, as shipped,
 in front of a callee endpoint, asking a real worker's ``POST /v1/check``.
 
-The dialers and the callee are :class:`callguard.sip.UserAgent` s: raw SIP
+The dialers and the callee are :class:`callguard.client.sip.UserAgent` s: raw SIP
 over UDP, so every header of every answer and every INVITE that reached the
 callee can be checked. Kamailio runs with its configuration's own defines
 pointed at loopback ports (``embedded.start_kamailio``).
@@ -32,9 +32,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from callguard.embedded import Server, free_udp_port, kamailio_unavailable, start_kamailio, start_redis
-from callguard.schema import AUDIT_TOPIC, DECISIONS_TOPIC
-from callguard.sip import CallResult, UserAgent
+from callguard.client.sip import CallResult, UserAgent
+from callguard.core.schema import AUDIT_TOPIC, DECISIONS_TOPIC
+from callguard.dev.embedded import Server, free_udp_port, kamailio_unavailable, start_kamailio, start_redis
 from tests.conftest import (
     POLICIES,
     Worker,

@@ -1,4 +1,4 @@
-"""callguard.sip, the small SIP user agent the SIP edge's tests, bench and
+"""callguard.client.sip, the small SIP user agent the SIP edge's tests, bench and
 ``callguard sip`` use: parsing, and a call between two agents on loopback (no
 proxy, no server started)."""
 
@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from callguard.sip import SipError, SipMessage, UserAgent, host_port, parse, parse_address, tag_of, uri_in
+from callguard.client.sip import SipError, SipMessage, UserAgent, host_port, parse, parse_address, tag_of, uri_in
 from tests.conftest import cli
 
 

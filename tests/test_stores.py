@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
-from callguard.stores import Stores, hiredis_packing
+from callguard.storage.stores import Stores, hiredis_packing
 
 COMMANDS: list[tuple[Any, ...]] = [
     ("PING",),

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callguard.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult, intent_ref
-from callguard.policy import PolicySettings, RuleScope, decide
-from callguard.schema import Intent, Purpose, Reason
+from callguard.core.facts import Consent, Facts, Mandate, Operator, OptOut, PastCall, RegisterResult, intent_ref
+from callguard.core.policy import PolicySettings, RuleScope, decide
+from callguard.core.schema import Intent, Purpose, Reason
 
 ROME = ZoneInfo("Europe/Rome")
 NOW = datetime(2026, 11, 27, 15, 0, tzinfo=ROME).astimezone(UTC)  # a Friday
@@ -229,7 +229,7 @@ def test_script_and_list_source_are_kept_as_evidence():
 
 
 def test_an_operators_country_is_stored_only_when_not_italy():
-    from callguard.stores import _operator, operator_value
+    from callguard.storage.stores import _operator, operator_value
 
     italian = replace(OPERATOR, country="IT")
     assert operator_value(italian).count("|") == 3  # what a worker of an earlier version reads

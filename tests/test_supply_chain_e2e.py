@@ -24,8 +24,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from callguard.client import GuardClient
-from callguard.embedded import Embedded
-from callguard.schema import AUDIT_TOPIC, CONSENTS_TOPIC, DEADLETTER_TOPIC
+from callguard.core.schema import AUDIT_TOPIC, CONSENTS_TOPIC, DEADLETTER_TOPIC
+from callguard.dev.embedded import Embedded
 from tests.conftest import (
     Worker,
     assert_replays_exactly,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from callguard.tokens import TOKEN_PREFIX, FailureLimiter, TokenGrant, authorize, bearer, new_token, token_hash
+from callguard.core.tokens import TOKEN_PREFIX, FailureLimiter, TokenGrant, authorize, bearer, new_token, token_hash
 
 
 def test_tokens_are_random_and_stored_as_a_hash():

@@ -28,8 +28,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callguard.client import GuardClient
-from callguard.embedded import Embedded
-from callguard.schema import AUDIT_TOPIC
+from callguard.core.schema import AUDIT_TOPIC
+from callguard.dev.embedded import Embedded
 from tests.conftest import (
     CORE_POLICY,
     Worker,
@@ -347,7 +347,7 @@ async def test_a_batch_with_us_callees_is_still_one_redis_round_trip(
 ) -> None:
     """The named registers' lists and their coverage are read inside the
     batch's one lookup script: one command for 500 intents, US and Italian."""
-    from callguard.stores import Query, Stores
+    from callguard.storage.stores import Query, Stores
 
     stores = Stores.from_url(embedded.redis_url, timeout=10)
     queries = [

@@ -3,7 +3,7 @@
 callguard's own messages never contain a phone number; libraries may (an
 exception that quotes a message, a repr of an event), so every formatted line
 also goes through :func:`scrub`, which masks anything shaped like a phone
-number the way :func:`callguard.numbers.mask` does. It is a safety net, so it
+number the way :func:`callguard.core.numbers.mask` does. It is a safety net, so it
 errs on the side of masking: a 9-to-15-digit offset is masked too.
 
 A JSON line is ``{"ts", "level", "logger", "msg", "pid"}`` plus ``event`` (a
@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from callguard.numbers import mask
+from callguard.core.numbers import mask
 
 #: Something a person would read as a phone number: optional ``+``, then
 #: 9-15 digits, possibly grouped by spaces, dots, dashes or brackets.

@@ -1,0 +1,1 @@
+"""The ``callguard`` command, one module per command group."""

@@ -1,0 +1,1 @@
+"""Development only: the embedded broker, Redis and PostgreSQL, and the demo."""

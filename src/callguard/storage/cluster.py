@@ -1,0 +1,513 @@
+"""The stores on a Redis Cluster, through redis-py's ``RedisCluster`` client.
+
+``CALLGUARD_REDIS_URL=redis+cluster://HOST:PORT[,HOST:PORT…]`` (or
+``rediss+cluster://`` for TLS; user and password as in ``redis://``) selects
+it; any node will do, the client asks for the slot map and follows it.
+
+The key layout is the same as on one Redis. What changes is how the scripts
+are called: a script may touch the keys of one slot only, so
+
+- a batch's lookups become one pipeline per round trip, grouped by node by the
+  client: per intent one register script on its bucket and one ``HMGET`` of
+  its callee hash; the operators list is cached in process and read again only
+  when ``operators_version`` changes, and the register's hidden loads are read
+  with that version, in a first round trip (so a lookup costs two);
+- recording allowed intents: the frequency-cap script runs on the callee hash,
+  then the intent is remembered on its own key. A crash between the two
+  counts the call but has not remembered the intent yet; the batch was not
+  acknowledged, so its intents come again, the cap script finds the call
+  already recorded (by its ``intent_ref``) and the intent is remembered then;
+- outcomes: three steps, safe to redo. The intent key is claimed by a script
+  (``pending``), the campaign counter and the callee's silent-call block are
+  written, then the outcome is marked applied. A crash before the mark leaves
+  the claim pending, and the redelivered report (same outcome) applies it
+  again: the silent-call block is never lost, the counter may count the
+  report twice (over-counting the abandoned rate errs on the safe side);
+- register loads stage and compact bucket by bucket as on one Redis; the
+  commit is a few commands instead of one script (the visibility switch is
+  still one command, ``SREM`` from the hidden set), and the versions a load
+  replaced are removed only :data:`callguard.storage.register.CLUSTER_GRACE` seconds
+  after it, because a reader reads the hidden loads and its buckets in two
+  round trips;
+- the certification list is staged under a key in the list's own slot
+  (``{cg:operators}:staging``) so that ``RENAME`` stays atomic.
+
+With ``CALLGUARD_REDIS_CLUSTER_READS=replicas`` the second round trip of a
+lookup goes to each slot's replicas (a second client, ``EVALSHA_RO`` for the
+register script) while every replica reports its link to its primary up;
+the first stays on the primaries, so the load state a lookup reads is never
+older than the buckets it reads with it.
+
+The standalone scripts and these are twins: ``tests/test_cluster.py`` runs
+the same data and calls through both and compares what they answer and store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.cluster import LoadBalancingStrategy
+from redis.exceptions import NoScriptError, RedisError
+
+from callguard.core.facts import PastCall, RegisterResult, intent_ref
+from callguard.core.schema import OutcomeReport
+from callguard.storage import register as register_store
+from callguard.storage.register import HIDDEN_KEY, LOOKUP_LUA
+from callguard.storage.stores import (
+    MANDATES_KEY,
+    META_KEY,
+    NO_CAMPAIGN,
+    OPERATORS_KEY,
+    OUTCOME_COUNTERS_LIFETIME,
+    OUTCOME_MEMORY,
+    PREFIX,
+    Allowed,
+    LookupUnavailable,
+    StaleReplica,
+    Stores,
+    callee_key,
+    cap_arguments,
+    epoch_ms,
+    format_when,
+    intent_key,
+    parse_calls,
+)
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, routing ``EVALSHA_RO`` by its key as it
+    routes ``EVALSHA``; for other commands with keys in their arguments it
+    asks the server (``COMMAND GETKEYS``, one round trip per command)."""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command == "EVALSHA_RO" and len(args) >= 3 and int(args[1]) == 1:
+            return int(self.keyslot(args[2]))
+        return int(await super()._determine_slot(command, *args))
+
+
+def connect(url: str, timeout: float, decode_responses: bool = True, replicas: bool = False) -> Any:
+    """A client for ``url``: ``RedisCluster`` for ``redis+cluster://``, else a
+    plain one. ``replicas``: read commands go to each slot's replicas."""
+    parts = urlsplit(url)
+    if not parts.scheme.endswith("+cluster"):
+        return aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=decode_responses,
+            health_check_interval=0,
+        )
+    nodes = []
+    for host in parts.netloc.rpartition("@")[2].split(","):
+        name, _, port = host.rpartition(":")
+        nodes.append(ClusterNode(name or "127.0.0.1", int(port or 6379)))
+    return _Cluster(
+        startup_nodes=nodes,
+        load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if replicas else None,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss+cluster",
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=decode_responses,
+    )
+
+
+#: The register half of stores._LOOKUP for one bucket; the hidden loads come in ARGV[3:].
+_REGISTER_ONE = (
+    LOOKUP_LUA
+    + """
+reg_hidden = {}
+for i = 3, #ARGV do reg_hidden[tonumber(ARGV[i])] = true end
+return register(KEYS[1], tonumber(ARGV[1]), ARGV[2])
+"""
+)
+
+#: The fields stores._LOOKUP reads from a callee hash, for client {c}.
+CALLEE_FIELDS = (
+    "consent:{c}",
+    "contract:{c}",
+    "optout:{c}",
+    "optout:*",
+    "calls:{c}",
+    "silent:{c}",
+    "request:{c}",
+    "ebr_transaction:{c}",
+    "ebr_inquiry:{c}",
+    "disconnected",
+)
+
+# stores._RECORD_ALLOWED's frequency-cap part for one intent: KEYS[1] its
+# callee hash; ARGV: keep ms, L, L pairs (window ms, max), client, ref, now ms.
+# Answers 1 (recorded, or recorded before) or the calls stored (a cap is full).
+_RECORD_CALLS = """
+local keep = tonumber(ARGV[1])
+local nl = tonumber(ARGV[2])
+local a = 3
+local limits = {}
+for j = 1, nl do
+  limits[j] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1])}
+  a = a + 2
+end
+local client, ref, stamp = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+local now = tonumber(stamp)
+local field = 'calls:' .. client
+local old = redis.call('HGET', KEYS[1], field) or ''
+local kept, times, seen = {}, {}, false
+for ts, r in string.gmatch(old, '(%d+):(%x+)') do
+  local t = tonumber(ts)
+  if r == ref then seen = true end
+  if t > now - keep then
+    kept[#kept + 1] = ts .. ':' .. r
+    times[#times + 1] = t
+  end
+end
+if seen then return 1 end
+for _, limit in ipairs(limits) do
+  local n = 0
+  for _, t in ipairs(times) do
+    if t > now - limit[1] then n = n + 1 end
+  end
+  if n >= limit[2] then return old end
+end
+kept[#kept + 1] = stamp .. ':' .. ref
+redis.call('HSET', KEYS[1], field, table.concat(kept, ','))
+return 1
+"""
+
+# stores._RECORD_ALLOWED's second part: KEYS[1] the intent key; ARGV callee,
+# client, campaign, memory seconds.
+_REMEMBER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'callee', ARGV[1], 'client', ARGV[2], 'campaign', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+return 1
+"""
+
+# stores._APPLY_OUTCOMES's first part: KEYS[1] the intent key, ARGV[1] the
+# outcome. Answers 0 (unknown intent), -1 (reported before) or {callee,
+# client, campaign}. A claim stays ``pending`` until _FINISH_OUTCOME: a claim
+# left pending by a crash is claimed again by the same outcome (redelivered).
+_CLAIM_OUTCOME = """
+local memo = redis.call('HMGET', KEYS[1], 'callee', 'client', 'campaign', 'outcome', 'pending')
+if not memo[1] then return 0 end
+if memo[4] or (memo[5] and memo[5] ~= ARGV[1]) then return -1 end
+redis.call('HSET', KEYS[1], 'pending', ARGV[1])
+return {memo[1], memo[2], memo[3]}
+"""
+
+# stores._APPLY_OUTCOMES's last part, once the counter and the block are
+# written: KEYS[1] the intent key, ARGV[1] the outcome.
+_FINISH_OUTCOME = """
+redis.call('HSET', KEYS[1], 'outcome', ARGV[1])
+redis.call('HDEL', KEYS[1], 'pending')
+return 1
+"""
+
+# The silent-call block (newest kept): KEYS[1] the callee hash; ARGV field, at.
+_BLOCK_SILENT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if (not old) or ARGV[2] > old then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+# stores._WRITE_IF_NOT_OLDER for the fields of one key: ARGV width, then
+# field/value pairs. Answers {written, added}.
+_WRITE_ONE = """
+local width = tonumber(ARGV[1])
+local written, added = 0, 0
+for i = 2, #ARGV, 2 do
+  local field, value = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', KEYS[1], field)
+  local a, b = value, old
+  if width > 0 then
+    a = string.sub(value, 1, width)
+    if old then b = string.sub(old, 1, width) end
+  end
+  if (not old) or a >= b then
+    redis.call('HSET', KEYS[1], field, value)
+    written = written + 1
+    if not old then added = added + 1 end
+  end
+end
+return {written, added}
+"""
+
+_SCRIPTS = {
+    "register_one": _REGISTER_ONE,
+    "record_calls": _RECORD_CALLS,
+    "remember": _REMEMBER,
+    "claim_outcome": _CLAIM_OUTCOME,
+    "finish_outcome": _FINISH_OUTCOME,
+    "block_silent": _BLOCK_SILENT,
+    "write_one": _WRITE_ONE,
+}
+
+
+class ClusterStores(Stores):
+    """:class:`~callguard.storage.stores.Stores` on a Redis Cluster (see the module docstring)."""
+
+    cluster = True
+
+    def __init__(
+        self, client: RedisCluster, url: str, timeout: float = 1.0, replicas: RedisCluster | None = None
+    ) -> None:
+        super().__init__(cast(Any, client), url, cast(Any, replicas))
+        self.timeout = timeout
+        self._sha = {name: client.register_script(text).sha for name, text in _SCRIPTS.items()}
+        self._loaded: set[int] = set()  # ids of the clients whose nodes hold the scripts
+        self._operators: dict[str, str] = {}
+        self._operators_version: object = self  # no version read yet
+        self._mandates: dict[str, str] = {}
+        self._mandates_version: object = self
+        self._replicas_versioned = False  # every replica's Redis version was checked
+
+    @classmethod
+    def from_url(
+        cls, url: str, timeout: float = 1.0, replica_url: str | None = None, replicas: bool = False
+    ) -> ClusterStores:
+        """``replicas``: the batch lookups go to each slot's replicas (see :meth:`_replica_roles`)."""
+        if replica_url:  # each node's replicas belong to the cluster, not to one URL
+            raise ValueError("CALLGUARD_REDIS_REPLICA_URL does not apply to a Redis Cluster")
+        return cls(connect(url, timeout), url, timeout, connect(url, timeout, replicas=True) if replicas else None)
+
+    @property
+    def raw(self) -> Any:
+        if self._raw is None:
+            self._raw = connect(self.url or "", max(self.timeout, 10.0), decode_responses=False)
+        return self._raw
+
+    async def _pipeline(self, commands: Sequence[Sequence[Any]], client: Any = None) -> list[Any]:
+        """Run ``commands`` in one cluster pipeline (redis-py sends each node its
+        share), loading the scripts first and again after a NOSCRIPT (a node
+        restarted, was flushed or was promoted). ``client``: the replicas'
+        client (lookups only), else the primaries'."""
+        client = self.redis if client is None else client
+        for attempt in (1, 2):
+            if id(client) not in self._loaded:
+                await self._load_scripts(client)
+                self._loaded.add(id(client))
+            try:
+                async with client.pipeline() as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    return cast(list[Any], await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self._loaded.discard(id(client))
+        raise AssertionError("unreachable")
+
+    async def _load_scripts(self, client: Any) -> None:
+        if client is self.redis:
+            for text in _SCRIPTS.values():
+                await client.script_load(text)  # on every primary
+            return
+        # the lookup script on every replica: Redis 7 does not replicate SCRIPT LOAD
+        await client.initialize()
+        await asyncio.gather(*(node.execute_command("SCRIPT", "LOAD", _REGISTER_ONE) for node in client.get_replicas()))
+
+    def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
+        """A script call as a pipeline command (redis-py refuses ``evalsha`` in
+        a cluster pipeline, not the command)."""
+        return ("EVALSHA", self._sha[name], 1, key, *args)
+
+    # --- reads ---------------------------------------------------------------
+
+    async def _lookup_replies(self, keys: list[str], args: list[str]) -> list[Any]:
+        """The reply stores._LOOKUP gives, built from single-slot commands."""
+        count = int(args[0])
+        operator_ids = args[1 : count + 1]
+        npairs = int(args[count + 1])
+        pairs = args[count + 2 : count + 2 + npairs]
+        b = count + 2 + npairs
+        days, nfields = int(args[b]), int(args[b + 1])
+        fields = args[b + 2 : b + 2 + nfields]
+        first: list[Sequence[Any]] = [
+            ("HMGET", META_KEY, "operators_version", "directory_generation", "directory_as_of", "mandates_version"),
+            ("SMEMBERS", HIDDEN_KEY),
+        ]
+        if nfields:
+            first += [("HMGET", keys[3 + d], *fields) for d in range(days)]
+        a = b + 2 + nfields
+        nr, np = int(args[a]), int(args[a + 1])
+        units = args[a + 2 : a + 2 + np]
+        first += [("HMGET", keys[3 + days + r], *units) for r in range(nr)]
+        meta, hidden, *rest = await self._pipeline(first)
+        counts, cover = (rest[:days], rest[days:]) if nfields else ([], rest)
+        # each list is read after its version: a list newer than its version is read again next time
+        if meta[0] != self._operators_version:
+            self._operators = cast(dict[str, str], await self.redis.hgetall(OPERATORS_KEY))
+            self._operators_version = meta[0]
+        if meta[3] != self._mandates_version:
+            self._mandates = cast(dict[str, str], await self.redis.hgetall(MANDATES_KEY))
+            self._mandates_version = meta[3]
+        hidden_ids = sorted(hidden)
+        commands: list[Sequence[Any]] = []
+        a += 2 + np
+        for i in range(3 + days + nr, len(keys), 2):
+            suffix, client = args[a], args[a + 1]
+            a += 2
+            commands.append(self._script("register_one", keys[i], suffix, client, *hidden_ids))
+            commands.append(("HMGET", keys[i + 1], *(field.format(c=client) for field in CALLEE_FIELDS)))
+        replies = await self._read(lambda client: self._on(client, commands)) if commands else []
+        operators = [self._operators.get(op_id) for op_id in operator_ids]
+        return [operators, meta, counts, [self._mandates.get(pair) for pair in pairs], cover, *replies]
+
+    async def _on(self, client: Any, commands: list[Sequence[Any]]) -> list[Any]:
+        """``commands`` through ``client``; on the replicas' client the register
+        script runs as ``EVALSHA_RO``, which redis-py sends to a replica (a
+        plain ``EVALSHA`` may write, so it goes to the primary)."""
+        if client is not self.redis:
+            commands = [("EVALSHA_RO", *command[1:]) if command[0] == "EVALSHA" else command for command in commands]
+        return await self._pipeline(commands, client)
+
+    async def _replica_roles(self) -> list[Any]:
+        """The ``ROLE`` reply of every replica of the cluster, once each runs
+        Redis 7 or newer (``EVALSHA_RO``, checked at the first call). A
+        cluster without replicas raises, so that ``/ready`` does not claim
+        replica reads that are not happening."""
+        client = cast(Any, self.replica)
+        await client.initialize()
+        nodes = client.get_replicas()
+        if not nodes:
+            raise StaleReplica("the cluster has no replicas")
+        if not self._replicas_versioned:
+            infos = await asyncio.gather(*(node.execute_command("INFO", "server") for node in nodes))
+            for info in infos:
+                version = str(info.get("redis_version", "0"))
+                if int(version.split(".")[0]) < 7:
+                    raise StaleReplica(
+                        f"replica reads on a cluster need Redis 7 or newer (EVALSHA_RO); a node runs {version}"
+                    )
+            self._replicas_versioned = True
+        return list(await asyncio.gather(*(node.execute_command("ROLE") for node in nodes)))
+
+    async def register_results(self, e164: str) -> dict[str, RegisterResult]:
+        return await register_store.results(self.raw, e164)
+
+    # --- writes ----------------------------------------------------------------
+
+    async def record_allowed(
+        self, allowed: Sequence[Allowed], now: datetime, limits: Sequence[tuple[timedelta, int]] = ()
+    ) -> list[tuple[PastCall, ...] | None]:
+        if not allowed:
+            return []
+        stamp = str(epoch_ms(now))
+        memory = int(OUTCOME_MEMORY.total_seconds())
+        capped = [i for i, item in enumerate(allowed) if item.capped]
+        results: list[Any] = [1] * len(allowed)
+        try:
+            calls = [
+                self._script("record_calls", callee_key(allowed[i].callee), *cap_arguments(allowed[i], limits),
+                             allowed[i].client_id, intent_ref(allowed[i].intent_id), stamp)
+                for i in capped
+            ]  # fmt: skip
+            for i, answer in zip(capped, await self._pipeline(calls) if calls else [], strict=True):
+                results[i] = answer
+            remember = [
+                self._script("remember", intent_key(item.intent_id), item.callee, item.client_id,
+                             item.campaign_id or NO_CAMPAIGN, memory)
+                for item, result in zip(allowed, results, strict=True)
+                if result == 1
+            ]  # fmt: skip
+            if remember:
+                await self._pipeline(remember)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise LookupUnavailable(type(exc).__name__) from exc
+        return [None if result == 1 else parse_calls(result) for result in results]
+
+    async def apply_outcomes(self, outcomes: Sequence[tuple[OutcomeReport, bool]], tz: tzinfo) -> list[str | int]:
+        """As on one Redis, in three steps (see the module docstring). A report
+        of an intent already reported earlier in the batch is answered as the
+        single script answers it (-1, or 0 when the intent is unknown)
+        without a claim: a pending claim would let it apply twice."""
+        if not outcomes:
+            return []
+        first: dict[str, int] = {}
+        for i, (report, _) in enumerate(outcomes):
+            first.setdefault(report.intent_id, i)
+        claimed = await self._pipeline(
+            [
+                self._script("claim_outcome", intent_key(report.intent_id), report.outcome.value)
+                for i, (report, _) in enumerate(outcomes)
+                if first[report.intent_id] == i
+            ]
+        )
+        answer = dict(zip(first.values(), claimed, strict=True))
+        claims: list[Any] = []
+        for i, (report, _) in enumerate(outcomes):
+            earlier = first[report.intent_id]
+            claims.append(answer[i] if earlier == i else (0 if answer[earlier] == 0 else -1))
+        lifetime = int(OUTCOME_COUNTERS_LIFETIME.total_seconds())
+        commands: list[Sequence[Any]] = []
+        finish: list[Sequence[Any]] = []
+        for (report, silent), claim in zip(outcomes, claims, strict=True):
+            if not isinstance(claim, list):
+                continue
+            callee, client, campaign = claim
+            counters = f"{PREFIX}outcomes:{report.at.astimezone(tz).date().isoformat()}"
+            commands += [("HINCRBY", counters, f"{campaign}|{report.outcome.value}", 1), ("EXPIRE", counters, lifetime)]
+            if silent:
+                commands.append(
+                    self._script("block_silent", callee_key(callee), f"silent:{client}", format_when(report.at))
+                )
+            finish.append(self._script("finish_outcome", intent_key(report.intent_id), report.outcome.value))
+        if commands:
+            await self._pipeline(commands)
+            await self._pipeline(finish)  # only once the counter and the block are written
+        return [claim[2] if isinstance(claim, list) else int(claim) for claim in claims]
+
+    async def write_if_not_older(
+        self,
+        triples: Iterable[tuple[str, str, str]],
+        width: int,
+        chunk: int = 1000,
+        tally: str = "",
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        written = added = 0
+        pending: dict[str, list[str]] = {}
+
+        async def flush() -> None:
+            nonlocal written, added
+            answers = await self._pipeline(
+                [self._script("write_one", key, width, *pairs) for key, pairs in pending.items()]
+            )
+            written += sum(int(w) for w, _ in answers)
+            added += sum(int(a) for _, a in answers)
+            pending.clear()
+
+        for sent, (key, field, value) in enumerate(triples, 1):
+            pending.setdefault(key, []).extend((field, value))
+            if sent % chunk == 0:
+                await flush()
+                if progress is not None:
+                    progress(sent)
+        if pending:
+            await flush()
+        if tally and added:
+            await self.redis.hincrby(META_KEY, tally.removeprefix("count:"), added)
+        return written
+
+    async def _replace_hash(self, key: str, mapping: dict[str, str], version_field: str, version: str) -> None:
+        """As on one Redis; the staging key shares the list's slot, so ``RENAME``
+        is still atomic, and the version follows it (readers that see the new
+        version read the new list)."""
+        staging = "{" + key + "}:staging"
+        await self.redis.delete(staging)
+        items = list(mapping.items())
+        for start in range(0, len(items), 5000):
+            await self.redis.hset(staging, mapping=dict(items[start : start + 5000]))
+        if items:
+            await self.redis.rename(staging, key)
+        else:
+            await self.redis.delete(key)
+        await self.redis.hset(META_KEY, version_field, version)
