@@ -31,7 +31,7 @@ from callguard.core.audit import GENESIS, link
 from callguard.core.report import render
 from callguard.core.schema import AUDIT_TOPIC
 from callguard.dev.embedded import Embedded, start_postgres
-from callguard.worker.app import ensure_topics
+from callguard.kafka.topics import ensure_topics
 
 PARTITIONS = 6
 

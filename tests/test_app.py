@@ -30,7 +30,7 @@ def test_a_create_topics_answer_is_read_topic_by_topic() -> None:
     names the user and the topics; any other refusal names the topic and says why."""
     from aiokafka.errors import TopicAuthorizationFailedError
 
-    from callguard.worker.app import BrokerUnavailable, _raise_topic_errors
+    from callguard.kafka.topics import BrokerUnavailable, _raise_topic_errors
 
     sasl = {"sasl_plain_username": "callguard-dialer"}
     _raise_topic_errors([("callguard.audit", 0, None), ("callguard.intents", 36, "exists")], sasl)

@@ -23,7 +23,7 @@ from callguard.config import Settings
 from callguard.core.numbers import mask
 from callguard.core.schema import AUDIT_TOPIC, OUTCOMES_TOPIC
 from callguard.dev.embedded import Server
-from callguard.worker.app import ensure_topics
+from callguard.kafka.topics import ensure_topics
 from tests.conftest import Worker, collect, load_all, operators_csv, start_test_broker, today, write_csv
 from tests.contract import validate
 

@@ -36,7 +36,7 @@ from callguard.core.schema import (
     Reason,
     parse_intent,
 )
-from callguard.worker.app import ALL_TOPICS
+from callguard.kafka.topics import ALL_TOPICS
 from tests.conftest import Worker, bootstrap, cli, collect, operators_csv, produce, today, write_csv
 from tests.contract import errors, validate
 

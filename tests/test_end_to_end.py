@@ -13,7 +13,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from callguard.core.schema import AUDIT_TOPIC, DEADLETTER_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
-from callguard.worker.app import ALL_TOPICS
+from callguard.kafka.topics import ALL_TOPICS
 from tests.conftest import Worker, bootstrap, cli, collect, operators_csv, produce, today, write_csv
 
 pytestmark = pytest.mark.e2e

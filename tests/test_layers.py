@@ -7,9 +7,12 @@ Each module is imported alone in a fresh interpreter."""
 
 from __future__ import annotations
 
+import os
 import pkgutil
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +52,29 @@ def test_the_probe_sees_an_io_client() -> None:
         timeout=60,
     )
     assert "redis" in result.stdout.strip().split(",")
+
+
+def test_the_layer_check_fails_on_a_wrong_import(tmp_path: Path) -> None:
+    # a copy of the package where the core imports the worker: lint-imports must refuse it
+    root = Path(__file__).parents[1]
+    shutil.copytree(
+        root / "src" / "callguard", tmp_path / "src" / "callguard", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(root / "pyproject.toml", tmp_path / "pyproject.toml")
+    facts = tmp_path / "src" / "callguard" / "core" / "facts.py"
+    facts.write_text(facts.read_text() + "\nimport callguard.worker.guard  # noqa: E402,F401\n")
+    lint = [
+        sys.executable,
+        "-c",
+        "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
+    broken = subprocess.run(
+        [*lint, "--no-cache", "--no-logo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "callguard.core is not allowed to import callguard.worker" in broken.stdout
+    assert "callguard.core.facts -> callguard.worker.guard" in broken.stdout
+    # and the tree as it is keeps every contract
+    kept = subprocess.run([*lint, "--no-cache", "--no-logo"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert kept.returncode == 0, kept.stdout

@@ -230,7 +230,7 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None) -> Sin
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     stats = SinkStats()
-    from callguard.worker.app import ensure_topics  # the worker's: topics with the configured partitions
+    from callguard.kafka.topics import ensure_topics  # topics with the configured partitions
 
     # before subscribing: a subscription could make the broker create the audit
     # topic with its own partition count, and the chains need the worker's

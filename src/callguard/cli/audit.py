@@ -62,8 +62,8 @@ def run_sink_command(settings: Settings) -> int:
     import asyncpg
 
     from callguard.auditstore.store import run_sink
+    from callguard.kafka.topics import BrokerUnavailable
     from callguard.logs import logging_config
-    from callguard.worker.app import BrokerUnavailable
 
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
     try:

@@ -348,9 +348,9 @@ async def _read_audit_topic(settings: Settings) -> tuple[list[int], list[Stored]
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from callguard.config import broker_hosts, kafka_security
-    from callguard.core.audit import read_partition
     from callguard.core.schema import AUDIT_TOPIC
     from callguard.kafka.access import refuse_hidden_topic
+    from callguard.kafka.auditlog import read_partition
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker_hosts(settings.broker),
@@ -481,7 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(check_kafka_access(settings))
         if args.command == "worker":
             _use_uvloop()
-            from callguard.worker.app import BrokerUnavailable, run_worker
+            from callguard.kafka.topics import BrokerUnavailable
+            from callguard.worker.app import run_worker
 
             try:
                 return run_worker(settings)

@@ -228,8 +228,8 @@ async def _from_topic(settings: Settings) -> AsyncIterator[bytes]:
     from aiokafka.errors import KafkaError
 
     from callguard.config import broker_hosts, kafka_security
-    from callguard.core.audit import read_partition
     from callguard.kafka.access import refuse_hidden_topic
+    from callguard.kafka.auditlog import read_partition
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a broker problem is reported in our own line
     consumer = AIOKafkaConsumer(

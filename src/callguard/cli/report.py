@@ -204,7 +204,7 @@ async def _topic_tail(settings: Settings, partition: int, start: int) -> AsyncIt
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from callguard.config import broker_hosts, kafka_security
-    from callguard.core.audit import read_partition
+    from callguard.kafka.auditlog import read_partition
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker_hosts(settings.broker),

@@ -28,42 +28,34 @@ import logging
 import logging.config
 import os
 import tempfile
-import time
 import urllib.parse
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
-    ClusterAuthorizationFailedError,
     KafkaConnectionError,
     KafkaError,
-    TopicAlreadyExistsError,
-    TopicAuthorizationFailedError,
-    for_code,
 )
 from faust.web import Request, Response, View
 
 from callguard.config import Settings, broker_hosts, kafka_security, safe_url
-from callguard.core.audit import ChainHeads, last_record
+from callguard.core.audit import ChainHeads
 from callguard.core.policy import PolicySettings
 from callguard.core.policyfile import PolicyError, policy_for
 from callguard.core.schema import (
     AUDIT_TOPIC,
     CONSENTS_TOPIC,
-    DEADLETTER_TOPIC,
-    DECISIONS_TOPIC,
     INTENTS_TOPIC,
     OPTOUTS_TOPIC,
     OUTCOMES_TOPIC,
 )
-from callguard.kafka.access import KafkaAccessDenied, refuse_hidden_topic, who
+from callguard.kafka.auditlog import last_record
 from callguard.kafka.lag import LagProbe
 from callguard.kafka.publishing import BatchPublisher
-from callguard.kafka.transactions import Transactions
+from callguard.kafka.topics import ALL_TOPICS, BrokerUnavailable, ensure_topics, partition_count
 from callguard.logs import logging_config
 from callguard.storage.stores import Stores
 from callguard.worker.batching import BatchSource
@@ -71,20 +63,9 @@ from callguard.worker.batching import install as install_batching
 from callguard.worker.guard import Guard, Raw
 from callguard.worker.health import DAY, data_checks, safe_read_data, utcnow
 from callguard.worker.metrics import CONTENT_TYPE, Metrics
+from callguard.worker.transactions import Transactions
 
 log = logging.getLogger("callguard.app")
-
-#: Every topic of the contract; the worker creates the missing ones at start.
-ALL_TOPICS = (
-    INTENTS_TOPIC,
-    DECISIONS_TOPIC,
-    AUDIT_TOPIC,
-    DEADLETTER_TOPIC,
-    OPTOUTS_TOPIC,
-    OUTCOMES_TOPIC,
-    CONSENTS_TOPIC,
-)
-
 
 async def _or_exit(work: Awaitable[Any]) -> None:
     """Run one batch; if it raises, stop the process at once.
@@ -480,10 +461,6 @@ def create_app(
     return app
 
 
-class BrokerUnavailable(Exception):
-    """The broker did not answer at start."""
-
-
 def _idempotent_producer(app: faust.App) -> None:
     """Make Faust's producer idempotent (faust-streaming 0.15.3 asks for it only
     inside its own transactions, in ``Producer._settings_extra``). Without it,
@@ -518,78 +495,6 @@ async def idempotence_refused(settings: Settings, timeout: float = 15.0) -> str 
         with contextlib.suppress(Exception):
             await producer.stop()
     return None
-
-
-async def ensure_topics(settings: Settings, wait: float = 60.0, topics: Sequence[str] = ALL_TOPICS) -> list[str]:
-    """Create every missing one of ``topics`` with the configured partitions and
-    replicas, before any consumer subscribes (a subscription could otherwise
-    make the broker auto-create an input topic with its own defaults).
-    Returns the topics created; waits up to ``wait`` seconds for the broker.
-    A topic the broker's ACLs hide or forbid to create raises
-    :class:`KafkaAccessDenied` at once, naming it."""
-    security = kafka_security(settings)
-    deadline = time.monotonic() + wait
-    while True:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=broker_hosts(settings.broker), request_timeout_ms=10_000, **security
-        )
-        try:
-            await admin.start()
-            missing = [name for name in topics if name not in set(await admin.list_topics())]
-            for name in missing:  # hidden from this user by the ACLs, rather than missing: say so
-                await refuse_hidden_topic(admin._client, name, security)
-            if missing:
-                response = await admin.create_topics(
-                    [NewTopic(name, settings.topic_partitions, settings.topic_replicas) for name in missing]
-                )
-                _raise_topic_errors(response.topic_errors, security)
-            return missing
-        except TopicAlreadyExistsError:  # another worker created it meanwhile
-            return []
-        except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
-            raise KafkaAccessDenied(str(exc).split(": ", 1)[-1]) from None
-        except KafkaError as exc:
-            if time.monotonic() > deadline:
-                raise BrokerUnavailable(f"cannot reach the broker at {settings.broker}: {exc}") from None
-            log.warning("broker not answering (%s); retrying", exc)
-            await asyncio.sleep(1.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
-
-
-#: CreateTopics error codes that mean the ACLs refused it.
-DENIED_CODES = (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno)
-
-
-def _raise_topic_errors(topic_errors: Sequence[Any], security: dict[str, Any]) -> None:
-    """Raise for a CreateTopics response's failures (another worker creating a
-    topic meanwhile is none)."""
-    refused = [entry[0] for entry in topic_errors if entry[1] in DENIED_CODES]
-    if refused:
-        raise TopicAuthorizationFailedError(
-            f"the broker's ACLs do not let {who(security)} create {', '.join(refused)}: "
-            "create the topics beforehand (deploy/kafka/topics.sh)"
-        )
-    for entry in topic_errors:
-        if entry[1] not in (0, TopicAlreadyExistsError.errno):
-            said = entry[2] if len(entry) > 2 and entry[2] else ""
-            raise BrokerUnavailable(
-                f"the broker would not create {entry[0]}: {for_code(entry[1]).__name__} {said}".strip()
-            )
-
-
-async def partition_count(settings: Settings, topic: str) -> int:
-    """How many partitions ``topic`` has (it may predate our settings)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=broker_hosts(settings.broker), request_timeout_ms=10_000, **kafka_security(settings)
-    )
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-        return len(described[0]["partitions"]) or settings.topic_partitions
-    finally:
-        await admin.close()
 
 
 #: The worker's first-generation threshold for Python's cyclic garbage collector (Python's default: 700).
