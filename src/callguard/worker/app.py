@@ -67,6 +67,7 @@ from callguard.worker.transactions import Transactions
 
 log = logging.getLogger("callguard.app")
 
+
 async def _or_exit(work: Awaitable[Any]) -> None:
     """Run one batch; if it raises, stop the process at once.
 
