@@ -1,5 +1,5 @@
 import sys
 
-from callguard.cli.main import main
+from callguard.cli import main
 
 sys.exit(main())
