@@ -295,7 +295,9 @@ async def _store(
 
 
 @dataclass(frozen=True, slots=True)
-class PartitionLag:
+class SinkLag:
+    """How far the audit store is behind ``callguard.audit`` on one partition."""
+
     partition: int
     end: int  # the topic's high watermark when searched
     committed: int | None  # the sink group's next offset, None when it never committed
@@ -310,7 +312,7 @@ class SearchResult:
     number: str
     callee: str | None  # the E.164 form searched, None when NUMBER is not a valid number
     decisions: list[dict[str, Any]]  # newest first; "pending": True for records not yet in the store
-    lag: list[PartitionLag] | None  # None when the topic could not be read
+    lag: list[SinkLag] | None  # None when the topic could not be read
     lag_error: str | None = None
     #: False when the records past the store were too many to read them all
     #: (``max_scan``): decisions not stored yet may then be missing
@@ -351,7 +353,7 @@ async def search_store(
 
 async def scan_unsynced(
     settings: Settings, match: Any, max_records: int = 1_000_000, max_seconds: float = 60.0
-) -> tuple[list[PartitionLag], list[Stored], bool]:
+) -> tuple[list[SinkLag], list[Stored], bool]:
     """The sink's lag per partition, and the records past its committed
     offsets that ``match`` accepts: the part of the answer not stored yet.
 
@@ -404,7 +406,7 @@ async def scan_unsynced(
                     pending.discard(tp)
         if set(tps) - set(ends):
             raise TimeoutError(f"no answer from {AUDIT_TOPIC} within {max_seconds:.0f} s")
-        lag = [PartitionLag(tp.partition, ends[tp], committed[tp]) for tp in tps]
+        lag = [SinkLag(tp.partition, ends[tp], committed[tp]) for tp in tps]
         return lag, found, not pending
     finally:
         await consumer.stop()

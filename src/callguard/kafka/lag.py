@@ -228,7 +228,7 @@ def status(window: Sequence[PartitionLag], group_state: str = "unknown", members
 
 
 @dataclass
-class Window:
+class SampleWindow:
     """The last ``size`` samples, per partition."""
 
     size: int
@@ -294,7 +294,7 @@ async def watch(
     probe: LagProbe, interval: float, window: int, samples: int | None
 ) -> AsyncIterator[tuple[Sample, list[dict[str, Any]]]]:
     """Yield (sample, rows) every ``interval`` seconds; stop after ``samples`` when given."""
-    history = Window(window)
+    history = SampleWindow(window)
     taken = 0
     while samples is None or taken < samples:
         if taken:
