@@ -25,7 +25,6 @@ from callguard.core.policyfile import load_policy
 from callguard.core.report import (
     REASON_TEXT,
     RULE_TEXT,
-    SHORT_CITATION,
     US_RULE_TEXT,
     Chain,
     Entry,
@@ -355,8 +354,8 @@ def test_every_rule_is_named_and_cites_known_sources() -> None:
     assert set(US_RULES) <= set(RULE_TEXT) | set(US_RULE_TEXT)
     for _, keys in [*RULE_TEXT.values(), *US_RULE_TEXT.values()]:
         for key in keys:
-            assert key in SOURCES and key in SHORT_CITATION
-    assert len(set(SHORT_CITATION.values())) == len(SHORT_CITATION)  # each short name says which source
+            assert key in SOURCES and SOURCES[key].short
+    assert len({source.short for source in SOURCES.values()}) == len(SOURCES)  # each short name says which source
 
 
 # --- the command's bad input: one line, exit 2, no file (no server needed) ---------------

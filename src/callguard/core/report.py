@@ -122,42 +122,6 @@ def rule_text(name: str, rules: dict[str, dict[str, Any]]) -> tuple[str, tuple[s
     return RULE_TEXT.get(name, (name, ()))
 
 
-#: Each cited source in a few words, for the rules table (the full citation is its tooltip and in the appendix).
-SHORT_CITATION: dict[str, str] = {
-    "CODICE_CONDOTTA": "Codice di condotta 2024, art. 7 c. 1",
-    "CODICE_CONDOTTA_ART10_C2": "Codice di condotta 2024, art. 10 c. 2",
-    "CODICE_CONDOTTA_FILIERA": "Codice di condotta 2024, art. 6, 7, 14, 17",
-    "RPO_FAQ_REQUEST": "RPO, FAQ for operators (calls asked for)",
-    "AGCOM_CLI_SPOOFING": "AGCOM del. 106/25/CONS, 271/25/CONS",
-    "L5_2018_ART1": "L. 5/2018, art. 1 c. 2",
-    "L5_2018_ART1_C5": "L. 5/2018, art. 1 c. 5",
-    "L5_2018_ART2_C1": "L. 5/2018, art. 2 c. 1",
-    "DPR26_2022_ART8_C2": "DPR 26/2022, art. 8 c. 2",
-    "RPO_VALIDITY": "RPO, validity of a consultation",
-    "RPO_FAQ_CONTROLLERS": "RPO, FAQ for operators (each controller)",
-    "CODICE_PRIVACY_ART130_C1_C2": "D.lgs. 196/2003, art. 130 c. 1-2",
-    "GARANTE_SILENT_CALLS_BLOCK": "Garante provv. 83/2014 (block after a silent call)",
-    "GARANTE_SILENT_CALLS_RATE": "Garante provv. 83/2014 (silent-call rate)",
-    "L151_2025": "L. 151/2025, art. 1",
-    "TSR_DNC_REGISTRY": "16 CFR 310.4(b)(1)(iii)(B)",
-    "TSR_SAFE_HARBOR": "16 CFR 310.4(b)(3)(iv)",
-    "TCPA_DNC": "47 CFR 64.1200(c)(2)",
-    "TSR_EBR": "16 CFR 310.2(q)",
-    "TSR_ENTITY_DNC": "16 CFR 310.4(b)(1)(iii)(A)",
-    "TCPA_ENTITY_DNC": "47 CFR 64.1200(d)(3)",
-    "TSR_CALLING_HOURS": "16 CFR 310.4(c)",
-    "TCPA_CALLING_HOURS": "47 CFR 64.1200(c)(1)",
-    "US_TIME_ZONES": "49 CFR part 71",
-    "FL_TSA": "Fla. Stat. 501.616(6)",
-    "OK_TSA": "15 O.S. 775C.4",
-    "MD_SSCA": "Md. Code, Com. Law 14-4503",
-    "FL_DNC": "Fla. Stat. 501.059(4)",
-    "TCPA_WIRELESS_AUTODIALED": "47 CFR 64.1200(a)(2)",
-    "TCPA_REASSIGNED": "47 CFR 64.1200(m)",
-    "TSR_ABANDONMENT": "16 CFR 310.4(b)(4)(i)",
-    "TSR_CALLER_ID": "16 CFR 310.4(a)(8)",
-}
-
 OUTCOME_TEXT = {
     "pass": "passed",
     "deny": "denied",
@@ -465,7 +429,7 @@ def _chain_badge(state: str, short: bool = False) -> str:
 def _sources(keys: Sequence[str]) -> str:
     if not keys:
         return '<span class="muted">policy limit</span>'
-    return "; ".join(f'<span title="{esc(SOURCES[k].citation())}">{esc(SHORT_CITATION[k])}</span>' for k in keys)
+    return "; ".join(f'<span title="{esc(SOURCES[k].citation())}">{esc(SOURCES[k].short)}</span>' for k in keys)
 
 
 def cited(entries: Sequence[Entry]) -> list[str]:
@@ -1150,7 +1114,7 @@ def render(
             "<h2>Legal sources cited</h2>",
             '<dl class="reasons">',
             *(
-                f"<dt>{esc(SHORT_CITATION[k])}</dt><dd>{esc(SOURCES[k].citation())}"
+                f"<dt>{esc(SOURCES[k].short)}</dt><dd>{esc(SOURCES[k].citation())}"
                 f"{'' if SOURCES[k].verified else ' <span class=muted>(the primary text was not read: quoted from a reproduction, see callguard policy sources)</span>'}</dd>"
                 for k in cited(shown)
             ),

@@ -21,6 +21,8 @@ class Source:
     """One article (or comma) of one act, where it was published, and its words."""
 
     key: str
+    #: a few words for a table (the regulator's report); :meth:`citation` is the full one
+    short: str
     act: str
     article: str
     published: str
@@ -51,6 +53,7 @@ SOURCES: dict[str, Source] = {
     for source in (
         Source(
             "CODICE_CONDOTTA",
+            "Codice di condotta 2024, art. 7 c. 1",
             _GU_CODICE,
             "art. 7 c. 1",
             _GU_CODICE_PUB,
@@ -65,6 +68,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "CODICE_CONDOTTA_ART10_C2",
+            "Codice di condotta 2024, art. 10 c. 2",
             _GU_CODICE,
             "art. 10 c. 2",
             _GU_CODICE_PUB,
@@ -80,6 +84,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "CODICE_CONDOTTA_FILIERA",
+            "Codice di condotta 2024, art. 6, 7, 14, 17",
             _GU_CODICE,
             "art. 6, 7, 14, 17",
             _GU_CODICE_PUB,
@@ -92,6 +97,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "RPO_FAQ_REQUEST",
+            "RPO, FAQ for operators (calls asked for)",
             "Registro pubblico delle opposizioni, FAQ for operators",
             "FAQ",
             "registrodelleopposizioni.it/operatore/domande-frequenti-operatore/",
@@ -104,6 +110,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "AGCOM_CLI_SPOOFING",
+            "AGCOM del. 106/25/CONS, 271/25/CONS",
             "AGCOM, delibere 106/25/CONS (30 April 2025) and 271/25/CONS (6 November 2025)",
             "caller-ID rules for calls from abroad",
             "agcom.it",
@@ -118,6 +125,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "L5_2018_ART1",
+            "L. 5/2018, art. 1 c. 2",
             _L5,
             "art. 1 c. 2",
             _L5_PUB,
@@ -131,6 +139,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "L5_2018_ART1_C5",
+            "L. 5/2018, art. 1 c. 5",
             _L5,
             "art. 1 c. 5",
             _L5_PUB,
@@ -146,6 +155,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "L5_2018_ART2_C1",
+            "L. 5/2018, art. 2 c. 1",
             _L5,
             "art. 2 c. 1",
             _L5_PUB,
@@ -162,6 +172,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "DPR26_2022_ART8_C2",
+            "DPR 26/2022, art. 8 c. 2",
             _DPR26,
             "art. 8 c. 2",
             _DPR26_PUB,
@@ -174,6 +185,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "RPO_VALIDITY",
+            "RPO, validity of a consultation",
             "Registro pubblico delle opposizioni, pages for operators",
             "For the operator",
             "registrodelleopposizioni.it/en/for-operator/",
@@ -184,6 +196,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "RPO_FAQ_CONTROLLERS",
+            "RPO, FAQ for operators (each controller)",
             "Registro pubblico delle opposizioni, FAQ for operators",
             "FAQ",
             "registrodelleopposizioni.it/operatore/domande-frequenti-operatore/",
@@ -196,6 +209,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "CODICE_PRIVACY_ART130_C1_C2",
+            "D.lgs. 196/2003, art. 130 c. 1-2",
             "D.lgs. 30 giugno 2003, n. 196 (Codice in materia di protezione dei dati personali)",
             "art. 130 c. 1-2",
             "GU n. 174 del 29 luglio 2003, 003G0218, as amended",
@@ -210,6 +224,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "GARANTE_SILENT_CALLS_BLOCK",
+            "Garante provv. 83/2014 (block after a silent call)",
             "Garante per la protezione dei dati personali, provvedimento generale sulle c.d. chiamate mute, "
             "delibera n. 83 del 20 febbraio 2014",
             "operative part",
@@ -223,6 +238,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "GARANTE_SILENT_CALLS_RATE",
+            "Garante provv. 83/2014 (silent-call rate)",
             "Garante per la protezione dei dati personali, provvedimento generale sulle c.d. chiamate mute, "
             "delibera n. 83 del 20 febbraio 2014",
             "operative part",
@@ -236,6 +252,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "L151_2025",
+            "L. 151/2025, art. 1",
             "Legge 8 ottobre 2025, n. 151 (festa nazionale di San Francesco d'Assisi)",
             "art. 1 c. 1-2",
             "GU n. 236 del 10 ottobre 2025, 25G00153; in force 1 January 2026",
@@ -248,6 +265,7 @@ SOURCES: dict[str, Source] = {
         # so each is marked verified=False until someone compares it with ecfr.gov.
         Source(
             "TSR_DNC_REGISTRY",
+            "16 CFR 310.4(b)(1)(iii)(B)",
             _TSR,
             "16 CFR 310.4(b)(1)(iii)(B)",
             _TSR_PUB,
@@ -267,6 +285,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "TSR_SAFE_HARBOR",
+            "16 CFR 310.4(b)(3)(iv)",
             _TSR,
             "16 CFR 310.4(b)(3)(iv)",
             _TSR_PUB,
@@ -283,6 +302,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "TCPA_DNC",
+            "47 CFR 64.1200(c)(2)",
             _TCPA,
             "47 CFR 64.1200(c)(2) and (c)(2)(i)(D)",
             _TCPA_PUB,
@@ -297,6 +317,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "TSR_EBR",
+            "16 CFR 310.2(q)",
             _TSR,
             "16 CFR 310.2(q)",
             _TSR_PUB,
@@ -316,6 +337,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "TSR_ENTITY_DNC",
+            "16 CFR 310.4(b)(1)(iii)(A)",
             _TSR,
             "16 CFR 310.4(b)(1)(iii)(A)",
             _TSR_PUB,
@@ -329,6 +351,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "TCPA_ENTITY_DNC",
+            "47 CFR 64.1200(d)(3)",
             _TCPA,
             "47 CFR 64.1200(d)(3) and (a)(10)",
             _TCPA_PUB,
@@ -342,6 +365,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "TSR_CALLING_HOURS",
+            "16 CFR 310.4(c)",
             _TSR,
             "16 CFR 310.4(c)",
             _TSR_PUB,
@@ -354,6 +378,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "TCPA_CALLING_HOURS",
+            "47 CFR 64.1200(c)(1)",
             _TCPA,
             "47 CFR 64.1200(c)(1)",
             _TCPA_PUB,
@@ -365,6 +390,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "US_TIME_ZONES",
+            "49 CFR part 71",
             "Standard time zone boundaries in the United States",
             "49 CFR part 71",
             "Code of Federal Regulations, title 49",
@@ -379,6 +405,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "FL_TSA",
+            "Fla. Stat. 501.616(6)",
             "Florida Telemarketing Act",
             "Fla. Stat. 501.616(6)",
             "Florida Statutes, leg.state.fl.us",
@@ -394,6 +421,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "OK_TSA",
+            "15 O.S. 775C.4",
             "Oklahoma Telephone Solicitation Act of 2022",
             "15 O.S. 775C.4",
             "Oklahoma Statutes",
@@ -406,6 +434,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "MD_SSCA",
+            "Md. Code, Com. Law 14-4503",
             "Maryland Stop the Spam Calls Act of 2023",
             "Md. Code, Com. Law 14-4503",
             "Annotated Code of Maryland; in force 1 January 2024",
@@ -417,6 +446,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "FL_DNC",
+            "Fla. Stat. 501.059(4)",
             "Florida Telephone Solicitation Act",
             "Fla. Stat. 501.059(4)",
             "Florida Statutes, leg.state.fl.us",
@@ -430,6 +460,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "TCPA_WIRELESS_AUTODIALED",
+            "47 CFR 64.1200(a)(2)",
             _TCPA,
             "47 CFR 64.1200(a)(2)",
             _TCPA_PUB,
@@ -447,6 +478,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "TCPA_REASSIGNED",
+            "47 CFR 64.1200(m)",
             _TCPA,
             "47 CFR 64.1200(m)",
             _TCPA_PUB,
@@ -462,6 +494,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "TSR_ABANDONMENT",
+            "16 CFR 310.4(b)(4)(i)",
             _TSR,
             "16 CFR 310.4(b)(4)(i)",
             _TSR_PUB,
@@ -477,6 +510,7 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "TSR_CALLER_ID",
+            "16 CFR 310.4(a)(8)",
             _TSR,
             "16 CFR 310.4(a)(8)",
             _TSR_PUB,
