@@ -43,17 +43,10 @@ from callguard.dev.embedded import (
 )
 from callguard.storage import register as reg
 from callguard.storage.cluster import ClusterStores
-from callguard.storage.register import HIDDEN_KEY, RegisterRows
-from callguard.storage.stores import (
-    META_KEY,
-    OPERATORS_KEY,
-    Allowed,
-    Query,
-    Stores,
-    callee_key,
-    cap_arguments,
-    intent_key,
-)
+from callguard.storage.factory import open_stores
+from callguard.storage.keys import HIDDEN_KEY, META_KEY, OPERATORS_KEY, callee_key, intent_key
+from callguard.storage.register import RegisterRows
+from callguard.storage.stores import Allowed, Query, Stores, cap_arguments
 from tests.conftest import (
     OPEN_HOURS_POLICY,
     Worker,
@@ -171,8 +164,8 @@ async def test_the_cluster_stores_do_what_the_single_redis_stores_do(
     single: Server, cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(reg, "CLUSTER_GRACE", 0.1)  # no reader runs meanwhile
-    one = Stores.from_url(f"redis://127.0.0.1:{single.port}/0", timeout=10)
-    many = Stores.from_url(cluster.url, timeout=10)
+    one = open_stores(f"redis://127.0.0.1:{single.port}/0", timeout=10)
+    many = open_stores(cluster.url, timeout=10)
     assert isinstance(many, ClusterStores) and not isinstance(one, ClusterStores)
     try:
         expected, found = await scenario(one), await scenario(many)
@@ -206,7 +199,7 @@ async def test_cluster_writes_left_half_done_by_a_crash_are_completed_when_the_b
     batch, so the same intents and reports come again: they must then
     complete what was half done, never skip it (a lost silent-call block
     would let the callee be called again)."""
-    stores = Stores.from_url(cluster.url, timeout=10)
+    stores = open_stores(cluster.url, timeout=10)
     assert isinstance(stores, ClusterStores)
     callee, now = e164(9_000_001), datetime(2026, 11, 20, 10, tzinfo=UTC)
     limits = [(timedelta(hours=24), 3)]
@@ -288,8 +281,8 @@ async def seed(stores: Stores, numbers: list[str]) -> list[Query]:
 
 async def test_cluster_lookups_read_from_the_replicas(tmp_path: Path) -> None:
     cluster = replicated_cluster(tmp_path)
-    primary = Stores.from_url(cluster.url, timeout=10)
-    replicas = Stores.from_url(cluster.url, timeout=10, cluster_replicas=True)
+    primary = open_stores(cluster.url, timeout=10)
+    replicas = open_stores(cluster.url, timeout=10, cluster_replicas=True)
     try:
         queries = await seed(primary, [e164(n) for n in spread(200)])
         reset_stats(cluster)
@@ -343,8 +336,8 @@ async def test_a_cluster_replica_cut_off_from_its_primary_is_not_read(tmp_path: 
     lookups then go to the primaries (those still up answer) and ``/ready``
     says the replicas are failing."""
     cluster = replicated_cluster(tmp_path)
-    primary = Stores.from_url(cluster.url, timeout=10)
-    replicas = Stores.from_url(cluster.url, timeout=10, cluster_replicas=True)
+    primary = open_stores(cluster.url, timeout=10)
+    replicas = open_stores(cluster.url, timeout=10, cluster_replicas=True)
     try:
         numbers = [e164(n) for n in spread(200)]
         await seed(primary, numbers)
@@ -382,7 +375,7 @@ def spread(count: int, space: int = 10_000_000) -> range:
 
 
 async def test_a_register_load_on_the_cluster_is_atomic_for_a_reader(cluster: RedisCluster, tmp_path: Path) -> None:
-    stores = Stores.from_url(cluster.url, timeout=10)
+    stores = open_stores(cluster.url, timeout=10)
     numbers = spread(200_000)
     old_day, new_day = TODAY - timedelta(days=3), TODAY - timedelta(days=1)
     path = tmp_path / "new.csv"
@@ -491,7 +484,7 @@ async def test_a_worker_decides_on_the_cluster(cluster_env: dict[str, str], tmp_
 
         async with GuardClient(broker_url, timeout=10) as guard:
             await guard.report_outcome("cl-clear", "silent")
-        stores = Stores.from_url(cluster_env["CALLGUARD_REDIS_URL"], timeout=10)
+        stores = open_stores(cluster_env["CALLGUARD_REDIS_URL"], timeout=10)
         try:
             for _ in range(100):  # outcomes and intents are separate topics: wait for the block
                 if (await stores.redis.hget(callee_key(e164(100)), "silent:cl-acme")) is not None:

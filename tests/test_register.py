@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 
 from callguard.core.numbers import canonical_e164, libphonenumber_e164, normalise
 from callguard.storage import register as reg
+from callguard.storage.factory import open_stores
+from callguard.storage.keys import CENSUS_KEY, HIDDEN_KEY, LOCK_KEY, NEXT_ID_KEY
 from callguard.storage.loaders import (
     REGISTER_COLUMNS,
     LoadError,
@@ -36,6 +38,7 @@ from callguard.storage.loaders import (
     parse_register,
 )
 from callguard.storage.register import OPPOSED, encode_segment, find, merge, payload, segments
+from callguard.storage.scripts import REGISTER_LOOKUP
 from callguard.storage.stores import Query, Stores
 from tests.conftest import env_for, today
 
@@ -127,14 +130,14 @@ def test_the_most_recent_consultation_wins_when_merging() -> None:
 
 # --- the Lua lookup equals its Python twin ----------------------------------------
 
-LUA_TWIN = reg.LOOKUP_LUA + "return register(KEYS[1], tonumber(ARGV[1]), ARGV[2])"
+LUA_TWIN = REGISTER_LOOKUP + "reg_hidden_key = KEYS[2]\nreturn register(KEYS[1], tonumber(ARGV[1]), ARGV[2])"
 HIDDEN_TEST_ID = 4_000_000_002  # far above any load id INCR hands out in a test session
 
 
 @pytest.fixture(scope="module")
 def raw(embedded) -> redis.Redis:
     client = redis.Redis.from_url(embedded.redis_url)
-    client.sadd(reg.HIDDEN_KEY, HIDDEN_TEST_ID)
+    client.sadd(HIDDEN_KEY, HIDDEN_TEST_ID)
     return client
 
 
@@ -168,7 +171,7 @@ def test_the_lua_lookup_agrees_with_python(
         # the directory extract's entry (its generation in the day field) is answered for every client
         entry = find(seen[1], suffix).get(reg.DIRECTORY_SCOPE) if seen else None
         for client in ("acme", "beta", "*", "@us-dnc"):
-            everyone, mine, listed, named = lookup(keys=[key], args=[suffix, client])
+            everyone, mine, listed, named = lookup(keys=[key, HIDDEN_KEY], args=[suffix, client])
             expected = find(seen[1], suffix, client) if seen else {}
             assert everyone == expected.get("*")
             # a client named like a register never reads the register's entries as its own
@@ -187,7 +190,7 @@ def test_the_lua_lookup_of_a_missing_bucket_answers_nothing_in_every_field(raw: 
     lookup unpacks four."""
     key = reg.bucket_key(39352998)
     raw.delete(key)
-    assert raw.register_script(LUA_TWIN)(keys=[key], args=[1, "acme"]) == [None, None, None, []]
+    assert raw.register_script(LUA_TWIN)(keys=[key, HIDDEN_KEY], args=[1, "acme"]) == [None, None, None, []]
 
 
 # --- loads through the stores --------------------------------------------------------
@@ -195,13 +198,13 @@ def test_the_lua_lookup_of_a_missing_bucket_answers_nothing_in_every_field(raw: 
 
 @pytest.fixture
 async def stores(embedded) -> Stores:
-    client = Stores.from_url(embedded.redis_url, timeout=30)
+    client = open_stores(embedded.redis_url, timeout=30)
     yield client
     await client.close()
 
 
 def census(embedded, scope: str) -> dict[date, int]:
-    raw_census = redis.Redis.from_url(embedded.redis_url, decode_responses=True).hgetall(reg.CENSUS_KEY)
+    raw_census = redis.Redis.from_url(embedded.redis_url, decode_responses=True).hgetall(CENSUS_KEY)
     return {
         date.fromisoformat(f.rpartition("|")[2]): int(n) for f, n in raw_census.items() if f.rpartition("|")[0] == scope
     }
@@ -278,7 +281,7 @@ async def test_a_reader_never_sees_half_a_load(stores: Stores, embedded, tmp_pat
     await stores.add_register_results([(e164(n), False, None) for n in numbers], old_day, client)
     path = csv_of(tmp_path / "new.csv", numbers, "opposed", "2024-05-06")
     raw = aioredis.Redis.from_url(embedded.redis_url)
-    load_id = int(await raw.get(reg.NEXT_ID_KEY) or 0) + 1
+    load_id = int(await raw.get(NEXT_ID_KEY) or 0) + 1
     env = env_for(embedded.broker_url, embedded.redis_url)
     process = subprocess.Popen(
         [sys.executable, "-m", "callguard", "register", "load", str(path), "--as-of", str(new_day), "--client", client],
@@ -294,13 +297,13 @@ async def test_a_reader_never_sees_half_a_load(stores: Stores, embedded, tmp_pat
             batch = [e164(n) for n in rng.sample(sample, 400)]
             keys = list(dict.fromkeys(reg.register_key(n)[0] for n in batch))
             async with raw.pipeline(transaction=False) as pipe:
-                pipe.sismember(reg.HIDDEN_KEY, load_id)
+                pipe.sismember(HIDDEN_KEY, load_id)
                 for key in keys:
                     pipe.get(key)
                 before, *values = await pipe.execute()
             staged = sum(any(v == load_id for v, _, _ in reg.versions(value)) for value in values)
             facts = await stores.lookup([Query(n, client, "op") for n in batch])
-            after = await raw.sismember(reg.HIDDEN_KEY, load_id)
+            after = await raw.sismember(HIDDEN_KEY, load_id)
             states = {(f.register[0].opposed, f.register[0].as_of) for f in facts}
             assert states in ({(False, old_day)}, {(True, new_day)}), states  # never a mix
             if before and after and 0 < staged < len(keys):
@@ -336,7 +339,7 @@ async def test_a_failed_load_changes_nothing(stores: Stores, embedded) -> None:
         rows.cleanup()
     assert census(embedded, "reg-fail") == before
     raw = redis.Redis.from_url(embedded.redis_url)
-    assert not raw.exists(reg.LOCK_KEY)
+    assert not raw.exists(LOCK_KEY)
     for n in numbers[::100]:  # the staged versions were removed again
         assert [v for v, _, _ in reg.versions(raw.get(reg.register_key(e164(n))[0]))] != []
         assert (await stores.register_results(e164(n)))["reg-fail"] == reg.RegisterResult(False, day, None, "reg-fail")
@@ -354,10 +357,10 @@ async def test_an_abandoned_load_stays_invisible_and_the_next_one_cleans_up(stor
     rows = reg.RegisterRows.from_rows([(e164(n), True, None) for n in numbers], expected=400_000)
     try:
         assert rows.partitions > 2
-        assert await client.set(reg.LOCK_KEY, "killed", nx=True, px=60_000)
-        load_id = int(await client.incr(reg.NEXT_ID_KEY))
-        await client.sadd(reg.HIDDEN_KEY, load_id)
-        hidden = frozenset(int(x) for x in await client.smembers(reg.HIDDEN_KEY))
+        assert await client.set(LOCK_KEY, "killed", nx=True, px=60_000)
+        load_id = int(await client.incr(NEXT_ID_KEY))
+        await client.sadd(HIDDEN_KEY, load_id)
+        hidden = frozenset(int(x) for x in await client.smembers(HIDDEN_KEY))
         plan = reg.LoadPlan(str(rows.directory), b"reg-crash", reg.day_number(TODAY), load_id, hidden)
         staged = reg.Staged()
         for part in range(rows.partitions // 2):
@@ -365,7 +368,7 @@ async def test_an_abandoned_load_stays_invisible_and_the_next_one_cleans_up(stor
     finally:
         rows.cleanup()
     assert staged.keys
-    await client.delete(reg.LOCK_KEY)  # the lease ran out
+    await client.delete(LOCK_KEY)  # the lease ran out
     raw = redis.Redis.from_url(embedded.redis_url)
     assert any(len(reg.versions(raw.get(key))) == 2 for key in staged.keys)
     facts = await stores.lookup([Query(e164(n), "reg-crash", "op") for n in numbers[::40]])
@@ -383,7 +386,7 @@ async def test_an_abandoned_load_stays_invisible_and_the_next_one_cleans_up(stor
 
 async def test_a_second_load_waits_for_the_first(stores: Stores, embedded) -> None:
     client = stores.raw
-    assert await client.set(reg.LOCK_KEY, "another", nx=True, px=60_000)
+    assert await client.set(LOCK_KEY, "another", nx=True, px=60_000)
     told: list[str] = []
     rows = reg.RegisterRows.from_rows([(e164(30), True, None)])
     try:
@@ -391,7 +394,7 @@ async def test_a_second_load_waits_for_the_first(stores: Stores, embedded) -> No
         await asyncio.sleep(0.5)
         assert not task.done() and told == ["wait"]
     finally:
-        await client.delete(reg.LOCK_KEY)
+        await client.delete(LOCK_KEY)
     try:
         assert (await asyncio.wait_for(task, 10)).applied == 1 and told == ["wait"]
     finally:

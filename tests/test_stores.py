@@ -8,7 +8,8 @@ import pytest
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
-from callguard.storage.stores import Stores, hiredis_packing
+from callguard.storage.connection import connect, hiredis_packing
+from callguard.storage.factory import open_stores
 
 COMMANDS: list[tuple[Any, ...]] = [
     ("PING",),
@@ -34,8 +35,8 @@ def test_hiredis_packing_refuses_what_redis_py_refuses() -> None:
 
 
 def test_stores_keep_the_connection_kind_of_their_url() -> None:
-    tcp = Stores.from_url("redis://127.0.0.1:1/0")
-    unix = Stores.from_url("unix:///tmp/no-such-redis.sock?db=0")
+    tcp = open_stores("redis://127.0.0.1:1/0")
+    unix = open_stores("unix:///tmp/no-such-redis.sock?db=0")
     assert issubclass(tcp.redis.connection_pool.connection_class, Connection)
     assert issubclass(unix.redis.connection_pool.connection_class, UnixDomainSocketConnection)
     for stores in (tcp, unix):
@@ -43,8 +44,22 @@ def test_stores_keep_the_connection_kind_of_their_url() -> None:
         assert stores.raw.connection_pool.connection_class is stores.redis.connection_pool.connection_class
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:1/0", "redis+cluster://127.0.0.1:1", "rediss+cluster://u:p@127.0.0.1:1,127.0.0.1:2"]
+)
+@pytest.mark.parametrize("decode", [True, False])
+def test_every_client_connect_builds_packs_with_hiredis(url: str, decode: bool) -> None:
+    client = connect(url, timeout=1.0, decode_responses=decode)
+    if url.startswith("redis://"):
+        classes = [client.connection_pool.connection_class]
+    else:  # a cluster: the nodes it starts from and those its slot map will name
+        classes = [client.nodes_manager.connection_kwargs["connection_class"]]
+        classes += [node.connection_class for node in client.nodes_manager.startup_nodes.values()]
+    assert classes and all(c.__name__.startswith("HiredisPacking") for c in classes)
+
+
 async def test_stores_answer_through_the_hiredis_packing_connection(embedded: Any) -> None:
-    stores = Stores.from_url(embedded.redis_url)
+    stores = open_stores(embedded.redis_url)
     try:
         assert await stores.ping()
     finally:

@@ -93,18 +93,24 @@ from typing import Any
 
 import orjson
 import redis
-import redis.asyncio as aioredis
 
 from callguard.core.facts import RegisterResult
 from callguard.core.schema import ALL_CLIENTS
+from callguard.storage import scripts
+from callguard.storage.connection import connect, is_cluster
+from callguard.storage.keys import (
+    CENSUS_KEY,
+    HIDDEN_KEY,
+    LOADS_KEY,
+    LOCK_KEY,
+    META_KEY,
+    NEXT_ID_KEY,
+    bucket_e164,
+    bucket_key,
+    cover_key,
+    register_key,
+)
 
-BUCKET_PREFIX = "cg:reg:"
-HIDDEN_KEY = "cg:register:hidden"
-NEXT_ID_KEY = "cg:register:next"
-LOCK_KEY = "cg:register:lock"
-CENSUS_KEY = "cg:register:census"
-LOADS_KEY = "cg:register:loads"
-META_KEY = "cg:meta"
 #: The scope under which the public-directory extract lives in the register's
 #: buckets (``callguard directory load``): the same encoding, so the same bytes
 #: a number, read by the same GET as the number's register results. Its
@@ -126,12 +132,6 @@ MAX_GENERATION = 0xFFFF
 #: entries for the area codes it covers: a number absent from the new list
 #: is no longer listed there. Loads refuse client ids starting with ``@``.
 NAMED_PREFIX = "@"
-COVER_PREFIX = "cg:register:cover:"
-
-
-def cover_key(name: str) -> str:
-    """The coverage hash of a named register."""
-    return COVER_PREFIX + "{" + name + "}"
 
 
 def cover_field(e164: str) -> str:
@@ -144,8 +144,6 @@ def cover_field(e164: str) -> str:
     return e164[:4] if code is None else f"+{code}"
 
 
-#: digits of a number kept inside its bucket (10 000 numbers a bucket)
-SUFFIX_DIGITS = 4
 SUFFIX_SPACE = 10_000  # 10 ** SUFFIX_DIGITS
 HIGH_PARTS = (SUFFIX_SPACE + 255) // 256  # 40
 INDEX_BYTES = 2 * HIGH_PARTS
@@ -180,17 +178,6 @@ class RegisterError(Exception):
 
 
 # --- numbers, days and payloads ----------------------------------------------
-
-
-def register_key(e164: str) -> tuple[str, int]:
-    """The bucket key of a number and its suffix (last four digits)."""
-    return BUCKET_PREFIX + "{" + e164[:-SUFFIX_DIGITS] + "}", int(e164[-SUFFIX_DIGITS:])
-
-
-def bucket_key(bucket: int) -> str:
-    """The key of bucket ``bucket`` (the E.164 digits without the last four,
-    as an integer: E.164 digits never start with 0, so this is lossless)."""
-    return f"{BUCKET_PREFIX}{{+{bucket}}}"
 
 
 def e164_number(e164: str) -> int:
@@ -453,214 +440,6 @@ def merge(
     return b"".join(kept + rewritten), skipped, census
 
 
-# --- Lua ---------------------------------------------------------------------
-
-_LUA_HELPERS = """
-local function reg_u16(s, p) local a, b = string.byte(s, p, p + 1) return a + 256 * b end
-local function reg_u32(s, p)
-  local a, b, c, d = string.byte(s, p, p + 3)
-  return a + 256 * (b + 256 * (c + 256 * d))
-end
-"""
-
-#: The register part of the lookup script (stores._LOOKUP): ``register(key,
-#: suffix, client)`` answers {every-client result, client result, directory
-#: generation, named}, the results each ``as_of`` day * 65536 + payload, each or
-#: false; ``named`` is a flat list {scope, day * 65536 + payload, ...} of the
-#: named registers (scopes ``@NAME``) that list the number. The hidden loads
-#: are read once per call.
-LOOKUP_LUA = (
-    _LUA_HELPERS
-    + """
-local reg_hidden = nil
-local function reg_find(s, body, n, fmt, suffix)
-  local lo, hi
-  if fmt == 0 then
-    lo, hi = 0, n - 1
-    while lo <= hi do
-      local mid = math.floor((lo + hi) / 2)
-      local v = reg_u16(s, body + 2 * mid)
-      if v == suffix then return reg_u16(s, body + 2 * n + 2 * mid) end
-      if v < suffix then lo = mid + 1 else hi = mid - 1 end
-    end
-    return nil
-  end
-  local base, bits = reg_u16(s, body), string.byte(s, body + 2)
-  local index = body + 3
-  local high = math.floor(suffix / 256)
-  local want = suffix - 256 * high
-  lo = reg_u16(s, index + 2 * high)
-  if high < 39 then hi = reg_u16(s, index + 2 * high + 2) - 1 else hi = n - 1 end
-  local lows = index + 80
-  while lo <= hi do
-    local mid = math.floor((lo + hi) / 2)
-    local v = string.byte(s, lows + mid)
-    if v == want then
-      local at = mid * bits
-      local byte = math.floor(at / 8)
-      local b1, b2, b3 = string.byte(s, lows + n + byte, lows + n + byte + 2)
-      local code = math.floor(((b1 or 0) + 256 * ((b2 or 0) + 256 * (b3 or 0))) / 2 ^ (at - 8 * byte)) % 2 ^ bits
-      local days = math.floor(code / 2)
-      if days > 0 then days = base + days - 1 end
-      return (code % 2) * 32768 + days
-    end
-    if v < want then lo = mid + 1 else hi = mid - 1 end
-  end
-  return nil
-end
-local function register(key, suffix, client)
-  local s = redis.call('GET', key)
-  if not s then return {false, false, false, {}} end
-  if not reg_hidden then
-    reg_hidden = {}
-    for _, id in ipairs(redis.call('SMEMBERS', 'cg:register:hidden')) do reg_hidden[tonumber(id)] = true end
-  end
-  local pos, len, first, stop = 1, #s, nil, nil
-  while pos <= len do
-    local size = reg_u32(s, pos + 4)
-    if not reg_hidden[reg_u32(s, pos)] then first, stop = pos + 8, pos + 8 + size end
-    pos = pos + 8 + size
-  end
-  local all, mine, listed, named = false, false, false, {}
-  if not first then return {all, mine, listed, named} end
-  pos = first
-  while pos < stop do
-    local scope_len = reg_u16(s, pos)
-    local scope = string.sub(s, pos + 2, pos + 1 + scope_len)
-    pos = pos + 2 + scope_len
-    local day, n, fmt = reg_u16(s, pos), reg_u16(s, pos + 2), string.byte(s, pos + 4)
-    local body = pos + 5
-    if scope == '#directory' then
-      local found = reg_find(s, body, n, fmt, suffix)
-      if found then listed = day end
-    elseif string.byte(scope, 1) == 64 then -- '@': a named register
-      local found = reg_find(s, body, n, fmt, suffix)
-      if found then
-        named[#named + 1] = scope
-        named[#named + 1] = day * 65536 + found
-      end
-    elseif scope == '*' or scope == client then
-      local found = reg_find(s, body, n, fmt, suffix)
-      if found then
-        if scope == '*' then all = day * 65536 + found else mine = day * 65536 + found end
-      end
-    end
-    if fmt == 0 then pos = body + 4 * n
-    else pos = body + 83 + n + math.floor((n * string.byte(s, body + 2) + 7) / 8) end
-  end
-  return {all, mine, listed, named}
-end
-"""
-)
-
-_VERSIONS_LUA = (
-    _LUA_HELPERS
-    + """
--- the versions of a bucket value: {id, first byte, last byte} each
-local function reg_versions(s)
-  local out, pos = {}, 1
-  while s and pos <= #s do
-    local stop = pos + 8 + reg_u32(s, pos + 4)
-    out[#out + 1] = {reg_u32(s, pos), pos, stop - 1}
-    pos = stop
-  end
-  return out
-end
-local s = redis.call('GET', KEYS[1])
-"""
-)
-
-# Appends a staged version. KEYS[1] the bucket; ARGV: the ids of its versions
-# as the merge read them ("3,7", "" when absent), the id of the version the
-# merge started from (kept), the new version. Answers 0 when the bucket
-# changed meanwhile (another load: the load stops).
-_STAGE = (
-    _VERSIONS_LUA
-    + """
-local ids, base, want = {}, '', tonumber(ARGV[2])
-for _, v in ipairs(reg_versions(s)) do
-  ids[#ids + 1] = string.format('%d', v[1])
-  if v[1] == want then base = string.sub(s, v[2], v[3]) end
-end
-if table.concat(ids, ',') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], base .. ARGV[3])
-return 1
-"""
-)
-
-# After the commit: drops the versions before version ARGV[1] (superseded).
-_COMPACT = (
-    _VERSIONS_LUA
-    + """
-for _, v in ipairs(reg_versions(s)) do
-  if v[1] == tonumber(ARGV[1]) then
-    if v[2] > 1 then redis.call('SET', KEYS[1], string.sub(s, v[2])) end
-    return 1
-  end
-end
-return 0
-"""
-)
-
-# A failed load: removes its version ARGV[1] again.
-_DROP = (
-    _VERSIONS_LUA
-    + """
-local parts, found = {}, 0
-for _, v in ipairs(reg_versions(s)) do
-  if v[1] == tonumber(ARGV[1]) then found = 1 else parts[#parts + 1] = string.sub(s, v[2], v[3]) end
-end
-if found == 1 then
-  if #parts == 0 then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], table.concat(parts)) end
-end
-return found
-"""
-)
-
-# Makes a staged load visible, all at once. KEYS: lock, hidden, census, loads,
-# meta[, the coverage hash of a named register]. ARGV: lock token, load id,
-# scope, log entry ('' for none), the number m of meta fields to set, m
-# field/value pairs, the number c of coverage fields to set, '1' to drop the
-# other coverage fields first (a load for every number) or '0', c
-# field/value pairs, then (as_of ISO day, census delta) pairs.
-_COMMIT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('the register load lock was lost') end
-redis.call('SREM', KEYS[2], ARGV[2])
-local m = tonumber(ARGV[5])
-for j = 1, m do redis.call('HSET', KEYS[5], ARGV[4 + 2 * j], ARGV[5 + 2 * j]) end
-local at = 6 + 2 * m
-local c = tonumber(ARGV[at])
-if ARGV[at + 1] == '1' then
-  local held = redis.call('HGETALL', KEYS[6])
-  for i = 1, #held, 2 do
-    if string.byte(held[i], 1) ~= 35 then redis.call('HDEL', KEYS[6], held[i]) end
-  end
-end
-for j = 1, c do redis.call('HSET', KEYS[6], ARGV[at + 2 * j], ARGV[at + 1 + 2 * j]) end
-for i = at + 2 + 2 * c, #ARGV, 2 do
-  local field = ARGV[3] .. '|' .. ARGV[i]
-  local now = redis.call('HINCRBY', KEYS[3], field, tonumber(ARGV[i + 1]))
-  if now <= 0 then redis.call('HDEL', KEYS[3], field) end
-end
-if ARGV[4] ~= '' then
-  redis.call('LPUSH', KEYS[4], ARGV[4])
-  redis.call('LTRIM', KEYS[4], 0, 999)
-  redis.call('HSET', KEYS[5], 'register_last_load', ARGV[4])
-end
-return 1
-"""
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
 # --- validated rows, spilled by partition -------------------------------------
 
 _BLOCK = struct.Struct("<IB")
@@ -812,12 +591,6 @@ class LoadPlan:
     replace: bool = False
 
 
-def is_cluster(client: Any) -> bool:
-    from redis.asyncio.cluster import RedisCluster
-
-    return isinstance(client, RedisCluster)
-
-
 class _Scripts:
     """The load's scripts. redis-py refuses EVALSHA in a cluster pipeline, so
     there they are queued as plain commands, loaded on every node first."""
@@ -826,12 +599,12 @@ class _Scripts:
         self.client = client
         self.cluster = is_cluster(client)
         self.loaded = False
-        self.stage = client.register_script(_STAGE)
-        self.compact = client.register_script(_COMPACT)
-        self.drop = client.register_script(_DROP)
-        self.commit = client.register_script(_COMMIT)
-        self.renew = client.register_script(_RENEW)
-        self.release = client.register_script(_RELEASE)
+        self.stage = client.register_script(scripts.STAGE)
+        self.compact = client.register_script(scripts.COMPACT)
+        self.drop = client.register_script(scripts.DROP)
+        self.commit = client.register_script(scripts.COMMIT)
+        self.renew = client.register_script(scripts.RENEW)
+        self.release = client.register_script(scripts.RELEASE)
 
     async def queue(self, pipe: Any, script: Any, key: str, *args: Any) -> None:
         """Add one call of ``script`` on ``key`` to ``pipe``."""
@@ -928,8 +701,6 @@ def _count(rows: int) -> None:
 
 def _stage_in_process(url: str, plan: LoadPlan, part: int) -> Staged:
     async def run() -> Staged:
-        from callguard.storage.cluster import connect
-
         client = connect(url, timeout=30, decode_responses=False)
         try:
             return await stage_partition(client, plan, part, _count)
@@ -955,13 +726,6 @@ def cpu_count() -> int:
 
 
 # --- the load ----------------------------------------------------------------------
-
-
-def raw_client(client: aioredis.Redis) -> aioredis.Redis:
-    """A client on the same server as ``client`` that returns bytes."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "decode_responses": False}
-    return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
 @dataclass
@@ -994,11 +758,6 @@ class Coverage:
         if self.record:
             fields["#last_load"] = self.record
         return fields
-
-
-def bucket_e164(key: str) -> str:
-    """The number a bucket key's hash tag names, with the suffix digits zeroed."""
-    return key[key.index("{") + 1 : key.index("}")] + "0" * SUFFIX_DIGITS
 
 
 async def load(
