@@ -42,9 +42,10 @@ from callguard.dev.embedded import (
     start_redis_cluster,
 )
 from callguard.storage import register as reg
+from callguard.storage import register_load
 from callguard.storage.cluster import ClusterStores
 from callguard.storage.factory import open_stores
-from callguard.storage.keys import HIDDEN_KEY, META_KEY, OPERATORS_KEY, callee_key, intent_key
+from callguard.storage.keys import HIDDEN_KEY, META_KEY, OPERATORS_KEY, callee_key, intent_key, register_key
 from callguard.storage.register import RegisterRows
 from callguard.storage.stores import Allowed, Query, Stores, cap_arguments
 from tests.conftest import (
@@ -163,7 +164,7 @@ async def scenario(stores: Stores) -> dict[str, Any]:
 async def test_the_cluster_stores_do_what_the_single_redis_stores_do(
     single: Server, cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reg, "CLUSTER_GRACE", 0.1)  # no reader runs meanwhile
+    monkeypatch.setattr(register_load, "CLUSTER_GRACE", 0.1)  # no reader runs meanwhile
     one = open_stores(f"redis://127.0.0.1:{single.port}/0", timeout=10)
     many = open_stores(cluster.url, timeout=10)
     assert isinstance(many, ClusterStores) and not isinstance(one, ClusterStores)
@@ -348,7 +349,7 @@ async def test_a_cluster_replica_cut_off_from_its_primary_is_not_read(tmp_path: 
 
         needed = {owner(key) for key in (META_KEY, HIDDEN_KEY, OPERATORS_KEY)}
         victim = next(node for node in cluster.nodes[: cluster.primaries] if node.port not in needed)
-        alive = [n for n in numbers if victim.port not in (owner(reg.register_key(n)[0]), owner(callee_key(n)))]
+        alive = [n for n in numbers if victim.port not in (owner(register_key(n)[0]), owner(callee_key(n)))]
         queries = [Query(n, "acme", "rp-ok") for n in alive]
         assert queries and await replicas.lookup(queries) and replicas.replica_state == "in_use"
         victim.process.kill()  # its replica's link drops at once (failover would take cluster-node-timeout, 15 s)
@@ -418,7 +419,7 @@ async def test_a_register_load_on_the_cluster_is_atomic_for_a_reader(cluster: Re
         facts = await stores.lookup([Query(e164(n), "cl-swap", "op") for n in numbers[::400]])
         assert {(f.register[0].opposed, f.register[0].as_of) for f in facts} == {(True, new_day)}
         for n in numbers[::4000]:  # compacted once the grace was over
-            assert len(reg.versions(await raw.get(reg.register_key(e164(n))[0]))) == 1
+            assert len(reg.versions(await raw.get(register_key(e164(n))[0]))) == 1
         assert (await stores.register_census())["cl-swap"] == {new_day: len(numbers)}
     finally:
         await stores.close()

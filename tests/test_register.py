@@ -26,10 +26,11 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from callguard.core.facts import RegisterResult
 from callguard.core.numbers import canonical_e164, libphonenumber_e164, normalise
 from callguard.storage import register as reg
 from callguard.storage.factory import open_stores
-from callguard.storage.keys import CENSUS_KEY, HIDDEN_KEY, LOCK_KEY, NEXT_ID_KEY
+from callguard.storage.keys import CENSUS_KEY, HIDDEN_KEY, LOCK_KEY, NEXT_ID_KEY, bucket_key, register_key
 from callguard.storage.loaders import (
     REGISTER_COLUMNS,
     LoadError,
@@ -161,7 +162,7 @@ def bucket_values(draw: st.DrawFn) -> bytes:
 def test_the_lua_lookup_agrees_with_python(
     raw: redis.Redis, value: bytes, probes: list[int], data: st.DataObject
 ) -> None:
-    key = reg.bucket_key(39352999)
+    key = bucket_key(39352999)
     raw.set(key, value)
     seen = reg.visible(value, {HIDDEN_TEST_ID})
     stored = [s for seg in segments(seen[1]) for s in seg.suffixes()] if seen else []
@@ -188,7 +189,7 @@ def test_the_lua_lookup_of_a_missing_bucket_answers_nothing_in_every_field(raw: 
     """A number whose bucket holds nothing (no result, no directory entry, no
     named register) answers the same four fields as any other: the batch
     lookup unpacks four."""
-    key = reg.bucket_key(39352998)
+    key = bucket_key(39352998)
     raw.delete(key)
     assert raw.register_script(LUA_TWIN)(keys=[key, HIDDEN_KEY], args=[1, "acme"]) == [None, None, None, []]
 
@@ -234,19 +235,19 @@ async def test_loads_accumulate_and_the_most_recent_wins_per_scope(stores: Store
     assert await stores.add_register_results([(numbers[0], True, None)], TODAY, "reg-other") == 1
 
     assert (await stores.register_results(numbers[0])) == {
-        "reg-newest": reg.RegisterResult(False, d + timedelta(days=1), None, "reg-newest"),
-        "reg-other": reg.RegisterResult(True, TODAY, None, "reg-other"),
+        "reg-newest": RegisterResult(False, d + timedelta(days=1), None, "reg-newest"),
+        "reg-other": RegisterResult(True, TODAY, None, "reg-other"),
     }
     facts = await stores.lookup(
         [Query(n, "reg-newest", "op") for n in numbers] + [Query(numbers[0], "reg-other", "op")]
     )
     assert [f.register for f in facts[:10]] == (
-        [(reg.RegisterResult(False, d + timedelta(days=1), None, "reg-newest"),)] * 3
-        + [(reg.RegisterResult(True, d, registered, "reg-newest"),)] * 2
-        + [(reg.RegisterResult(False, d, None, "reg-newest"),)]
-        + [(reg.RegisterResult(True, d, registered, "reg-newest"),)] * 4
+        [(RegisterResult(False, d + timedelta(days=1), None, "reg-newest"),)] * 3
+        + [(RegisterResult(True, d, registered, "reg-newest"),)] * 2
+        + [(RegisterResult(False, d, None, "reg-newest"),)]
+        + [(RegisterResult(True, d, registered, "reg-newest"),)] * 4
     )
-    assert facts[10].register == (reg.RegisterResult(True, TODAY, None, "reg-other"),)
+    assert facts[10].register == (RegisterResult(True, TODAY, None, "reg-other"),)
     assert (await stores.lookup([Query(e164(99), "reg-newest", "op")]))[0].register == ()
 
 
@@ -254,7 +255,7 @@ async def test_within_one_load_the_last_row_of_a_number_wins(stores: Stores, emb
     rows = [(e164(20), True, None), (e164(21), True, None), (e164(20), False, None), (e164(21), True, date(2025, 1, 2))]
     assert await stores.add_register_results(rows, TODAY, "reg-dup") == 4  # rows applied, as before
     assert census(embedded, "reg-dup") == {TODAY: 2}
-    assert await stores.register_results(e164(20)) == {"reg-dup": reg.RegisterResult(False, TODAY, None, "reg-dup")}
+    assert await stores.register_results(e164(20)) == {"reg-dup": RegisterResult(False, TODAY, None, "reg-dup")}
     assert (await stores.register_results(e164(21)))["reg-dup"].registered_at == date(2025, 1, 2)
 
 
@@ -295,7 +296,7 @@ async def test_a_reader_never_sees_half_a_load(stores: Stores, embedded, tmp_pat
     try:
         while process.poll() is None:
             batch = [e164(n) for n in rng.sample(sample, 400)]
-            keys = list(dict.fromkeys(reg.register_key(n)[0] for n in batch))
+            keys = list(dict.fromkeys(register_key(n)[0] for n in batch))
             async with raw.pipeline(transaction=False) as pipe:
                 pipe.sismember(HIDDEN_KEY, load_id)
                 for key in keys:
@@ -341,9 +342,9 @@ async def test_a_failed_load_changes_nothing(stores: Stores, embedded) -> None:
     raw = redis.Redis.from_url(embedded.redis_url)
     assert not raw.exists(LOCK_KEY)
     for n in numbers[::100]:  # the staged versions were removed again
-        assert [v for v, _, _ in reg.versions(raw.get(reg.register_key(e164(n))[0]))] != []
-        assert (await stores.register_results(e164(n)))["reg-fail"] == reg.RegisterResult(False, day, None, "reg-fail")
-        assert len(reg.versions(raw.get(reg.register_key(e164(n))[0]))) == 1
+        assert [v for v, _, _ in reg.versions(raw.get(register_key(e164(n))[0]))] != []
+        assert (await stores.register_results(e164(n)))["reg-fail"] == RegisterResult(False, day, None, "reg-fail")
+        assert len(reg.versions(raw.get(register_key(e164(n))[0]))) == 1
 
 
 async def test_an_abandoned_load_stays_invisible_and_the_next_one_cleans_up(stores: Stores, embedded) -> None:
@@ -471,7 +472,7 @@ def reference(path: Path, region: str) -> tuple[list[tuple[str, bool, date | Non
 
 
 def spilled(rows: reg.RegisterRows) -> list[list[int]]:
-    return [reg.read_partition(rows.directory, part) for part in range(rows.partitions)]
+    return [reg.read_spilled_partition(rows.directory, part) for part in range(rows.partitions)]
 
 
 def check_against_reference(path: Path, region: str, **options: int) -> None:
