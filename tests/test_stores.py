@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from redis.exceptions import DataError
 
 from callguard.storage.connection import connect, hiredis_packing
 from callguard.storage.factory import open_stores
+from callguard.storage.keys import PREFIX
 
 COMMANDS: list[tuple[Any, ...]] = [
     ("PING",),
@@ -64,3 +66,10 @@ async def test_stores_answer_through_the_hiredis_packing_connection(embedded: An
         assert await stores.ping()
     finally:
         await stores.close()
+
+
+def test_no_lua_script_names_a_key_of_its_own() -> None:
+    """Keys come from callguard.storage.keys, as KEYS or a prefix in ARGV."""
+    lua = files("callguard.storage").joinpath("lua")
+    texts = {entry.name: entry.read_text(encoding="utf-8") for entry in lua.iterdir() if entry.name.endswith(".lua")}
+    assert texts and not [name for name, text in texts.items() if PREFIX in text]

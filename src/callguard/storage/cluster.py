@@ -26,7 +26,7 @@ are called: a script may touch the keys of one slot only, so
 - register loads stage and compact bucket by bucket as on one Redis; the
   commit is a few commands instead of one script (the visibility switch is
   still one command, ``SREM`` from the hidden set), and the versions a load
-  replaced are removed only :data:`callguard.storage.register.CLUSTER_GRACE` seconds
+  replaced are removed only :data:`callguard.storage.register_load.CLUSTER_GRACE` seconds
   after it, because a reader reads the hidden loads and its buckets in two
   round trips;
 - the certification list is staged under a key in the list's own slot
@@ -59,6 +59,7 @@ from callguard.core.schema import OutcomeReport
 from callguard.storage import register as register_store
 from callguard.storage.connection import connect
 from callguard.storage.keys import (
+    CALLEE_FIELDS,
     MANDATES_KEY,
     META_KEY,
     OPERATORS_KEY,
@@ -90,20 +91,6 @@ from callguard.storage.stores import (
     parse_calls,
 )
 
-#: The fields the single node's lookup script reads from a callee hash, for client {c}.
-CALLEE_FIELDS = (
-    "consent:{c}",
-    "contract:{c}",
-    "optout:{c}",
-    "optout:*",
-    "calls:{c}",
-    "silent:{c}",
-    "request:{c}",
-    "ebr_transaction:{c}",
-    "ebr_inquiry:{c}",
-    "disconnected",
-)
-
 _SCRIPTS = {
     "register_one": LOOKUP_ONE,
     "record_calls": RECORD_CALLS,
@@ -123,8 +110,7 @@ class ClusterStores(Stores):
     def __init__(
         self, client: RedisCluster, url: str, timeout: float = 1.0, replicas: RedisCluster | None = None
     ) -> None:
-        super().__init__(cast(Any, client), url, cast(Any, replicas))
-        self.timeout = timeout
+        super().__init__(cast(Any, client), url, cast(Any, replicas), timeout)
         self._sha = {name: client.register_script(text).sha for name, text in _SCRIPTS.items()}
         self._loaded: set[int] = set()  # ids of the clients whose nodes hold the scripts
         self._operators: dict[str, str] = {}
@@ -136,7 +122,7 @@ class ClusterStores(Stores):
     @property
     def raw(self) -> Any:
         if self._raw is None:
-            self._raw = connect(self.url or "", max(self.timeout, 10.0), decode_responses=False)
+            self._raw = connect(self.url, max(self.timeout, 10.0), decode_responses=False)
         return self._raw
 
     async def _pipeline(self, commands: Sequence[Sequence[Any]], client: Any = None) -> list[Any]:

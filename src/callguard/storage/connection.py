@@ -106,14 +106,5 @@ def connect(url: str, timeout: float, decode_responses: bool = True, replicas: b
     )
 
 
-def bytes_twin(client: aioredis.Redis) -> aioredis.Redis:
-    """A single-node client on the same server, user and connection class as
-    ``client`` whose replies are bytes (the register's buckets); for a client
-    built without a URL."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "decode_responses": False}
-    return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
-
-
 def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)

@@ -30,4 +30,4 @@ def open_stores(
     if cluster_replicas:
         raise ValueError("cluster_replicas needs a redis+cluster:// URL")
     replica = connect(replica_url, timeout) if replica_url else None
-    return Stores(connect(url, timeout), url, replica)
+    return Stores(connect(url, timeout), url, replica, timeout)

@@ -74,6 +74,22 @@ COVER_PREFIX = PREFIX + "register:cover:"
 SUFFIX_DIGITS = 4
 
 
+#: The fields of a callee hash a lookup reads for client {c}, in the order of
+#: its reply (lua/lookup.lua names the same ones; the cluster asks for these).
+CALLEE_FIELDS = (
+    "consent:{c}",
+    "contract:{c}",
+    "optout:{c}",
+    "optout:*",
+    "calls:{c}",
+    "silent:{c}",
+    "request:{c}",
+    "ebr_transaction:{c}",
+    "ebr_inquiry:{c}",
+    "disconnected",
+)
+
+
 def callee_key(e164: str) -> str:
     return CALLEE_PREFIX + e164
 

@@ -41,7 +41,7 @@ from callguard.core.facts import (
 from callguard.core.schema import ALL_CLIENTS, OutcomeReport
 from callguard.core.tokens import TokenGrant
 from callguard.storage import register as register_store
-from callguard.storage.connection import bytes_twin
+from callguard.storage.connection import connect
 from callguard.storage.keys import (
     AUDIT_HEADS_KEY,
     CALLEE_PREFIX,
@@ -267,9 +267,14 @@ class Stores:
     #: a Redis Cluster (callguard.storage.cluster.ClusterStores): no transaction spans keys of several slots
     cluster = False
 
-    def __init__(self, client: aioredis.Redis, url: str | None = None, replica: aioredis.Redis | None = None) -> None:
+    def __init__(
+        self, client: aioredis.Redis, url: str, replica: aioredis.Redis | None = None, timeout: float = 1.0
+    ) -> None:
+        """``client`` and ``replica`` as :func:`callguard.storage.factory.open_stores`
+        builds them, from ``url`` with ``timeout``."""
         self.redis = client
         self.url = url  # lets register loads merge in several processes
+        self.timeout = timeout
         #: Where batch lookups go first, when set (a replica of ``client``); writes never go there.
         self.replica = replica
         self._replica_back_at = 0.0  # after a failure the replica is left alone until then
@@ -284,7 +289,7 @@ class Stores:
     def raw(self) -> aioredis.Redis:
         """A client on the same server that answers bytes (register buckets)."""
         if self._raw is None:
-            self._raw = bytes_twin(self.redis)
+            self._raw = connect(self.url, self.timeout, decode_responses=False)
         return self._raw
 
     async def close(self) -> None:
@@ -623,7 +628,7 @@ class Stores:
         (:mod:`callguard.storage.register`). The most recent consultation wins per
         number and scope. ``entry`` is logged in ``cg:register:loads`` by the
         commit; ``workers`` > 1 merges in that many processes; ``waiting`` and
-        ``grace``: see :func:`callguard.storage.register.load`."""
+        ``grace``: see :func:`callguard.storage.register_load.load`."""
         return await register_store.load(
             self.raw,
             rows,
