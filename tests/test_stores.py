@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from importlib.resources import files
 from typing import Any
 
@@ -12,7 +13,8 @@ from redis.exceptions import DataError
 
 from callguard.storage.connection import connect, hiredis_packing
 from callguard.storage.factory import open_stores
-from callguard.storage.keys import PREFIX
+from callguard.storage.keys import CALLEE_FIELDS, PREFIX
+from callguard.storage.scripts import fragment
 
 COMMANDS: list[tuple[Any, ...]] = [
     ("PING",),
@@ -101,3 +103,13 @@ def test_the_storage_modules_import_each_other_without_a_cycle() -> None:
 
     for module in graph:
         visit(module, ())
+
+
+def test_the_lookup_script_reads_the_callee_fields_the_cluster_reads() -> None:
+    """lua/lookup.lua names the fields in Lua; keys.CALLEE_FIELDS for the cluster's HMGET."""
+    text = fragment("lookup")
+    call = text[text.index("redis.call('HMGET', KEYS[i + 1]") :]
+    call = call[: call.index(")\n")]
+    named = re.findall(r"'([^']+)'(?: \.\. client)?", call)[1:]  # after the command
+    fields = [name + "{c}" if f"'{name}' .. client" in call else name for name in named]
+    assert tuple(fields) == CALLEE_FIELDS
