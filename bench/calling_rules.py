@@ -44,6 +44,7 @@ import orjson
 from callguard.core.facts import Consent, Operator, OptOut
 from callguard.core.policyfile import load_policy
 from callguard.dev.embedded import start_redis
+from callguard.storage.factory import open_stores
 from callguard.storage.register import RegisterRows
 from callguard.storage.stores import Stores
 from callguard.worker.guard import Guard, Raw
@@ -116,7 +117,7 @@ async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         server = start_redis(Path(workdir))
         try:
-            stores = Stores.from_url(f"redis://127.0.0.1:{server.port}/0", timeout=10)
+            stores = open_stores(f"redis://127.0.0.1:{server.port}/0", timeout=10)
             print(f"loading a register of {size:,} numbers into an embedded Redis…", flush=True)
             await load(stores, size, datetime.now(UTC).date())
             guards = {name: Guard(stores, acknowledged, load_policy(path), "IT") for name, path in POLICIES.items()}

@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from callguard.client import GuardClient, GuardDecision
 from callguard.core.facts import Operator
 from callguard.dev.embedded import Embedded, free_port, wait_healthy
-from callguard.storage.stores import Stores
+from callguard.storage.factory import open_stores
 
 REGISTER = 20_000
 
@@ -43,7 +43,7 @@ def number(i: int) -> str:
 
 
 async def load_data(redis_url: str, today: date) -> None:
-    stores = Stores.from_url(redis_url, timeout=30)
+    stores = open_stores(redis_url, timeout=30)
     await stores.add_register_results(((number(i), i % 5 == 0, None) for i in range(REGISTER)), today, "*")
     await stores.replace_operators([Operator("op-bench", "active", date(2024, 1, 1), date(2030, 1, 1))], "bench")
     await stores.close()

@@ -30,6 +30,7 @@ import orjson
 
 import callguard
 from callguard.core.facts import Consent, Mandate, Operator, OptOut
+from callguard.storage.factory import open_stores
 from callguard.storage.register import RegisterRows
 from callguard.storage.stores import Stores
 
@@ -46,7 +47,7 @@ def caller_ids(n: int) -> tuple[str, str]:
 
 
 async def load_data(redis_url: str, register_size: int, today: date) -> None:
-    stores = Stores.from_url(redis_url, timeout=60)
+    stores = open_stores(redis_url, timeout=60)
     for client in ("acme", "beta"):
         rows = ((number(i), i % 5 == 0, date(2023, 5, 1) if i % 10 == 0 else None) for i in range(register_size))
         await stores.add_register_results(rows, today, client)

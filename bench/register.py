@@ -64,8 +64,10 @@ import redis
 
 from callguard.core.numbers import libphonenumber_e164
 from callguard.dev.embedded import RedisCluster, Server, start_redis, start_redis_cluster
-from callguard.storage.register import LOOKUP_LUA, register_key
-from callguard.storage.stores import Query, Stores, callee_key
+from callguard.storage.factory import open_stores
+from callguard.storage.keys import HIDDEN_KEY, callee_key, register_key
+from callguard.storage.scripts import REGISTER_LOOKUP
+from callguard.storage.stores import Query
 
 ITALY = 30_000_000
 US = 258_500_000
@@ -146,7 +148,7 @@ def batches(count: int, space: int, rounds: int) -> list[list[str]]:
 
 async def lookup_rates(url: str, numbers: list[list[str]], seconds: float) -> list[float]:
     """Batches of 500 through ``Stores.lookup`` (the worker's call: one script, replies parsed into facts)."""
-    stores = Stores.from_url(url, timeout=10)
+    stores = open_stores(url, timeout=10)
     rates = []
     try:
         deadline = time.monotonic() + seconds
@@ -177,11 +179,12 @@ return out
 """
 
 NEW_LOOKUP = (
-    LOOKUP_LUA
+    REGISTER_LOOKUP
     + """
+reg_hidden_key = KEYS[1]
 local out = {}
-for i = 1, #KEYS, 2 do
-  local suffix, client = ARGV[i], ARGV[i + 1]
+for i = 2, #KEYS, 2 do
+  local suffix, client = ARGV[i - 1], ARGV[i]
   out[#out + 1] = register(KEYS[i], tonumber(suffix), client)
   out[#out + 1] = redis.call('HMGET', KEYS[i + 1], 'consent:' .. client, 'contract:' .. client,
                              'optout:' .. client, 'optout:*', 'calls:' .. client, 'silent:' .. client)
@@ -208,15 +211,16 @@ def write_old(client: redis.Redis, csv_path: Path, as_of: date) -> None:
 
 
 def script_rates(
-    client: redis.Redis, script: str, key_of: Any, numbers: list[list[str]], seconds: float
+    client: redis.Redis, script: str, key_of: Any, numbers: list[list[str]], seconds: float, first: tuple[str, ...] = ()
 ) -> list[float]:
-    """Batches of 500 through a bare script (the register and callee reads only)."""
+    """Batches of 500 through a bare script (the register and callee reads only);
+    ``first``: keys before the numbers' (the new script's hidden loads)."""
     run = client.register_script(script)
     rates = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for batch in numbers:
-            keys: list[str] = []
+            keys: list[str] = [*first]
             args: list[str] = []
             for e164 in batch:
                 bucket, suffix = key_of(e164)
@@ -325,7 +329,7 @@ def load_named(url: str, path: Path, name: str, as_of: date) -> float:
 
 async def named_lookup_rates(url: str, name: str, numbers: list[list[str]], seconds: float) -> tuple[list[float], int]:
     """Batches of 500 US callees through ``Stores.lookup`` reading the named register; how many were listed."""
-    stores = Stores.from_url(url, timeout=10)
+    stores = open_stores(url, timeout=10)
     rates = []
     listed = 0
     try:
@@ -478,7 +482,7 @@ def main(args: argparse.Namespace) -> None:
         print(
             f"lookups via Stores.lookup (batches of {BATCH}): median {median(rates):,.0f}/s over {len(rates)} batches"
         )
-        new_rates = script_rates(client, NEW_LOOKUP, register_key, numbers, args.seconds)
+        new_rates = script_rates(client, NEW_LOOKUP, register_key, numbers, args.seconds, (HIDDEN_KEY,))
         print(f"register + callee script alone: median {median(new_rates):,.0f}/s")
         if args.directory > 0:
             directory_csv, listed = write_directory_csv(csv_path, args.directory)

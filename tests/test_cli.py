@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from callguard.core.policy import most_recent_result
+from callguard.storage.keys import OPERATORS_KEY, callee_key
 from callguard.storage.register import read_results
-from callguard.storage.stores import OPERATORS_KEY, callee_key
 from tests.conftest import cli, today, write_csv
 
 pytestmark = pytest.mark.e2e

@@ -45,7 +45,7 @@ from callguard.dev.embedded import (
     start_kafka,
     start_redis,
 )
-from callguard.storage.stores import callee_key
+from callguard.storage.keys import callee_key
 from tests.conftest import CORE_POLICY, Worker, broker_kind, cli, env_for, today, write_csv
 
 pytestmark = [

@@ -20,7 +20,7 @@ from callguard.storage.loaders import (
     parse_reassigned,
     parse_register,
 )
-from callguard.storage.register import read_partition
+from callguard.storage.register import read_spilled_partition
 
 ROME = ZoneInfo("Europe/Rome")
 
@@ -125,7 +125,9 @@ def test_every_bad_line_is_reported_and_nothing_is_loaded(header, good, bad, par
 def _numbers(parsed) -> list[int]:
     rows = parsed.rows
     try:
-        return sorted(row >> 16 for part in range(rows.partitions) for row in read_partition(rows.directory, part))
+        return sorted(
+            row >> 16 for part in range(rows.partitions) for row in read_spilled_partition(rows.directory, part)
+        )
     finally:
         rows.cleanup()
 

@@ -26,8 +26,11 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from callguard.core.facts import RegisterResult
 from callguard.core.numbers import canonical_e164, libphonenumber_e164, normalise
 from callguard.storage import register as reg
+from callguard.storage.factory import open_stores
+from callguard.storage.keys import CENSUS_KEY, HIDDEN_KEY, LOCK_KEY, NEXT_ID_KEY, bucket_key, register_key
 from callguard.storage.loaders import (
     REGISTER_COLUMNS,
     LoadError,
@@ -36,6 +39,7 @@ from callguard.storage.loaders import (
     parse_register,
 )
 from callguard.storage.register import OPPOSED, encode_segment, find, merge, payload, segments
+from callguard.storage.scripts import REGISTER_LOOKUP
 from callguard.storage.stores import Query, Stores
 from tests.conftest import env_for, today
 
@@ -127,14 +131,14 @@ def test_the_most_recent_consultation_wins_when_merging() -> None:
 
 # --- the Lua lookup equals its Python twin ----------------------------------------
 
-LUA_TWIN = reg.LOOKUP_LUA + "return register(KEYS[1], tonumber(ARGV[1]), ARGV[2])"
+LUA_TWIN = REGISTER_LOOKUP + "reg_hidden_key = KEYS[2]\nreturn register(KEYS[1], tonumber(ARGV[1]), ARGV[2])"
 HIDDEN_TEST_ID = 4_000_000_002  # far above any load id INCR hands out in a test session
 
 
 @pytest.fixture(scope="module")
 def raw(embedded) -> redis.Redis:
     client = redis.Redis.from_url(embedded.redis_url)
-    client.sadd(reg.HIDDEN_KEY, HIDDEN_TEST_ID)
+    client.sadd(HIDDEN_KEY, HIDDEN_TEST_ID)
     return client
 
 
@@ -158,7 +162,7 @@ def bucket_values(draw: st.DrawFn) -> bytes:
 def test_the_lua_lookup_agrees_with_python(
     raw: redis.Redis, value: bytes, probes: list[int], data: st.DataObject
 ) -> None:
-    key = reg.bucket_key(39352999)
+    key = bucket_key(39352999)
     raw.set(key, value)
     seen = reg.visible(value, {HIDDEN_TEST_ID})
     stored = [s for seg in segments(seen[1]) for s in seg.suffixes()] if seen else []
@@ -168,7 +172,7 @@ def test_the_lua_lookup_agrees_with_python(
         # the directory extract's entry (its generation in the day field) is answered for every client
         entry = find(seen[1], suffix).get(reg.DIRECTORY_SCOPE) if seen else None
         for client in ("acme", "beta", "*", "@us-dnc"):
-            everyone, mine, listed, named = lookup(keys=[key], args=[suffix, client])
+            everyone, mine, listed, named = lookup(keys=[key, HIDDEN_KEY], args=[suffix, client])
             expected = find(seen[1], suffix, client) if seen else {}
             assert everyone == expected.get("*")
             # a client named like a register never reads the register's entries as its own
@@ -185,9 +189,9 @@ def test_the_lua_lookup_of_a_missing_bucket_answers_nothing_in_every_field(raw: 
     """A number whose bucket holds nothing (no result, no directory entry, no
     named register) answers the same four fields as any other: the batch
     lookup unpacks four."""
-    key = reg.bucket_key(39352998)
+    key = bucket_key(39352998)
     raw.delete(key)
-    assert raw.register_script(LUA_TWIN)(keys=[key], args=[1, "acme"]) == [None, None, None, []]
+    assert raw.register_script(LUA_TWIN)(keys=[key, HIDDEN_KEY], args=[1, "acme"]) == [None, None, None, []]
 
 
 # --- loads through the stores --------------------------------------------------------
@@ -195,13 +199,13 @@ def test_the_lua_lookup_of_a_missing_bucket_answers_nothing_in_every_field(raw: 
 
 @pytest.fixture
 async def stores(embedded) -> Stores:
-    client = Stores.from_url(embedded.redis_url, timeout=30)
+    client = open_stores(embedded.redis_url, timeout=30)
     yield client
     await client.close()
 
 
 def census(embedded, scope: str) -> dict[date, int]:
-    raw_census = redis.Redis.from_url(embedded.redis_url, decode_responses=True).hgetall(reg.CENSUS_KEY)
+    raw_census = redis.Redis.from_url(embedded.redis_url, decode_responses=True).hgetall(CENSUS_KEY)
     return {
         date.fromisoformat(f.rpartition("|")[2]): int(n) for f, n in raw_census.items() if f.rpartition("|")[0] == scope
     }
@@ -231,19 +235,19 @@ async def test_loads_accumulate_and_the_most_recent_wins_per_scope(stores: Store
     assert await stores.add_register_results([(numbers[0], True, None)], TODAY, "reg-other") == 1
 
     assert (await stores.register_results(numbers[0])) == {
-        "reg-newest": reg.RegisterResult(False, d + timedelta(days=1), None, "reg-newest"),
-        "reg-other": reg.RegisterResult(True, TODAY, None, "reg-other"),
+        "reg-newest": RegisterResult(False, d + timedelta(days=1), None, "reg-newest"),
+        "reg-other": RegisterResult(True, TODAY, None, "reg-other"),
     }
     facts = await stores.lookup(
         [Query(n, "reg-newest", "op") for n in numbers] + [Query(numbers[0], "reg-other", "op")]
     )
     assert [f.register for f in facts[:10]] == (
-        [(reg.RegisterResult(False, d + timedelta(days=1), None, "reg-newest"),)] * 3
-        + [(reg.RegisterResult(True, d, registered, "reg-newest"),)] * 2
-        + [(reg.RegisterResult(False, d, None, "reg-newest"),)]
-        + [(reg.RegisterResult(True, d, registered, "reg-newest"),)] * 4
+        [(RegisterResult(False, d + timedelta(days=1), None, "reg-newest"),)] * 3
+        + [(RegisterResult(True, d, registered, "reg-newest"),)] * 2
+        + [(RegisterResult(False, d, None, "reg-newest"),)]
+        + [(RegisterResult(True, d, registered, "reg-newest"),)] * 4
     )
-    assert facts[10].register == (reg.RegisterResult(True, TODAY, None, "reg-other"),)
+    assert facts[10].register == (RegisterResult(True, TODAY, None, "reg-other"),)
     assert (await stores.lookup([Query(e164(99), "reg-newest", "op")]))[0].register == ()
 
 
@@ -251,7 +255,7 @@ async def test_within_one_load_the_last_row_of_a_number_wins(stores: Stores, emb
     rows = [(e164(20), True, None), (e164(21), True, None), (e164(20), False, None), (e164(21), True, date(2025, 1, 2))]
     assert await stores.add_register_results(rows, TODAY, "reg-dup") == 4  # rows applied, as before
     assert census(embedded, "reg-dup") == {TODAY: 2}
-    assert await stores.register_results(e164(20)) == {"reg-dup": reg.RegisterResult(False, TODAY, None, "reg-dup")}
+    assert await stores.register_results(e164(20)) == {"reg-dup": RegisterResult(False, TODAY, None, "reg-dup")}
     assert (await stores.register_results(e164(21)))["reg-dup"].registered_at == date(2025, 1, 2)
 
 
@@ -278,7 +282,7 @@ async def test_a_reader_never_sees_half_a_load(stores: Stores, embedded, tmp_pat
     await stores.add_register_results([(e164(n), False, None) for n in numbers], old_day, client)
     path = csv_of(tmp_path / "new.csv", numbers, "opposed", "2024-05-06")
     raw = aioredis.Redis.from_url(embedded.redis_url)
-    load_id = int(await raw.get(reg.NEXT_ID_KEY) or 0) + 1
+    load_id = int(await raw.get(NEXT_ID_KEY) or 0) + 1
     env = env_for(embedded.broker_url, embedded.redis_url)
     process = subprocess.Popen(
         [sys.executable, "-m", "callguard", "register", "load", str(path), "--as-of", str(new_day), "--client", client],
@@ -292,15 +296,15 @@ async def test_a_reader_never_sees_half_a_load(stores: Stores, embedded, tmp_pat
     try:
         while process.poll() is None:
             batch = [e164(n) for n in rng.sample(sample, 400)]
-            keys = list(dict.fromkeys(reg.register_key(n)[0] for n in batch))
+            keys = list(dict.fromkeys(register_key(n)[0] for n in batch))
             async with raw.pipeline(transaction=False) as pipe:
-                pipe.sismember(reg.HIDDEN_KEY, load_id)
+                pipe.sismember(HIDDEN_KEY, load_id)
                 for key in keys:
                     pipe.get(key)
                 before, *values = await pipe.execute()
             staged = sum(any(v == load_id for v, _, _ in reg.versions(value)) for value in values)
             facts = await stores.lookup([Query(n, client, "op") for n in batch])
-            after = await raw.sismember(reg.HIDDEN_KEY, load_id)
+            after = await raw.sismember(HIDDEN_KEY, load_id)
             states = {(f.register[0].opposed, f.register[0].as_of) for f in facts}
             assert states in ({(False, old_day)}, {(True, new_day)}), states  # never a mix
             if before and after and 0 < staged < len(keys):
@@ -336,11 +340,11 @@ async def test_a_failed_load_changes_nothing(stores: Stores, embedded) -> None:
         rows.cleanup()
     assert census(embedded, "reg-fail") == before
     raw = redis.Redis.from_url(embedded.redis_url)
-    assert not raw.exists(reg.LOCK_KEY)
+    assert not raw.exists(LOCK_KEY)
     for n in numbers[::100]:  # the staged versions were removed again
-        assert [v for v, _, _ in reg.versions(raw.get(reg.register_key(e164(n))[0]))] != []
-        assert (await stores.register_results(e164(n)))["reg-fail"] == reg.RegisterResult(False, day, None, "reg-fail")
-        assert len(reg.versions(raw.get(reg.register_key(e164(n))[0]))) == 1
+        assert [v for v, _, _ in reg.versions(raw.get(register_key(e164(n))[0]))] != []
+        assert (await stores.register_results(e164(n)))["reg-fail"] == RegisterResult(False, day, None, "reg-fail")
+        assert len(reg.versions(raw.get(register_key(e164(n))[0]))) == 1
 
 
 async def test_an_abandoned_load_stays_invisible_and_the_next_one_cleans_up(stores: Stores, embedded) -> None:
@@ -354,10 +358,10 @@ async def test_an_abandoned_load_stays_invisible_and_the_next_one_cleans_up(stor
     rows = reg.RegisterRows.from_rows([(e164(n), True, None) for n in numbers], expected=400_000)
     try:
         assert rows.partitions > 2
-        assert await client.set(reg.LOCK_KEY, "killed", nx=True, px=60_000)
-        load_id = int(await client.incr(reg.NEXT_ID_KEY))
-        await client.sadd(reg.HIDDEN_KEY, load_id)
-        hidden = frozenset(int(x) for x in await client.smembers(reg.HIDDEN_KEY))
+        assert await client.set(LOCK_KEY, "killed", nx=True, px=60_000)
+        load_id = int(await client.incr(NEXT_ID_KEY))
+        await client.sadd(HIDDEN_KEY, load_id)
+        hidden = frozenset(int(x) for x in await client.smembers(HIDDEN_KEY))
         plan = reg.LoadPlan(str(rows.directory), b"reg-crash", reg.day_number(TODAY), load_id, hidden)
         staged = reg.Staged()
         for part in range(rows.partitions // 2):
@@ -365,7 +369,7 @@ async def test_an_abandoned_load_stays_invisible_and_the_next_one_cleans_up(stor
     finally:
         rows.cleanup()
     assert staged.keys
-    await client.delete(reg.LOCK_KEY)  # the lease ran out
+    await client.delete(LOCK_KEY)  # the lease ran out
     raw = redis.Redis.from_url(embedded.redis_url)
     assert any(len(reg.versions(raw.get(key))) == 2 for key in staged.keys)
     facts = await stores.lookup([Query(e164(n), "reg-crash", "op") for n in numbers[::40]])
@@ -383,7 +387,7 @@ async def test_an_abandoned_load_stays_invisible_and_the_next_one_cleans_up(stor
 
 async def test_a_second_load_waits_for_the_first(stores: Stores, embedded) -> None:
     client = stores.raw
-    assert await client.set(reg.LOCK_KEY, "another", nx=True, px=60_000)
+    assert await client.set(LOCK_KEY, "another", nx=True, px=60_000)
     told: list[str] = []
     rows = reg.RegisterRows.from_rows([(e164(30), True, None)])
     try:
@@ -391,7 +395,7 @@ async def test_a_second_load_waits_for_the_first(stores: Stores, embedded) -> No
         await asyncio.sleep(0.5)
         assert not task.done() and told == ["wait"]
     finally:
-        await client.delete(reg.LOCK_KEY)
+        await client.delete(LOCK_KEY)
     try:
         assert (await asyncio.wait_for(task, 10)).applied == 1 and told == ["wait"]
     finally:
@@ -468,7 +472,7 @@ def reference(path: Path, region: str) -> tuple[list[tuple[str, bool, date | Non
 
 
 def spilled(rows: reg.RegisterRows) -> list[list[int]]:
-    return [reg.read_partition(rows.directory, part) for part in range(rows.partitions)]
+    return [reg.read_spilled_partition(rows.directory, part) for part in range(rows.partitions)]
 
 
 def check_against_reference(path: Path, region: str, **options: int) -> None:

@@ -16,6 +16,7 @@ import redis
 from callguard.config import ConfigError, load_settings
 from callguard.core.facts import Operator, OptOut
 from callguard.dev.embedded import Server, start_redis, start_redis_replica, wait_replica_synced
+from callguard.storage.factory import open_stores
 from callguard.storage.stores import REPLICA_PAUSE, LookupUnavailable, Query, Stores
 
 NUMBER = "+393471234567"
@@ -36,7 +37,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
 @pytest.fixture
 async def stores(servers: tuple[Server, Server]) -> AsyncIterator[Stores]:
     primary, replica = servers
-    stores = Stores.from_url(f"redis://127.0.0.1:{primary.port}/0", 1.0, f"redis://127.0.0.1:{replica.port}/0")
+    stores = open_stores(f"redis://127.0.0.1:{primary.port}/0", 1.0, f"redis://127.0.0.1:{replica.port}/0")
     await stores.add_register_results([(NUMBER, True, None)], datetime.now(UTC).date(), "*")
     await stores.replace_operators([Operator("op", "active", date(2024, 1, 1), date(2030, 1, 1))], "v1")
     await asyncio.sleep(0.2)  # replicated
@@ -95,14 +96,14 @@ async def test_a_replica_cut_off_from_its_primary_is_not_read(
 
 async def test_a_replica_down_leaves_the_lookups_to_the_primary(servers: tuple[Server, Server]) -> None:
     primary, _ = servers
-    stores = Stores.from_url(f"redis://127.0.0.1:{primary.port}/0", 0.5, "redis://127.0.0.1:1/0")
+    stores = open_stores(f"redis://127.0.0.1:{primary.port}/0", 0.5, "redis://127.0.0.1:1/0")
     try:
         await stores.add_register_results([(NUMBER, False, None)], datetime.now(UTC).date(), "beta")
         facts = (await stores.lookup([Query(NUMBER, "beta", "op")]))[0]
         assert [r.client_id for r in facts.register] == ["*", "beta"]
     finally:
         await stores.close()
-    both_down = Stores.from_url("redis://127.0.0.1:1/0", 0.5, "redis://127.0.0.1:1/0")
+    both_down = open_stores("redis://127.0.0.1:1/0", 0.5, "redis://127.0.0.1:1/0")
     with pytest.raises(LookupUnavailable):  # then the guard denies lookup_unavailable: it fails closed
         await both_down.lookup([Query(NUMBER, "beta", "op")])
     await both_down.close()
@@ -137,7 +138,7 @@ def test_cluster_reads_are_checked() -> None:
 
 
 def test_stores_have_a_replica_only_when_given_its_url() -> None:
-    stores = Stores.from_url("redis://127.0.0.1:1/0", 1.0, "redis://127.0.0.1:2/0")
+    stores = open_stores("redis://127.0.0.1:1/0", 1.0, "redis://127.0.0.1:2/0")
     assert stores.replica is not None
     assert stores.replica.connection_pool.connection_kwargs["port"] == 2
-    assert Stores.from_url("redis://127.0.0.1:1/0").replica_state is None
+    assert open_stores("redis://127.0.0.1:1/0").replica_state is None

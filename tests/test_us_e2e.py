@@ -347,9 +347,10 @@ async def test_a_batch_with_us_callees_is_still_one_redis_round_trip(
 ) -> None:
     """The named registers' lists and their coverage are read inside the
     batch's one lookup script: one command for 500 intents, US and Italian."""
-    from callguard.storage.stores import Query, Stores
+    from callguard.storage.factory import open_stores
+    from callguard.storage.stores import Query
 
-    stores = Stores.from_url(embedded.redis_url, timeout=10)
+    stores = open_stores(embedded.redis_url, timeout=10)
     queries = [
         Query(N[name], CLIENT, "us-op", None, ("us-dnc", "us-fl-dnc") if N[name].startswith("+1305") else ("us-dnc",))
         for name in ("clear", "listed", "fl_listed", "fl", "uncovered")

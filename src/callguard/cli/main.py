@@ -24,6 +24,7 @@ from callguard.config import ENV_VARS, ConfigError, Settings, load_settings, saf
 from callguard.core.audit import Stored
 from callguard.core.facts import BASES
 from callguard.core.schema import ALL_CLIENTS, MAX_ID_LENGTH
+from callguard.storage.factory import open_stores
 from callguard.storage.loaders import (
     LoadError,
     Progress,
@@ -38,7 +39,7 @@ from callguard.storage.loaders import (
     parse_register,
 )
 from callguard.storage.register import DIRECTORY_SCOPE, NAMED_PREFIX, RegisterError, RegisterRows, cpu_count
-from callguard.storage.stores import COUNTERS, Stores
+from callguard.storage.stores import COUNTERS
 
 #: The bases the consents loader always reports (the US pack's appear when loaded).
 PLAIN_BASES = ("consent", "contract", "request")
@@ -214,7 +215,7 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
     else:
         parsed = parse_optouts(args.file, settings.default_region, tz)
 
-    stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 10.0))
+    stores = open_stores(settings.redis_url, timeout=max(settings.redis_timeout, 10.0))
     try:
         if kind == "register" and args.register is not None:
             rows = parsed.rows
@@ -413,7 +414,7 @@ async def _audit_verify(settings: Settings, checkpoints: bool, file: Path | None
 
     heads: dict[int, tuple[int, str]] = {}
     if checkpoints:
-        stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
+        stores = open_stores(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
         try:
             heads = await stores.audit_heads()
         except (RedisError, OSError) as exc:

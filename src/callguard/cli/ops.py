@@ -25,7 +25,8 @@ from callguard.core.policyfile import PolicyError, policy_for
 from callguard.core.schema import INTENTS_TOPIC
 from callguard.kafka.access import who
 from callguard.kafka.lag import LagProbe, format_table, overall, watch
-from callguard.storage.stores import NO_CAMPAIGN, Stores
+from callguard.storage.factory import open_stores
+from callguard.storage.stores import NO_CAMPAIGN
 from callguard.worker.health import ROME, data_checks, read_data
 
 
@@ -211,7 +212,7 @@ async def run_status(settings: Settings, lag: bool = True) -> int:
         return _fail(f"cannot use the policy: {exc}")
     now = datetime.now(UTC)
     today = now.astimezone(ROME).date()
-    stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
+    stores = open_stores(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
     try:
         data = await read_data(stores)
         outcomes = await stores.outcome_counts(policy.silent_rate_window_days, today)

@@ -26,7 +26,8 @@ from callguard.core.policy import decide, silent_rate_days
 from callguard.core.policyfile import PolicyError, describe, load_policy, policy_for
 from callguard.core.schema import Intent, Purpose, parse_rfc3339
 from callguard.core.sources import SOURCES
-from callguard.storage.stores import LookupUnavailable, Query, Stores
+from callguard.storage.factory import open_stores
+from callguard.storage.stores import LookupUnavailable, Query
 
 
 def add_parsers(commands: Any, config_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -149,7 +150,7 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
         automated=args.automated,
     )
     callee = normalise(intent.callee, settings.default_region)
-    stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
+    stores = open_stores(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
     try:
         registers = policy.named_registers(callee, intent.purpose)
         query = Query(callee, intent.client_id, intent.operator_id, intent.campaign_id, registers)

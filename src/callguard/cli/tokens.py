@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from callguard.config import ConfigError, Settings, safe_url
 from callguard.core.schema import ALL_CLIENTS, MAX_ID_LENGTH
 from callguard.core.tokens import TokenGrant, new_token, token_hash
-from callguard.storage.stores import Stores
+from callguard.storage.factory import open_stores
 
 
 def add_parsers(commands: Any, config_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -46,7 +46,7 @@ def _valid_id(value: str, what: str) -> str:
 
 
 async def _tokens(args: argparse.Namespace, settings: Settings) -> int:
-    stores = Stores.from_url(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
+    stores = open_stores(settings.redis_url, timeout=max(settings.redis_timeout, 5.0))
     try:
         if args.action == "issue":
             operator = _valid_id(args.operator_id, "--operator-id")

@@ -26,7 +26,7 @@ are called: a script may touch the keys of one slot only, so
 - register loads stage and compact bucket by bucket as on one Redis; the
   commit is a few commands instead of one script (the visibility switch is
   still one command, ``SREM`` from the hidden set), and the versions a load
-  replaced are removed only :data:`callguard.storage.register.CLUSTER_GRACE` seconds
+  replaced are removed only :data:`callguard.storage.register_load.CLUSTER_GRACE` seconds
   after it, because a reader reads the hidden loads and its buckets in two
   round trips;
 - the certification list is staged under a key in the list's own slot
@@ -38,8 +38,10 @@ register script) while every replica reports its link to its primary up;
 the first stays on the primaries, so the load state a lookup reads is never
 older than the buckets it reads with it.
 
-The standalone scripts and these are twins: ``tests/test_cluster.py`` runs
-the same data and calls through both and compares what they answer and store.
+The per-key Lua of both is the same text (:mod:`callguard.storage.scripts`):
+the single node's scripts loop over a batch, these run one key a call.
+``tests/test_cluster.py`` runs the same data and calls through both and
+compares what they answer and store.
 """
 
 from __future__ import annotations
@@ -48,206 +50,55 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.cluster import LoadBalancingStrategy
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from callguard.core.facts import PastCall, RegisterResult, intent_ref
 from callguard.core.schema import OutcomeReport
 from callguard.storage import register as register_store
-from callguard.storage.register import HIDDEN_KEY, LOOKUP_LUA
-from callguard.storage.stores import (
+from callguard.storage.connection import connect
+from callguard.storage.keys import (
+    CALLEE_FIELDS,
     MANDATES_KEY,
     META_KEY,
-    NO_CAMPAIGN,
     OPERATORS_KEY,
+    callee_key,
+    intent_key,
+    outcome_days_key,
+    staging_key,
+)
+from callguard.storage.scripts import (
+    BLOCK_SILENT,
+    CLAIM_OUTCOME,
+    FINISH_OUTCOME,
+    LOOKUP_ONE,
+    RECORD_CALLS,
+    REMEMBER,
+    WRITE_ONE,
+)
+from callguard.storage.stores import (
+    NO_CAMPAIGN,
     OUTCOME_COUNTERS_LIFETIME,
     OUTCOME_MEMORY,
-    PREFIX,
     Allowed,
     LookupUnavailable,
     StaleReplica,
     Stores,
-    callee_key,
     cap_arguments,
     epoch_ms,
     format_when,
-    intent_key,
     parse_calls,
 )
 
-
-class _Cluster(RedisCluster):
-    """redis-py's cluster client, routing ``EVALSHA_RO`` by its key as it
-    routes ``EVALSHA``; for other commands with keys in their arguments it
-    asks the server (``COMMAND GETKEYS``, one round trip per command)."""
-
-    async def _determine_slot(self, command: str, *args: Any) -> int:
-        if command == "EVALSHA_RO" and len(args) >= 3 and int(args[1]) == 1:
-            return int(self.keyslot(args[2]))
-        return int(await super()._determine_slot(command, *args))
-
-
-def connect(url: str, timeout: float, decode_responses: bool = True, replicas: bool = False) -> Any:
-    """A client for ``url``: ``RedisCluster`` for ``redis+cluster://``, else a
-    plain one. ``replicas``: read commands go to each slot's replicas."""
-    parts = urlsplit(url)
-    if not parts.scheme.endswith("+cluster"):
-        return aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=decode_responses,
-            health_check_interval=0,
-        )
-    nodes = []
-    for host in parts.netloc.rpartition("@")[2].split(","):
-        name, _, port = host.rpartition(":")
-        nodes.append(ClusterNode(name or "127.0.0.1", int(port or 6379)))
-    return _Cluster(
-        startup_nodes=nodes,
-        load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if replicas else None,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        ssl=parts.scheme == "rediss+cluster",
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=decode_responses,
-    )
-
-
-#: The register half of stores._LOOKUP for one bucket; the hidden loads come in ARGV[3:].
-_REGISTER_ONE = (
-    LOOKUP_LUA
-    + """
-reg_hidden = {}
-for i = 3, #ARGV do reg_hidden[tonumber(ARGV[i])] = true end
-return register(KEYS[1], tonumber(ARGV[1]), ARGV[2])
-"""
-)
-
-#: The fields stores._LOOKUP reads from a callee hash, for client {c}.
-CALLEE_FIELDS = (
-    "consent:{c}",
-    "contract:{c}",
-    "optout:{c}",
-    "optout:*",
-    "calls:{c}",
-    "silent:{c}",
-    "request:{c}",
-    "ebr_transaction:{c}",
-    "ebr_inquiry:{c}",
-    "disconnected",
-)
-
-# stores._RECORD_ALLOWED's frequency-cap part for one intent: KEYS[1] its
-# callee hash; ARGV: keep ms, L, L pairs (window ms, max), client, ref, now ms.
-# Answers 1 (recorded, or recorded before) or the calls stored (a cap is full).
-_RECORD_CALLS = """
-local keep = tonumber(ARGV[1])
-local nl = tonumber(ARGV[2])
-local a = 3
-local limits = {}
-for j = 1, nl do
-  limits[j] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1])}
-  a = a + 2
-end
-local client, ref, stamp = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-local now = tonumber(stamp)
-local field = 'calls:' .. client
-local old = redis.call('HGET', KEYS[1], field) or ''
-local kept, times, seen = {}, {}, false
-for ts, r in string.gmatch(old, '(%d+):(%x+)') do
-  local t = tonumber(ts)
-  if r == ref then seen = true end
-  if t > now - keep then
-    kept[#kept + 1] = ts .. ':' .. r
-    times[#times + 1] = t
-  end
-end
-if seen then return 1 end
-for _, limit in ipairs(limits) do
-  local n = 0
-  for _, t in ipairs(times) do
-    if t > now - limit[1] then n = n + 1 end
-  end
-  if n >= limit[2] then return old end
-end
-kept[#kept + 1] = stamp .. ':' .. ref
-redis.call('HSET', KEYS[1], field, table.concat(kept, ','))
-return 1
-"""
-
-# stores._RECORD_ALLOWED's second part: KEYS[1] the intent key; ARGV callee,
-# client, campaign, memory seconds.
-_REMEMBER = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'callee', ARGV[1], 'client', ARGV[2], 'campaign', ARGV[3])
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-end
-return 1
-"""
-
-# stores._APPLY_OUTCOMES's first part: KEYS[1] the intent key, ARGV[1] the
-# outcome. Answers 0 (unknown intent), -1 (reported before) or {callee,
-# client, campaign}. A claim stays ``pending`` until _FINISH_OUTCOME: a claim
-# left pending by a crash is claimed again by the same outcome (redelivered).
-_CLAIM_OUTCOME = """
-local memo = redis.call('HMGET', KEYS[1], 'callee', 'client', 'campaign', 'outcome', 'pending')
-if not memo[1] then return 0 end
-if memo[4] or (memo[5] and memo[5] ~= ARGV[1]) then return -1 end
-redis.call('HSET', KEYS[1], 'pending', ARGV[1])
-return {memo[1], memo[2], memo[3]}
-"""
-
-# stores._APPLY_OUTCOMES's last part, once the counter and the block are
-# written: KEYS[1] the intent key, ARGV[1] the outcome.
-_FINISH_OUTCOME = """
-redis.call('HSET', KEYS[1], 'outcome', ARGV[1])
-redis.call('HDEL', KEYS[1], 'pending')
-return 1
-"""
-
-# The silent-call block (newest kept): KEYS[1] the callee hash; ARGV field, at.
-_BLOCK_SILENT = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if (not old) or ARGV[2] > old then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-return 1
-"""
-
-# stores._WRITE_IF_NOT_OLDER for the fields of one key: ARGV width, then
-# field/value pairs. Answers {written, added}.
-_WRITE_ONE = """
-local width = tonumber(ARGV[1])
-local written, added = 0, 0
-for i = 2, #ARGV, 2 do
-  local field, value = ARGV[i], ARGV[i + 1]
-  local old = redis.call('HGET', KEYS[1], field)
-  local a, b = value, old
-  if width > 0 then
-    a = string.sub(value, 1, width)
-    if old then b = string.sub(old, 1, width) end
-  end
-  if (not old) or a >= b then
-    redis.call('HSET', KEYS[1], field, value)
-    written = written + 1
-    if not old then added = added + 1 end
-  end
-end
-return {written, added}
-"""
-
 _SCRIPTS = {
-    "register_one": _REGISTER_ONE,
-    "record_calls": _RECORD_CALLS,
-    "remember": _REMEMBER,
-    "claim_outcome": _CLAIM_OUTCOME,
-    "finish_outcome": _FINISH_OUTCOME,
-    "block_silent": _BLOCK_SILENT,
-    "write_one": _WRITE_ONE,
+    "register_one": LOOKUP_ONE,
+    "record_calls": RECORD_CALLS,
+    "remember": REMEMBER,
+    "claim_outcome": CLAIM_OUTCOME,
+    "finish_outcome": FINISH_OUTCOME,
+    "block_silent": BLOCK_SILENT,
+    "write_one": WRITE_ONE,
 }
 
 
@@ -259,8 +110,7 @@ class ClusterStores(Stores):
     def __init__(
         self, client: RedisCluster, url: str, timeout: float = 1.0, replicas: RedisCluster | None = None
     ) -> None:
-        super().__init__(cast(Any, client), url, cast(Any, replicas))
-        self.timeout = timeout
+        super().__init__(cast(Any, client), url, cast(Any, replicas), timeout)
         self._sha = {name: client.register_script(text).sha for name, text in _SCRIPTS.items()}
         self._loaded: set[int] = set()  # ids of the clients whose nodes hold the scripts
         self._operators: dict[str, str] = {}
@@ -269,19 +119,10 @@ class ClusterStores(Stores):
         self._mandates_version: object = self
         self._replicas_versioned = False  # every replica's Redis version was checked
 
-    @classmethod
-    def from_url(
-        cls, url: str, timeout: float = 1.0, replica_url: str | None = None, replicas: bool = False
-    ) -> ClusterStores:
-        """``replicas``: the batch lookups go to each slot's replicas (see :meth:`_replica_roles`)."""
-        if replica_url:  # each node's replicas belong to the cluster, not to one URL
-            raise ValueError("CALLGUARD_REDIS_REPLICA_URL does not apply to a Redis Cluster")
-        return cls(connect(url, timeout), url, timeout, connect(url, timeout, replicas=True) if replicas else None)
-
     @property
     def raw(self) -> Any:
         if self._raw is None:
-            self._raw = connect(self.url or "", max(self.timeout, 10.0), decode_responses=False)
+            self._raw = connect(self.url, max(self.timeout, 10.0), decode_responses=False)
         return self._raw
 
     async def _pipeline(self, commands: Sequence[Sequence[Any]], client: Any = None) -> list[Any]:
@@ -312,7 +153,7 @@ class ClusterStores(Stores):
             return
         # the lookup script on every replica: Redis 7 does not replicate SCRIPT LOAD
         await client.initialize()
-        await asyncio.gather(*(node.execute_command("SCRIPT", "LOAD", _REGISTER_ONE) for node in client.get_replicas()))
+        await asyncio.gather(*(node.execute_command("SCRIPT", "LOAD", LOOKUP_ONE) for node in client.get_replicas()))
 
     def _script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
         """A script call as a pipeline command (redis-py refuses ``evalsha`` in
@@ -322,7 +163,7 @@ class ClusterStores(Stores):
     # --- reads ---------------------------------------------------------------
 
     async def _lookup_replies(self, keys: list[str], args: list[str]) -> list[Any]:
-        """The reply stores._LOOKUP gives, built from single-slot commands."""
+        """The reply the single node's lookup script gives, built from single-slot commands."""
         count = int(args[0])
         operator_ids = args[1 : count + 1]
         npairs = int(args[count + 1])
@@ -332,14 +173,14 @@ class ClusterStores(Stores):
         fields = args[b + 2 : b + 2 + nfields]
         first: list[Sequence[Any]] = [
             ("HMGET", META_KEY, "operators_version", "directory_generation", "directory_as_of", "mandates_version"),
-            ("SMEMBERS", HIDDEN_KEY),
+            ("SMEMBERS", keys[3]),
         ]
         if nfields:
-            first += [("HMGET", keys[3 + d], *fields) for d in range(days)]
+            first += [("HMGET", keys[4 + d], *fields) for d in range(days)]
         a = b + 2 + nfields
         nr, np = int(args[a]), int(args[a + 1])
         units = args[a + 2 : a + 2 + np]
-        first += [("HMGET", keys[3 + days + r], *units) for r in range(nr)]
+        first += [("HMGET", keys[4 + days + r], *units) for r in range(nr)]
         meta, hidden, *rest = await self._pipeline(first)
         counts, cover = (rest[:days], rest[days:]) if nfields else ([], rest)
         # each list is read after its version: a list newer than its version is read again next time
@@ -352,7 +193,7 @@ class ClusterStores(Stores):
         hidden_ids = sorted(hidden)
         commands: list[Sequence[Any]] = []
         a += 2 + np
-        for i in range(3 + days + nr, len(keys), 2):
+        for i in range(4 + days + nr, len(keys), 2):
             suffix, client = args[a], args[a + 1]
             a += 2
             commands.append(self._script("register_one", keys[i], suffix, client, *hidden_ids))
@@ -453,7 +294,7 @@ class ClusterStores(Stores):
             if not isinstance(claim, list):
                 continue
             callee, client, campaign = claim
-            counters = f"{PREFIX}outcomes:{report.at.astimezone(tz).date().isoformat()}"
+            counters = outcome_days_key(report.at.astimezone(tz).date())
             commands += [("HINCRBY", counters, f"{campaign}|{report.outcome.value}", 1), ("EXPIRE", counters, lifetime)]
             if silent:
                 commands.append(
@@ -501,7 +342,7 @@ class ClusterStores(Stores):
         """As on one Redis; the staging key shares the list's slot, so ``RENAME``
         is still atomic, and the version follows it (readers that see the new
         version read the new list)."""
-        staging = "{" + key + "}:staging"
+        staging = staging_key(key, cluster=True)
         await self.redis.delete(staging)
         items = list(mapping.items())
         for start in range(0, len(items), 5000):

@@ -26,17 +26,14 @@ from typing import Any, TextIO
 from callguard.core.facts import BASES, Consent, Mandate, Operator, OptOut, When, local_day
 from callguard.core.numbers import canonical_number_pattern, nanp_national_pattern, normalise, normalise_caller_id
 from callguard.core.schema import ALL_CLIENTS, MAX_ID_LENGTH
-from callguard.storage.register import (
-    OPPOSED,
+from callguard.storage.register_codec import OPPOSED, e164_number, payload, registered_code
+from callguard.storage.register_spill import (
     PartitionWriter,
     RegisterRows,
     cpu_count,
-    e164_number,
     pack_row,
     partitions_for,
-    payload,
     process_context,
-    registered_code,
 )
 
 #: How many bad lines a failed load lists before it only counts them.

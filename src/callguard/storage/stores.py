@@ -1,27 +1,7 @@
 """Redis-backed stores: the register cache, operators, consents and opt-outs.
 
-Layout (every key under the ``cg:`` prefix)::
-
-    cg:reg:{e164 minus last 4 digits}   string register results of 10 000 numbers, every scope, packed
-                                              (about 3.4 bytes a number; see callguard.storage.register)
-    cg:register:hidden, next, lock      register loads in progress (callguard.storage.register)
-    cg:callee:{e164}                    hash  "consent:{client}"   -> "{granted_at}|{ends_at}"
-                                              "contract:{client}"  -> "{granted_at}|{ends_at}"
-                                              (and "request:", "ebr_transaction:", "ebr_inquiry:")
-                                              "disconnected"       -> "{YYYY-MM-DD}" last permanent disconnection
-                                              "optout:{client|*}"  -> "{at}"
-                                              "calls:{client}"     -> "{ms}:{ref},…" calls allowed (frequency caps)
-                                              "silent:{client}"    -> "{at}" latest silent/abandoned call
-    cg:intent:{intent_id}               hash  callee, client, campaign[, outcome]: an allowed intent,
-                                              kept OUTCOME_MEMORY for its outcome
-    cg:outcomes:{YYYY-MM-DD}            hash  "{campaign}|{outcome}" -> count (Rome days, kept 40 days)
-    cg:operators                        hash  "{operator_id}"      -> "{status}|{valid_from}|{valid_until}|{caller_ids;…}"
-    cg:meta                             hash  "operators_version", "register_last_load", counters "consents", …
-    cg:register:loads                   list  one JSON line per register load (newest first)
-    cg:audit:heads                      hash  "{audit partition}"   -> "{offset, 20 digits}|{sha256 of that record}"
-    cg:register:census                  hash  "{scope}|{as_of}"    -> numbers whose current result is that one
-    cg:register:cover:{name}            hash  "+1NPA" or "*" -> "{generation}|{as_of}": a named register's
-                                              coverage (callguard.storage.register.NAMED_PREFIX)
+The keys and what each holds: :mod:`callguard.storage.keys`; the Lua scripts:
+:mod:`callguard.storage.scripts`.
 
 Register results are packed into one string per bucket of 10 000 numbers,
 binary-searched by the lookup script, and loaded atomically (staged, then
@@ -41,12 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any, cast
-from urllib.parse import urlsplit
 
-import hiredis
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import DataError, RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from callguard.core.facts import (
     Consent,
@@ -63,202 +41,28 @@ from callguard.core.facts import (
 from callguard.core.schema import ALL_CLIENTS, OutcomeReport
 from callguard.core.tokens import TokenGrant
 from callguard.storage import register as register_store
-from callguard.storage.register import LOOKUP_LUA, RegisterRows, cover_field, cover_key, register_key, register_result
-
-PREFIX = "cg:"
-OPERATORS_KEY = PREFIX + "operators"
-#: ``POST /v1/check`` tokens (callguard.core.tokens): SHA-256 of the token -> its grant (JSON);
-#: name -> that hash; name -> when last used (RFC 3339, written at most once a minute a worker).
-TOKENS_KEY = PREFIX + "tokens"
-TOKEN_NAMES_KEY = PREFIX + "tokens:names"
-TOKENS_USED_KEY = PREFIX + "tokens:used"
-#: ``{client_id}|{operator_id}`` -> ``{valid_from}|{valid_until};…`` (``callguard mandates load``).
-MANDATES_KEY = PREFIX + "mandates"
-META_KEY = PREFIX + "meta"
-REGISTER_LOADS_KEY = register_store.LOADS_KEY
-AUDIT_HEADS_KEY = PREFIX + "audit:heads"
-#: ``{scope}|{as_of}`` -> how many numbers hold a current result of that scope and day (kept by the loaders).
-REGISTER_CENSUS_KEY = register_store.CENSUS_KEY
-
-# Writes a field only when the new value is not older than the stored one.
-# ARGV[1] is how many leading characters hold the sortable timestamp
-# (0 = the whole value); ARGV[2] what to tally (operations, issue 5): '' nothing,
-# 'count:{field}' fields added (a cg:meta counter); then field/value pairs, one
-# per key in KEYS. (The register census is kept by callguard.storage.register.)
-_WRITE_IF_NOT_OLDER = """
-local width = tonumber(ARGV[1])
-local tally = ARGV[2]
-local written, added = 0, 0
-for i, key in ipairs(KEYS) do
-  local field = ARGV[2 * i + 1]
-  local value = ARGV[2 * i + 2]
-  local old = redis.call('HGET', key, field)
-  local a, b = value, old
-  if width > 0 then
-    a = string.sub(value, 1, width)
-    if old then b = string.sub(old, 1, width) end
-  end
-  if (not old) or a >= b then
-    redis.call('HSET', key, field, value)
-    written = written + 1
-    if not old then added = added + 1 end
-  end
-end
-if string.sub(tally, 1, 6) == 'count:' and added > 0 then
-  redis.call('HINCRBY', 'cg:meta', string.sub(tally, 7), added)
-end
-return written
-"""
-
-
-# Everything a batch of intents needs, in one command (one round trip, one
-# reply to parse). KEYS: the operators, meta and mandates hashes, D
-# outcome-counter hashes (one a day of the campaign silent-rate window), R
-# coverage hashes of named registers, then per intent with a valid callee its
-# register bucket and callee hash. ARGV: the number of operator ids, the ids,
-# the number of mandate fields, the fields ("{client}|{operator}"), D, the
-# number of outcome fields, the fields ("{campaign}|{outcome}"), R, the number
-# P of coverage units and the units ("+1NPA", "*"), then per intent the
-# number's suffix in its bucket and the client id. ``register()`` is
-# callguard.storage.register.LOOKUP_LUA, prepended when the script is registered.
-_LOOKUP = """
-local n = tonumber(ARGV[1])
-local operators = {}
-for j = 1, n do
-  operators[j] = redis.call('HGET', KEYS[1], ARGV[j + 1])
-end
-local out = {operators}
-out[2] = redis.call('HMGET', KEYS[2], 'operators_version', 'directory_generation', 'directory_as_of', 'mandates_version')
-local nm = tonumber(ARGV[n + 2])
-local mandates = {}
-for j = 1, nm do mandates[j] = redis.call('HGET', KEYS[3], ARGV[n + 2 + j]) end
-local b = n + 3 + nm
-local days = tonumber(ARGV[b])
-local nf = tonumber(ARGV[b + 1])
-local fields = {}
-for j = 1, nf do fields[j] = ARGV[b + 1 + j] end
-local counts = {}
-if nf > 0 then
-  for d = 1, days do counts[d] = redis.call('HMGET', KEYS[3 + d], unpack(fields)) end
-end
-out[3] = counts
-out[4] = mandates
-local a = b + 2 + nf
-local nr, np = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-local units = {}
-for j = 1, np do units[j] = ARGV[a + 1 + j] end
-local cover = {}
-for r = 1, nr do cover[r] = redis.call('HMGET', KEYS[3 + days + r], unpack(units)) end
-out[5] = cover
-a = a + 2 + np
-for i = 4 + days + nr, #KEYS, 2 do
-  local suffix, client = ARGV[a], ARGV[a + 1]
-  a = a + 2
-  out[#out + 1] = register(KEYS[i], tonumber(suffix), client)
-  out[#out + 1] = redis.call('HMGET', KEYS[i + 1], 'consent:' .. client, 'contract:' .. client,
-                             'optout:' .. client, 'optout:*', 'calls:' .. client, 'silent:' .. client,
-                             'request:' .. client, 'ebr_transaction:' .. client, 'ebr_inquiry:' .. client,
-                             'disconnected')
-end
-return out
-"""
-
-
-# Records a batch's allowed intents, atomically per batch. Frequency caps:
-# an intent is added to its callee's "calls:{client}" list unless it is there
-# already (a redelivery) or a limit is full, which happens only when another
-# worker allowed a call to the same callee meanwhile: then the stored list is
-# returned and the guard decides that intent again. Each allowed intent is
-# also remembered (cg:intent:{id}) so that its outcome can be traced back.
-# ARGV: memory s; then per intent: client, ref, now ms, capped '1'/'0', callee,
-# campaign, keep ms (how long its calls are kept: the pack's longest window),
-# the number of its limits L and L pairs (window ms, max).
-# KEYS: per intent its callee hash and its intent key.
-_RECORD_ALLOWED = """
-local memory = tonumber(ARGV[1])
-local a = 2
-local out = {}
-for i = 1, #KEYS, 2 do
-  local client, ref, stamp, capped, callee, campaign = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local keep, nl = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
-  a = a + 8
-  local limits = {}
-  for j = 1, nl do
-    limits[j] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1])}
-    a = a + 2
-  end
-  local now = tonumber(stamp)
-  local result = 1
-  if capped == '1' then
-    local field = 'calls:' .. client
-    local old = redis.call('HGET', KEYS[i], field) or ''
-    local kept, times, seen = {}, {}, false
-    for ts, r in string.gmatch(old, '(%d+):(%x+)') do
-      local t = tonumber(ts)
-      if r == ref then seen = true end
-      if t > now - keep then
-        kept[#kept + 1] = ts .. ':' .. r
-        times[#times + 1] = t
-      end
-    end
-    if not seen then
-      local over = false
-      for _, limit in ipairs(limits) do
-        local n = 0
-        for _, t in ipairs(times) do
-          if t > now - limit[1] then n = n + 1 end
-        end
-        if n >= limit[2] then over = true end
-      end
-      if over then
-        result = old
-      else
-        kept[#kept + 1] = stamp .. ':' .. ref
-        redis.call('HSET', KEYS[i], field, table.concat(kept, ','))
-      end
-    end
-  end
-  if result == 1 and redis.call('EXISTS', KEYS[i + 1]) == 0 then
-    redis.call('HSET', KEYS[i + 1], 'callee', callee, 'client', client, 'campaign', campaign)
-    redis.call('EXPIRE', KEYS[i + 1], memory)
-  end
-  out[#out + 1] = result
-end
-return out
-"""
-
-# Applies a batch of call outcomes. Per outcome: unknown intent -> 0, already
-# reported -> -1, else its campaign: the outcome is counted for its campaign and day and,
-# when silent or abandoned, blocks the callee for the client (newest kept).
-# ARGV: prefix, counter lifetime s; then per outcome: outcome, at (UTC ISO),
-# day, silent '1'/'0'. KEYS: per outcome its intent key.
-_APPLY_OUTCOMES = """
-local prefix, lifetime = ARGV[1], tonumber(ARGV[2])
-local a = 3
-local out = {}
-for i, key in ipairs(KEYS) do
-  local outcome, at, day, silent = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  a = a + 4
-  local memo = redis.call('HMGET', key, 'callee', 'client', 'campaign', 'outcome')
-  if not memo[1] then
-    out[i] = 0
-  elseif memo[4] then
-    out[i] = -1
-  else
-    redis.call('HSET', key, 'outcome', outcome)
-    local counters = prefix .. 'outcomes:' .. day
-    redis.call('HINCRBY', counters, memo[3] .. '|' .. outcome, 1)
-    redis.call('EXPIRE', counters, lifetime)
-    if silent == '1' then
-      local callee, field = prefix .. 'callee:' .. memo[1], 'silent:' .. memo[2]
-      local old = redis.call('HGET', callee, field)
-      if (not old) or at > old then redis.call('HSET', callee, field, at) end
-    end
-    out[i] = memo[3]
-  end
-end
-return out
-"""
+from callguard.storage.connection import connect
+from callguard.storage.keys import (
+    AUDIT_HEADS_KEY,
+    CALLEE_PREFIX,
+    CENSUS_KEY,
+    HIDDEN_KEY,
+    LOADS_KEY,
+    MANDATES_KEY,
+    META_KEY,
+    OPERATORS_KEY,
+    TOKEN_NAMES_KEY,
+    TOKENS_KEY,
+    TOKENS_USED_KEY,
+    callee_key,
+    cover_key,
+    intent_key,
+    outcome_days_key,
+    register_key,
+    staging_key,
+)
+from callguard.storage.register import RegisterRows, cover_field, register_result
+from callguard.storage.scripts import APPLY_OUTCOMES, LOOKUP, RECORD_ALLOWED, WRITE_IF_NOT_OLDER
 
 #: How long an allowed intent is remembered for its outcome: outcomes that
 #: arrive later are dead-lettered as unknown.
@@ -298,10 +102,6 @@ def cap_arguments(item: Allowed, limits: Sequence[tuple[timedelta, int]]) -> lis
     return args
 
 
-def intent_key(intent_id: str) -> str:
-    return PREFIX + "intent:" + intent_id
-
-
 def parse_calls(raw: str | None) -> tuple[PastCall, ...]:
     """``"{ms}:{ref},…"`` as past calls, oldest first."""
     if not raw:
@@ -331,13 +131,11 @@ class LookupUnavailable(Exception):
     """Redis did not answer (down, timed out, or returned an error)."""
 
 
-def callee_key(e164: str) -> str:
-    return PREFIX + "callee:" + e164
-
-
 @lru_cache(maxsize=16_384)
-def parse_when(text: str) -> When:
-    """Parse a stored point in time: ``YYYY-MM-DD`` or an ISO datetime with offset."""
+def parse_stored_when(text: str) -> When:
+    """A point in time as stored (:func:`format_when`): ``YYYY-MM-DD`` or an
+    ISO datetime with offset. Unlike :func:`callguard.storage.loaders.parse_when`
+    (people's files) it trusts its input and needs no time zone."""
     if len(text) == 10:
         return date.fromisoformat(text)
     return datetime.fromisoformat(text)
@@ -405,7 +203,9 @@ def consent_value(consent: Consent) -> str:
 
 def _consent(client_id: str, basis: str, value: str) -> Consent:
     granted_at, ends_at = value.split("|")
-    return Consent(client_id, cast(Any, basis), parse_when(granted_at), parse_when(ends_at) if ends_at else None)
+    return Consent(
+        client_id, cast(Any, basis), parse_stored_when(granted_at), parse_stored_when(ends_at) if ends_at else None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,50 +245,10 @@ COUNTERS = {
 RATE_OUTCOMES = ("answered", "silent", "abandoned")
 
 
-def outcome_days_key(day: date) -> str:
-    return f"{PREFIX}outcomes:{day.isoformat()}"
-
-
 def directory_listed(reply: Any, generation: int | None) -> bool:
     """Whether a lookup's directory answer (the generation of the number's
     entry, or false) belongs to the extract in use."""
     return generation is not None and reply is not None and reply is not False and int(reply) == generation
-
-
-@lru_cache(maxsize=8)
-def hiredis_packing(base: type[Any]) -> type[Any]:
-    """``base`` (TCP, TLS or Unix socket) packing commands with hiredis.
-
-    redis-py's asyncio connection packs a command in Python and re-joins its
-    buffer for every argument, which grows quadratic-like with the argument
-    count: 1.5 ms for one batch lookup of 500 intents (3,000 arguments),
-    against 0.17 ms for ``hiredis.pack_command``, which its synchronous
-    connection uses (``HiredisRespSerializer``). The bytes are the same.
-    Written out rather than calling ``HiredisRespSerializer.pack``: before
-    redis-py 8 (checked 5.0-7.0) it refuses the ``bytearray`` and
-    ``memoryview`` values the Python packer takes, and callguard accepts
-    ``redis>=5``.
-    """
-
-    def pack_command(self: Any, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str):  # a command name may hold words, e.g. "CONFIG GET"
-            args = (*args[0].encode().split(), *args[1:])
-        args = tuple(bytes(arg) if isinstance(arg, bytearray | memoryview) else arg for arg in args)
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError as exc:  # what redis-py's encoder raises for an unsupported value
-            raise DataError(str(exc)) from exc
-
-    return type(f"HiredisPacking{base.__name__}", (base,), {"pack_command": pack_command})
-
-
-def _client(url: str, timeout: float) -> aioredis.Redis:
-    client = aioredis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True, health_check_interval=0
-    )
-    pool = client.connection_pool
-    pool.connection_class = hiredis_packing(cast(Any, pool.connection_class))
-    return client
 
 
 #: Seconds a failed replica is left alone before lookups try it again.
@@ -507,42 +267,29 @@ class Stores:
     #: a Redis Cluster (callguard.storage.cluster.ClusterStores): no transaction spans keys of several slots
     cluster = False
 
-    def __init__(self, client: aioredis.Redis, url: str | None = None, replica: aioredis.Redis | None = None) -> None:
+    def __init__(
+        self, client: aioredis.Redis, url: str, replica: aioredis.Redis | None = None, timeout: float = 1.0
+    ) -> None:
+        """``client`` and ``replica`` as :func:`callguard.storage.factory.open_stores`
+        builds them, from ``url`` with ``timeout``."""
         self.redis = client
         self.url = url  # lets register loads merge in several processes
+        self.timeout = timeout
         #: Where batch lookups go first, when set (a replica of ``client``); writes never go there.
         self.replica = replica
         self._replica_back_at = 0.0  # after a failure the replica is left alone until then
         self._replica_checked_at = -1.0  # when its link to the primary was last seen up
         self._raw: aioredis.Redis | None = None  # bytes replies: register buckets
-        self._write_if_not_older = client.register_script(_WRITE_IF_NOT_OLDER)
-        self._lookup_script = client.register_script(LOOKUP_LUA + _LOOKUP)
-        self._record_script = client.register_script(_RECORD_ALLOWED)
-        self._outcomes_script = client.register_script(_APPLY_OUTCOMES)
-
-    @classmethod
-    def from_url(
-        cls, url: str, timeout: float = 1.0, replica_url: str | None = None, cluster_replicas: bool = False
-    ) -> Stores:
-        """Connect lazily; ``timeout`` bounds every socket operation so that a
-        slow or dead Redis turns into ``lookup_unavailable``, not a stalled stream.
-        A ``redis+cluster://`` URL gives :class:`callguard.storage.cluster.ClusterStores`.
-        ``replica_url``: a replica of ``url`` that answers the batch lookups;
-        ``cluster_replicas``: on a cluster, its replicas answer them."""
-        if urlsplit(url).scheme.endswith("+cluster"):
-            from callguard.storage.cluster import ClusterStores
-
-            return ClusterStores.from_url(url, timeout, replica_url, cluster_replicas)
-        if cluster_replicas:
-            raise ValueError("cluster_replicas needs a redis+cluster:// URL")
-        replica = _client(replica_url, timeout) if replica_url else None
-        return cls(_client(url, timeout), url, replica)
+        self._write_if_not_older = client.register_script(WRITE_IF_NOT_OLDER)
+        self._lookup_script = client.register_script(LOOKUP)
+        self._record_script = client.register_script(RECORD_ALLOWED)
+        self._outcomes_script = client.register_script(APPLY_OUTCOMES)
 
     @property
     def raw(self) -> aioredis.Redis:
         """A client on the same server that answers bytes (register buckets)."""
         if self._raw is None:
-            self._raw = register_store.raw_client(self.redis)
+            self._raw = connect(self.url, self.timeout, decode_responses=False)
         return self._raw
 
     async def close(self) -> None:
@@ -576,7 +323,7 @@ class Stores:
         units = ["*"]
         if names:
             units += dict.fromkeys(cover_field(q.callee) for q in queries if q.callee is not None and q.registers)
-        keys = [OPERATORS_KEY, META_KEY, MANDATES_KEY, *(outcome_days_key(day) for day in outcome_days)]
+        keys = [OPERATORS_KEY, META_KEY, MANDATES_KEY, HIDDEN_KEY, *(outcome_days_key(day) for day in outcome_days)]
         keys += (cover_key(name) for name in names)
         args: list[str] = [str(len(operator_ids)), *operator_ids, str(len(pairs)), *pairs]
         args += (str(len(outcome_days)), str(len(fields)), *fields)
@@ -657,9 +404,9 @@ class Stores:
                     registers[name] = named_result(name, held.get(unit) or held.get("*"), entries.get("@" + name))
             optouts: list[OptOut] = []
             if optout_client is not None:
-                optouts.append(OptOut(q.client_id, parse_when(optout_client)))
+                optouts.append(OptOut(q.client_id, parse_stored_when(optout_client)))
             if optout_all is not None:
-                optouts.append(OptOut(ALL_CLIENTS, parse_when(optout_all)))
+                optouts.append(OptOut(ALL_CLIENTS, parse_stored_when(optout_all)))
             facts.append(
                 Facts(
                     operator,
@@ -668,7 +415,7 @@ class Stores:
                     tuple(optouts),
                     versions,
                     parse_calls(calls),
-                    None if silent is None else cast(datetime, parse_when(silent)),
+                    None if silent is None else cast(datetime, parse_stored_when(silent)),
                     listed=directory_listed(listed, generation),
                     directory_as_of=directory_as_of,
                     campaign_outcomes=campaign_outcomes,
@@ -771,15 +518,10 @@ class Stores:
         0 when the intent is unknown (never allowed, or older than
         :data:`OUTCOME_MEMORY`), -1 when its outcome was reported before."""
         keys: list[str] = []
-        args: list[str | int] = [PREFIX, int(OUTCOME_COUNTERS_LIFETIME.total_seconds())]
+        args: list[str | int] = [CALLEE_PREFIX, int(OUTCOME_COUNTERS_LIFETIME.total_seconds())]
         for report, silent in outcomes:
-            keys.append(intent_key(report.intent_id))
-            args += (
-                report.outcome.value,
-                format_when(report.at),
-                report.at.astimezone(tz).date().isoformat(),
-                "1" if silent else "0",
-            )
+            keys += (intent_key(report.intent_id), outcome_days_key(report.at.astimezone(tz).date()))
+            args += (report.outcome.value, format_when(report.at), "1" if silent else "0")
         if not keys:
             return []
         return [x if isinstance(x, str) else int(x) for x in await self._outcomes_script(keys=keys, args=args)]
@@ -788,7 +530,7 @@ class Stores:
         """Per campaign, outcomes reported over the ``days`` days up to ``today`` (Rome days)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for back in range(days):
-                pipe.hgetall(f"{PREFIX}outcomes:{(today - timedelta(days=back)).isoformat()}")
+                pipe.hgetall(outcome_days_key(today - timedelta(days=back)))
             replies = await pipe.execute()
         counts: dict[str, dict[str, int]] = {}
         for reply in replies:
@@ -809,7 +551,7 @@ class Stores:
     async def register_census(self) -> dict[str, dict[date, int]]:
         """Per scope, how many numbers hold a current result of each as-of day
         (kept by the loaders: the oldest day still present is the oldest check in use)."""
-        raw: dict[str, str] = await self.redis.hgetall(REGISTER_CENSUS_KEY)  # type: ignore[assignment]
+        raw: dict[str, str] = await self.redis.hgetall(CENSUS_KEY)  # type: ignore[assignment]
         return parse_census(raw)
 
     async def counts(self) -> dict[str, Any]:
@@ -817,7 +559,7 @@ class Stores:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hlen(OPERATORS_KEY)
             pipe.hgetall(META_KEY)
-            pipe.lrange(REGISTER_LOADS_KEY, 0, 9)
+            pipe.lrange(LOADS_KEY, 0, 9)
             operators, meta, loads = await pipe.execute()
         return {"operators": operators, "meta": meta, "register_loads": [orjson.loads(x) for x in loads]}
 
@@ -837,18 +579,19 @@ class Stores:
         script). Each chunk is one atomic script call; ``progress`` gets the
         rows sent so far."""
         written = sent = 0
-        keys: list[str] = []
-        args: list[str] = [str(width), tally]
+        counter = tally.removeprefix("count:") if tally.startswith("count:") else ""
+        keys: list[str] = [META_KEY]
+        args: list[str] = [str(width), counter]
         for key, field, value in triples:
             keys.append(key)
             args += (field, value)
-            if len(keys) >= chunk:
+            if len(keys) > chunk:
                 written += int(await self._write_if_not_older(keys=keys, args=args))
-                sent += len(keys)
-                keys, args = [], [str(width), tally]
+                sent += len(keys) - 1
+                keys, args = [META_KEY], [str(width), counter]
                 if progress is not None:
                     progress(sent)
-        if keys:
+        if len(keys) > 1:
             written += int(await self._write_if_not_older(keys=keys, args=args))
         return written
 
@@ -885,7 +628,7 @@ class Stores:
         (:mod:`callguard.storage.register`). The most recent consultation wins per
         number and scope. ``entry`` is logged in ``cg:register:loads`` by the
         commit; ``workers`` > 1 merges in that many processes; ``waiting`` and
-        ``grace``: see :func:`callguard.storage.register.load`."""
+        ``grace``: see :func:`callguard.storage.register_load.load`."""
         return await register_store.load(
             self.raw,
             rows,
@@ -1009,7 +752,7 @@ class Stores:
     async def _replace_hash(self, key: str, mapping: dict[str, str], version_field: str, version: str) -> None:
         """Stage ``mapping`` beside ``key``, then rename it over ``key`` and set
         its version in one transaction."""
-        staging = key + ":staging"
+        staging = staging_key(key)
         await self.redis.delete(staging)
         items = list(mapping.items())
         for start in range(0, len(items), 5000):

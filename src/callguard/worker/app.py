@@ -57,7 +57,7 @@ from callguard.kafka.lag import LagProbe
 from callguard.kafka.publishing import BatchPublisher
 from callguard.kafka.topics import ALL_TOPICS, BrokerUnavailable, ensure_topics, partition_count
 from callguard.logs import logging_config
-from callguard.storage.stores import Stores
+from callguard.storage.factory import open_stores
 from callguard.worker.batching import BatchSource
 from callguard.worker.batching import install as install_batching
 from callguard.worker.guard import Guard, Raw
@@ -194,7 +194,7 @@ def create_app(
         _idempotent_producer(app)
     metrics = Metrics()
     stats = metrics.totals
-    stores = Stores.from_url(
+    stores = open_stores(
         settings.redis_url,
         settings.redis_timeout,
         settings.redis_replica_url or None,

@@ -17,14 +17,8 @@ from zoneinfo import ZoneInfo
 import orjson
 from redis.exceptions import RedisError
 
-from callguard.storage.stores import (
-    META_KEY,
-    OPERATORS_KEY,
-    REGISTER_CENSUS_KEY,
-    REGISTER_LOADS_KEY,
-    Stores,
-    parse_census,
-)
+from callguard.storage.keys import CENSUS_KEY, LOADS_KEY, META_KEY, OPERATORS_KEY
+from callguard.storage.stores import Stores, parse_census
 
 ROME = ZoneInfo("Europe/Rome")
 DAY = 86_400.0
@@ -78,8 +72,8 @@ async def read_data(stores: Stores, loads: int = 10) -> DataState:
     async with stores.redis.pipeline(transaction=False) as pipe:
         pipe.hlen(OPERATORS_KEY)
         pipe.hgetall(META_KEY)
-        pipe.lrange(REGISTER_LOADS_KEY, 0, max(loads, 100) - 1)
-        pipe.hgetall(REGISTER_CENSUS_KEY)
+        pipe.lrange(LOADS_KEY, 0, max(loads, 100) - 1)
+        pipe.hgetall(CENSUS_KEY)
         operators, meta, raw_loads, raw_census = await pipe.execute()
     census = parse_census(raw_census)
     records = [orjson.loads(x) for x in raw_loads]
