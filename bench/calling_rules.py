@@ -13,7 +13,7 @@ Two policies alternate in the same run on the same data:
   the hour: caller IDs, calling hours, frequency caps (one more Redis script
   per batch, for the allows), silent calls.
 
-With the United States pack (issue 18) two more run beside them:
+With the United States pack two more run beside them:
 
 - ``set``: the same Italian intents under a policy set (Italy: ``full``'s
   pack; the US: the US pack with open hours): the cost of choosing the pack;

@@ -1,4 +1,4 @@
-"""The time callguard's check adds to call setup at the SIP edge (issue 20).
+"""The time callguard's check adds to call setup at the SIP edge.
 
 For each broker of ``--broker`` (Apache Kafka, then Tansu, by default): a fresh
 broker and Redis with the data of ``bench/mix.py`` (``--register`` numbers), a

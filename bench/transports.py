@@ -1,6 +1,6 @@
 """Kafka client libraries under the same load: aiokafka vs. librdkafka (confluent-kafka), raw and in Faust.
 
-Issue 3 asks whether Faust on librdkafka (``confluent://``) helps. On one
+Does Faust on librdkafka (``confluent://``) help? On one
 embedded broker, on the same pre-published intents of ``bench/mix.py``
 (``--intents`` of them, 6 partitions), every run times, in alternating order
 (reversed every other run, as the broker slows down while its log grows):

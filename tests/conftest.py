@@ -285,7 +285,7 @@ async def collect(
     return found
 
 
-# --- durable audit store (issue 6): one PostgreSQL for the session -----------------
+# --- durable audit store: one PostgreSQL for the session -----------------
 
 
 @pytest.fixture(scope="session")
@@ -296,7 +296,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
-# --- replay (issue 17) --------------------------------------------------------------
+# --- replay --------------------------------------------------------------
 
 
 def replay(env: dict[str, str], *argv: str) -> dict[str, Any]:

@@ -204,7 +204,7 @@ def intents(numbers: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {intent_id: {"intent_id": intent_id, **base, **fields} for intent_id, fields in cases.items()}
 
 
-#: Reasons of the Italian calling rules (issue 4), produced end to end by tests/test_calling_rules_e2e.py.
+#: Reasons of the Italian calling rules, produced end to end by tests/test_calling_rules_e2e.py.
 CALLING_RULE_REASONS = {
     "caller_id_missing",
     "caller_id_not_declared",

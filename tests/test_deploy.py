@@ -69,7 +69,7 @@ def test_dockerfile_runs_the_worker_with_a_health_check() -> None:
     assert 'CMD ["worker"]' in text and "/health" in text and "USER callguard" in text
 
 
-# --- operations (issue 5): the monitoring stack and Kubernetes manifests -------------
+# --- operations: the monitoring stack and Kubernetes manifests -------------
 
 DEPLOY = ROOT / "deploy"
 PROMTOOL = shutil.which("promtool")
@@ -191,7 +191,7 @@ def test_kubernetes_manifests_fit_together() -> None:
     }
 
 
-# --- durable audit store (issue 6) ------------------------------------------------------
+# --- durable audit store ------------------------------------------------------
 
 
 def test_compose_file_runs_the_audit_sink_into_postgres() -> None:
@@ -203,7 +203,7 @@ def test_compose_file_runs_the_audit_sink_into_postgres() -> None:
     assert services["postgres"]["image"].startswith("postgres:")
 
 
-# --- the SIP edge (issue 20) ------------------------------------------------------------
+# --- the SIP edge ------------------------------------------------------------
 
 
 SIP = ROOT / "deploy" / "sip"

@@ -1,4 +1,4 @@
-"""The SIP edge (issue 20): Kamailio with ``deploy/sip/kamailio.cfg``, as shipped,
+"""The SIP edge: Kamailio with ``deploy/sip/kamailio.cfg``, as shipped,
 in front of a callee endpoint, asking a real worker's ``POST /v1/check``.
 
 The dialers and the callee are :class:`callguard.client.sip.UserAgent` s: raw SIP

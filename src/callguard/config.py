@@ -59,7 +59,7 @@ class Settings:
     #: answers as soon as data arrives; a broker that always waits the full
     #: time (Tansu) adds up to this much to every decision's latency.
     fetch_max_wait_ms: int = 50
-    #: Seconds ``POST /v1/check`` waits for a decision before answering 504 (dialer integration, issue 7).
+    #: Seconds ``POST /v1/check`` waits for a decision before answering 504 (dialer integration).
     check_timeout: float = 2.0
     #: Partitions given to topics the worker creates.
     topic_partitions: int = 6
@@ -84,7 +84,7 @@ class Settings:
     producer_idempotence: str = "auto"
     #: Kafka consumer group (Faust app id) of the workers.
     app_id: str = "callguard"
-    #: Seconds between the worker's lag and register samples for ``/metrics`` (operations, issue 5).
+    #: Seconds between the worker's lag and register samples for ``/metrics`` (operations).
     metrics_interval: float = 10.0
     #: ``text`` or ``json`` (one JSON object per log line).
     log_format: str = "text"
@@ -101,7 +101,7 @@ class Settings:
     kafka_cert_file: str = ""
     kafka_key_file: str = ""
     log_level: str = "info"
-    #: PostgreSQL DSN of the durable audit store (``callguard audit sink`` / ``search``, issue 6).
+    #: PostgreSQL DSN of the durable audit store (``callguard audit sink`` / ``search``).
     audit_dsn: str = ""
 
 

@@ -1,4 +1,4 @@
-"""``callguard audit sink`` and ``callguard audit search``: the durable audit store (issue 6).
+"""``callguard audit sink`` and ``callguard audit search``: the durable audit store.
 
 ``search`` is read by a compliance officer answering a Garante complaint: each
 decision with its reasons and the data it rested on (register result and its

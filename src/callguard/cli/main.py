@@ -80,11 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="what data the guard holds: operators, register loads")
     _config_flags(status)
 
-    # operations (issue 5): callguard lag
+    # operations: callguard lag
     from callguard.cli.ops import add_parsers as add_ops_parsers
 
     add_ops_parsers(commands, _config_flags)
-    # Italian calling rules (issue 4): callguard policy check|show, callguard explain
+    # Italian calling rules: callguard policy check|show, callguard explain
     from callguard.cli.policy import add_parsers as add_policy_parsers
 
     add_policy_parsers(commands, _config_flags)
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     from callguard.cli.tokens import add_parsers as add_token_parsers
 
     add_token_parsers(commands, _config_flags)
-    # the SIP edge (issue 20): callguard sip call|callee
+    # the SIP edge: callguard sip call|callee
     from callguard.cli.sip import add_parsers as add_sip_parsers
 
     add_sip_parsers(commands)
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("file", type=Path, help="the file to write (one JSON object per record)")
     _config_flags(export)
-    # durable audit store (issue 6): callguard audit sink / search
+    # durable audit store: callguard audit sink / search
     from callguard.cli.audit import add_parsers as add_audit_store_parsers
 
     add_audit_store_parsers(audit_actions, _config_flags)
@@ -339,7 +339,7 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _status(settings: Settings) -> int:
-    from callguard.cli.ops import run_status  # operations (issue 5)
+    from callguard.cli.ops import run_status
 
     return await run_status(settings)
 
@@ -444,9 +444,9 @@ async def _audit_verify(settings: Settings, checkpoints: bool, file: Path | None
 
 
 def _use_uvloop() -> None:
-    """uvloop makes the worker about 30 % faster (measured on the embedded
-    broker); it must be chosen before Faust is imported. Optional: the
-    standard loop is used where uvloop is not installed."""
+    """uvloop makes the worker faster (``./dev bench throughput``); it must be
+    chosen before Faust is imported. Optional: the standard loop is used
+    where uvloop is not installed."""
     try:
         import uvloop  # noqa: F401
     except ImportError:
@@ -491,11 +491,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _fail(str(exc))
         if args.command == "status":
             return asyncio.run(_status(settings))
-        if args.command == "audit" and args.action in ("sink", "search"):  # durable audit store (issue 6)
+        if args.command == "audit" and args.action in ("sink", "search"):
             from callguard.cli.audit import main_audit_store
 
             return main_audit_store(args, settings)
-        if args.command == "audit" and args.action == "report":  # the regulator's report (issue 17)
+        if args.command == "audit" and args.action == "report":
             from callguard.cli.report import main_report
 
             return main_report(args, settings)
@@ -519,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from callguard.cli.tokens import main_tokens
 
             return main_tokens(args, settings)
-        if args.command == "lag":  # operations (issue 5)
+        if args.command == "lag":
             from callguard.cli.ops import main_lag
 
             return main_lag(args, settings)

@@ -191,8 +191,8 @@ def _fast_number(region: str) -> re.Pattern[bytes]:
 def canonical_e164(raw: str, region: str) -> str | None:
     """The E.164 form of ``raw`` when it is a valid Italian number in a
     canonical form (then it equals :func:`libphonenumber_e164`), else None:
-    one regular expression instead of libphonenumber's parse and validation
-    (under 1 us instead of about 17 us on these machines)."""
+    one regular expression instead of libphonenumber's parse and validation,
+    an order of magnitude faster (DEVELOPERS.md)."""
     if not raw.isascii():
         return None
     match = _fast_number(region).fullmatch(raw.encode())

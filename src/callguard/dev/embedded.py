@@ -702,7 +702,7 @@ def start_redis_cluster(
     return cluster
 
 
-# --- PostgreSQL (durable audit store, issue 6) ---------------------------------
+# --- PostgreSQL (durable audit store) ---------------------------------
 
 
 def postgres_bindir() -> Path:
@@ -776,7 +776,7 @@ def start_postgres(workdir: Path, port: int | None = None, timeout: float = 60.0
     return server
 
 
-# --- Kamailio (the SIP edge, issue 20) ------------------------------------------------
+# --- Kamailio (the SIP edge) ------------------------------------------------
 
 #: The SIP proxy configuration users run (``deploy/sip/``), started as shipped by tests and benchmarks.
 SIP_CONFIG = Path(__file__).resolve().parents[3] / "deploy" / "sip" / "kamailio.cfg"

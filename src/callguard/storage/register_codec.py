@@ -23,9 +23,8 @@ is 2.5 bytes. Each segment takes the smaller format. Per number and scope
 there is at most one entry in a version: a load applies "the most recent
 consultation wins" when it writes, readers never merge.
 
-Measured (``./dev bench register``) 3.4 bytes of Redis memory per
-number at Italy's density (``used_memory`` deltas, key overhead included),
-against 43 bytes with the previous one-hash-field-per-number layout (same rows, same run).
+What a number costs in Redis memory: ``./dev bench register`` and the README's
+"Data files".
 """
 
 from __future__ import annotations

@@ -773,7 +773,7 @@ class Stores:
                 for e164, consent in part:
                     pipe.hset(callee_key(e164), f"{consent.basis}:{consent.client_id}", consent_value(consent))
                 added = await pipe.execute()
-            # counts for ``callguard status`` (operations, issue 5): HSET answers 1 for a new field
+            # counts for ``callguard status`` (operations): HSET answers 1 for a new field
             new = dict.fromkeys(COUNTERS.values(), 0)
             for (_, consent), fresh in zip(part, added, strict=True):
                 new[COUNTERS[consent.basis]] += int(fresh)
