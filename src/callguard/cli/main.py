@@ -23,13 +23,13 @@ from callguard import __version__
 from callguard.config import ENV_VARS, ConfigError, Settings, load_settings, safe_url
 from callguard.core.audit import Stored
 from callguard.core.facts import BASES
+from callguard.core.rows import parse_date
 from callguard.core.schema import ALL_CLIENTS, MAX_ID_LENGTH
 from callguard.storage.factory import open_stores
 from callguard.storage.loaders import (
     LoadError,
     Progress,
     parse_consents,
-    parse_date,
     parse_directory,
     parse_mandates,
     parse_named_register,

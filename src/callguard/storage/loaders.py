@@ -17,15 +17,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import date, datetime, tzinfo
+from datetime import date, tzinfo
 from itertools import repeat
 from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any, TextIO
 
-from callguard.core.facts import BASES, Consent, Mandate, Operator, OptOut, When, local_day
-from callguard.core.numbers import canonical_number_pattern, nanp_national_pattern, normalise, normalise_caller_id
-from callguard.core.schema import ALL_CLIENTS, MAX_ID_LENGTH
+from callguard.core.facts import Consent, Mandate, Operator, OptOut
+from callguard.core.numbers import canonical_number_pattern, nanp_national_pattern, normalise_caller_id
+from callguard.core.rows import consent_row, id_field, number_field, parse_date, parse_when
 from callguard.storage.register_codec import OPPOSED, e164_number, payload, registered_code
 from callguard.storage.register_spill import (
     PartitionWriter,
@@ -141,42 +141,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def parse_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"not an ISO date (YYYY-MM-DD): {text!r}") from None
-
-
-def parse_when(text: str, tz: tzinfo) -> When:
-    """An ISO date, or an ISO datetime; a datetime without offset is local time in ``tz``."""
-    if len(text) == 10:
-        return parse_date(text)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not an ISO date or datetime: {text!r}") from None
-    return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
-
-
-def _id(row: dict[str, str], name: str, allow_all: bool = False) -> str:
-    value = row.get(name, "")
-    if not 1 <= len(value) <= MAX_ID_LENGTH:
-        raise ValueError(f"{name} must be 1-{MAX_ID_LENGTH} characters")
-    if "|" in value:
-        raise ValueError(f"{name} must not contain '|'")
-    if value == ALL_CLIENTS and not allow_all:
-        raise ValueError(f"{name} '*' (every client) is not allowed here")
-    return value
-
-
-def _number(row: dict[str, str], name: str, region: str) -> str:
-    e164 = normalise(row.get(name, ""), region)
-    if e164 is None:
-        raise ValueError(f"{name} is not a valid phone number")
-    return e164
-
-
 def _parse_file(
     path: Path,
     required: tuple[str, ...],
@@ -214,7 +178,7 @@ def _register_row_parser(
     """Rows of a register result, or with ``listing`` of a directory extract (a number alone)."""
 
     def row_parser(row: dict[str, str]) -> tuple[str, bool, date | None]:
-        e164 = _number(row, "number", region)
+        e164 = number_field(row, "number", region)
         if listing:
             return e164, False, None
         status = row.get("status", "")
@@ -630,7 +594,7 @@ def parse_operators(path: Path, region: str = "IT") -> Parsed:
     seen: set[str] = set()
 
     def row_parser(row: dict[str, str]) -> Operator:
-        operator_id = _id(row, "operator_id")
+        operator_id = id_field(row, "operator_id")
         if operator_id in seen:
             raise ValueError(f"operator_id {operator_id!r} appears twice")
         seen.add(operator_id)
@@ -670,8 +634,8 @@ def parse_mandates(path: Path) -> Parsed:
     have several periods, one a line."""
 
     def row_parser(row: dict[str, str]) -> Mandate:
-        client_id = _id(row, "client_id")
-        operator_id = _id(row, "operator_id")
+        client_id = id_field(row, "client_id")
+        operator_id = id_field(row, "operator_id")
         valid_from = parse_date(row.get("valid_from", ""))
         valid_until = parse_date(row.get("valid_until", ""))
         if valid_until < valid_from:
@@ -694,33 +658,6 @@ def parse_consents(path: Path, region: str, tz: tzinfo) -> Parsed:
     return _parse_file(path, ("callee", "client_id", "basis", "granted_at"), ("ends_at",), row_parser, "consents")
 
 
-def consent_row(row: dict[str, str], region: str, tz: tzinfo) -> tuple[str, Consent]:
-    """One consent, contract or call request (a CSV line, or a message on
-    ``callguard.consents``) as ``(E.164, Consent)``; ``ValueError`` names
-    what is wrong. ``basis`` ``request``: the person asked this client for a
-    call; without ``ends_at`` it counts for the policy's short validity."""
-    e164 = _number(row, "callee", region)
-    client_id = _id(row, "client_id")
-    basis = row.get("basis", "")
-    if basis not in BASES:
-        raise ValueError(
-            "basis must be 'consent', 'contract' or 'request' (or, for the US pack's established business "
-            f"relationships, 'ebr_transaction' or 'ebr_inquiry'), not {basis!r}"
-        )
-    granted_at = parse_when(row.get("granted_at", ""), tz)
-    ends_raw = row.get("ends_at", "")
-    ends_at = parse_when(ends_raw, tz) if ends_raw else None
-    if ends_at is not None and not _not_before(ends_at, granted_at, tz):
-        raise ValueError("ends_at is before granted_at")
-    return e164, Consent(client_id, basis, granted_at, ends_at)  # type: ignore[arg-type]
-
-
-def _not_before(later: When, earlier: When, tz: tzinfo) -> bool:
-    if isinstance(later, datetime) and isinstance(earlier, datetime):
-        return later >= earlier
-    return local_day(later, tz) >= local_day(earlier, tz)
-
-
 def parse_reassigned(path: Path, region: str = "US") -> Parsed:
     """``number,disconnected_at``: numbers and the day each was last
     permanently disconnected (the FCC's reassigned numbers database, 47 CFR
@@ -728,7 +665,7 @@ def parse_reassigned(path: Path, region: str = "US") -> Parsed:
     a number without a country code is North American (``region``)."""
 
     def row_parser(row: dict[str, str]) -> tuple[str, date]:
-        return _number(row, "number", region), parse_date(row.get("disconnected_at", ""))
+        return number_field(row, "number", region), parse_date(row.get("disconnected_at", ""))
 
     return _parse_file(path, ("number", "disconnected_at"), (), row_parser, "reassigned")
 
@@ -737,8 +674,8 @@ def parse_optouts(path: Path, region: str, tz: tzinfo) -> Parsed:
     """``callee,client_id,at``; ``client_id`` ``*`` opts out of every client."""
 
     def row_parser(row: dict[str, str]) -> tuple[str, OptOut]:
-        e164 = _number(row, "callee", region)
-        client_id = _id(row, "client_id", allow_all=True)
+        e164 = number_field(row, "callee", region)
+        client_id = id_field(row, "client_id", allow_all=True)
         return e164, OptOut(client_id, parse_when(row.get("at", ""), tz))
 
     return _parse_file(path, ("callee", "client_id", "at"), (), row_parser, "optouts")

@@ -23,6 +23,7 @@ from callguard.core.audit import ChainHeads, link
 from callguard.core.facts import Consent, Facts, OptOut, PastCall, intent_ref
 from callguard.core.numbers import normalise, normalise_caller_id
 from callguard.core.policy import Decision, PolicySettings, decide, malformed, silent_rate_days
+from callguard.core.rows import consent_row, parse_when
 from callguard.core.schema import (
     AUDIT_TOPIC,
     DEADLETTER_TOPIC,
@@ -37,7 +38,6 @@ from callguard.core.schema import (
     parse_outcome,
     rfc3339,
 )
-from callguard.storage.loaders import consent_row, parse_when
 from callguard.storage.stores import NO_CAMPAIGN, Allowed, LookupUnavailable, Query, Stores
 from callguard.worker.metrics import Metrics
 
