@@ -38,8 +38,9 @@ from callguard.core.schema import (
     parse_outcome,
     rfc3339,
 )
-from callguard.storage.stores import NO_CAMPAIGN, Allowed, LookupUnavailable, Query, Stores
+from callguard.storage.stores import NO_CAMPAIGN, Allowed, LookupUnavailable, Query
 from callguard.worker.metrics import Metrics
+from callguard.worker.ports import GuardStores
 
 T = TypeVar("T")
 
@@ -105,7 +106,7 @@ class Guard:
 
     def __init__(
         self,
-        stores: Stores,
+        stores: GuardStores,
         send: Send,
         policy: PolicySettings,
         default_region: str,
