@@ -3,7 +3,6 @@ before anyone subscribes, with the ACLs' refusals said in one line."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -30,6 +29,7 @@ from callguard.core.schema import (
     OUTCOMES_TOPIC,
 )
 from callguard.kafka.access import KafkaAccessDenied, refuse_hidden_topic, who
+from callguard.retry import Backoff, retry
 
 log = logging.getLogger("callguard.app")
 
@@ -58,7 +58,8 @@ async def ensure_topics(settings: Settings, wait: float = 60.0, topics: Sequence
     :class:`KafkaAccessDenied` at once, naming it."""
     security = kafka_security(settings)
     deadline = time.monotonic() + wait
-    while True:
+
+    async def attempt() -> list[str]:
         admin = AIOKafkaAdminClient(
             bootstrap_servers=broker_hosts(settings.broker), request_timeout_ms=10_000, **security
         )
@@ -77,14 +78,16 @@ async def ensure_topics(settings: Settings, wait: float = 60.0, topics: Sequence
             return []
         except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
             raise KafkaAccessDenied(str(exc).split(": ", 1)[-1]) from None
-        except KafkaError as exc:
-            if time.monotonic() > deadline:
-                raise BrokerUnavailable(f"cannot reach the broker at {settings.broker}: {exc}") from None
-            log.warning("broker not answering (%s); retrying", exc)
-            await asyncio.sleep(1.0)
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
+
+    def failed(exc: Exception, delay: float) -> None:
+        if time.monotonic() > deadline:
+            raise BrokerUnavailable(f"cannot reach the broker at {settings.broker}: {exc}") from None
+        log.warning("broker not answering (%s); retrying", exc)
+
+    return await retry(attempt, failed, Backoff(1.0, 1.0), retry_on=(KafkaError,))
 
 
 #: CreateTopics error codes that mean the ACLs refused it.

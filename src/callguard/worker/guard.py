@@ -8,7 +8,6 @@ and one wait for all sends; per event only decoding and the pure policy.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -38,6 +37,7 @@ from callguard.core.schema import (
     parse_outcome,
     rfc3339,
 )
+from callguard.retry import retry
 from callguard.storage.stores import NO_CAMPAIGN, Allowed, LookupUnavailable, Query
 from callguard.worker.metrics import Metrics
 from callguard.worker.ports import GuardStores
@@ -336,16 +336,14 @@ class Guard:
 
     async def _retry_redis(self, what: str, count: int, write: Callable[[], Awaitable[Any]]) -> Any:
         """``write()`` until Redis answers: what arrives on a topic is never dropped."""
-        delay = 0.1
-        while count:
-            try:
-                return await write()
-            except Exception as exc:  # any Redis failure: retry
-                self.metrics.redis_errors.labels(what).inc()
-                log.warning("redis unavailable applying %d %s (%s); retrying in %.1fs", count, what, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        return None
+        if not count:
+            return None
+
+        def failed(exc: Exception, delay: float) -> None:  # any Redis failure: retry
+            self.metrics.redis_errors.labels(what).inc()
+            log.warning("redis unavailable applying %d %s (%s); retrying in %.1fs", count, what, exc, delay)
+
+        return await retry(write, failed)
 
     async def handle_outcomes(self, batch: Sequence[Raw]) -> int:
         """Apply call outcomes from ``callguard.outcomes``: count them per
@@ -409,31 +407,32 @@ class Guard:
         the same decision, a loss would leave a dialer waiting). Audit records
         are chained at send time; after a failure the heads are reloaded from
         the broker, so whatever did get written stays in the chain."""
-        delay = 0.1
-        while messages:
-            try:
-                generation = self.chain.generation
-                heads = await self.chain.load({p for _, _, v, p in messages if isinstance(v, dict) and p is not None})
-                encoded: list[tuple[str, bytes | None, bytes, int | None]] = []
-                chained: list[tuple[int, str]] = []
-                for topic, key, value, partition in messages:
-                    if isinstance(value, dict):
-                        assert partition is not None  # audit records are always partitioned
-                        value, heads[partition] = link(value, heads[partition])
-                        chained.append((len(encoded), heads[partition]))
-                    encoded.append((topic, key, value, partition))
-                written = await self.send(encoded)
-                self.chain.advance(heads, generation)
-                for index, head in chained:
-                    partition, offset = written[index]
-                    self.chain.acknowledged[partition] = (offset, head)
-                return
-            except Exception as exc:  # any producer failure: retry the whole batch
-                self.chain.forget()  # reloaded from the broker: what did get written stays in the chain
-                self.metrics.publish_errors.inc()
-                log.warning("publishing %d messages failed (%s); retrying in %.1fs", len(messages), exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        if not messages:
+            return
+
+        async def attempt() -> None:
+            generation = self.chain.generation
+            heads = await self.chain.load({p for _, _, v, p in messages if isinstance(v, dict) and p is not None})
+            encoded: list[tuple[str, bytes | None, bytes, int | None]] = []
+            chained: list[tuple[int, str]] = []
+            for topic, key, value, partition in messages:
+                if isinstance(value, dict):
+                    assert partition is not None  # audit records are always partitioned
+                    value, heads[partition] = link(value, heads[partition])
+                    chained.append((len(encoded), heads[partition]))
+                encoded.append((topic, key, value, partition))
+            written = await self.send(encoded)
+            self.chain.advance(heads, generation)
+            for index, head in chained:
+                partition, offset = written[index]
+                self.chain.acknowledged[partition] = (offset, head)
+
+        def failed(exc: Exception, delay: float) -> None:  # any producer failure: retry the whole batch
+            self.chain.forget()  # reloaded from the broker: what did get written stays in the chain
+            self.metrics.publish_errors.inc()
+            log.warning("publishing %d messages failed (%s); retrying in %.1fs", len(messages), exc, delay)
+
+        await retry(attempt, failed)
 
 
 def _json_object(raw: Raw) -> dict[str, Any]:
