@@ -15,12 +15,15 @@ A guard fails closed: whatever could not be checked is denied with a reason.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
+
+import phonenumbers
 
 from callguard.core.facts import (
     Consent,
@@ -270,26 +273,29 @@ class PolicySettings:
     jurisdictions: Jurisdictions | None = None
     #: Source keys cited by the policy file per rule (``sources = [...]``), for ``policy sources``.
     rule_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    #: ``active_rules`` per purpose, filled on first use (scopes do not change).
-    _active: dict[Purpose, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
-    #: Calling-hours verdicts by (local time, zone, local days) (``check_calling_hours``).
-    _hours_verdicts: dict[Any, RuleResult] = field(default_factory=dict, init=False, repr=False, compare=False)
-    #: Variants of this pack with a state's frequency caps, by limits (:mod:`callguard.core.uspolicy`).
-    _variants: dict[Any, PolicySettings] = field(default_factory=dict, init=False, repr=False, compare=False)
-    #: The audit record's ``facts.lookback`` (:func:`lookback`), filled on first use.
-    _lookback: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: ``active_rules`` per purpose, worked out with the settings (every decision asks).
+    _active: Mapping[Purpose, frozenset[str]] = field(init=False, repr=False, compare=False)
+    #: The audit record's ``facts.lookback`` (:func:`lookback`) as (hours, purposes, days), worked out with the settings.
+    _lookback: tuple[float, tuple[str, ...], int | None] = field(init=False, repr=False, compare=False)
 
-    def applies(self, rule: str, purpose: Purpose) -> bool:
-        return rule in self.active_rules(purpose)
-
-    def active_rules(self, purpose: Purpose) -> frozenset[str]:
-        """The rules that run for ``purpose`` (computed once per settings)."""
-        active = self._active.get(purpose)
-        if active is None:
-            active = self._active[purpose] = frozenset(
+    def __post_init__(self) -> None:
+        active = {
+            purpose: frozenset(
                 rule for rule, scope in self.scopes.items() if scope.enabled and purpose in scope.purposes
             )
-        return active
+            for purpose in Purpose
+        }
+        object.__setattr__(self, "_active", MappingProxyType(active))
+        outcome_days = self.silent_rate_window_days if _rate_looked_up(self) else None
+        hours = self.longest_cap_window / timedelta(hours=1)
+        object.__setattr__(self, "_lookback", (hours, tuple(capped_purposes(self)), outcome_days))
+
+    def applies(self, rule: str, purpose: Purpose) -> bool:
+        return rule in self._active[purpose]
+
+    def active_rules(self, purpose: Purpose) -> frozenset[str]:
+        """The rules that run for ``purpose``."""
+        return self._active[purpose]
 
     def skipped(self, rule: str, purpose: Purpose) -> RuleResult:
         """The audit entry of a rule that did not run, saying why."""
@@ -379,8 +385,18 @@ class Jurisdictions:
     #: the pack names the set file gave, by region (``callguard policy show``)
     names: dict[str, str] = field(default_factory=dict)
     other_name: str = ""
-    #: per calling code: the one pack (or None) all its regions share, or ``self`` when they differ
-    _by_code: dict[int, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: per calling code of a region with a pack: the one pack all its regions share, or
+    #: ``_MIXED`` when they differ (worked out with the set; any other code has no pack)
+    _by_code: Mapping[int, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        codes = {phonenumbers.country_code_for_region(region) for region in self.packs} - {0}
+        by_code: dict[int, Any] = {}
+        for code in codes:
+            packs = {id(p): p for p in (self.packs.get(r) for r in regions_of_code(code))}
+            # every region of the code has the same pack (or none): no need to tell the regions apart
+            by_code[code] = next(iter(packs.values())) if len(packs) == 1 else _MIXED
+        object.__setattr__(self, "_by_code", MappingProxyType(by_code))
 
     def region(self, callee: str | None) -> str | None:
         return None if callee is None else region_of(callee)
@@ -392,13 +408,8 @@ class Jurisdictions:
         if callee is None:
             return self.other
         code = calling_code(callee[:4])
-        pack: PolicySettings | None = None
-        if code is not None and code not in self._by_code:
-            packs = {id(p): p for p in (self.packs.get(r) for r in regions_of_code(code))}
-            # every region of the code has the same pack (or none): no need to tell the regions apart
-            self._by_code[code] = next(iter(packs.values())) if len(packs) == 1 else _MIXED
-        shared = self._by_code.get(code, _MIXED) if code is not None else _MIXED
-        pack = self.packs.get(region_of(callee) or "") if shared is _MIXED else shared
+        shared = self._by_code.get(code) if code is not None else _MIXED
+        pack: PolicySettings | None = self.packs.get(region_of(callee) or "") if shared is _MIXED else shared
         if pack is not None:
             return pack
         return None if purpose in self.deny_purposes else self.other
@@ -478,14 +489,10 @@ def _operator_facts(operator: Operator) -> dict[str, Any]:
 def lookback(settings: PolicySettings) -> dict[str, Any]:
     """How far back the past calls (the longest frequency-cap window; only
     calls of the purposes the caps count are recorded) and the campaign's
-    outcomes (``None``: not looked up) were read for a decision."""
-    if not settings._lookback:
-        settings._lookback.update(
-            calls_hours=settings.longest_cap_window / timedelta(hours=1),
-            calls_purposes=capped_purposes(settings),
-            outcome_days=settings.silent_rate_window_days if _rate_looked_up(settings) else None,
-        )
-    return settings._lookback
+    outcomes (``None``: not looked up) were read for a decision. A new dict
+    each time: it goes into one decision's facts."""
+    hours, purposes, days = settings._lookback
+    return {"calls_hours": hours, "calls_purposes": list(purposes), "outcome_days": days}
 
 
 def capped_purposes(settings: PolicySettings) -> list[str]:
@@ -828,9 +835,6 @@ def check_directory(
     return RuleResult("directory", "deny", (Reason.CONSENT_REQUIRED,), detail)
 
 
-_NOT_AUTOMATED = RuleResult("automated_calls", "pass", detail={"automated": False})
-
-
 def check_automated(intent: Intent, facts: Facts, now: datetime, settings: PolicySettings) -> RuleResult:
     """A call placed by an automated system without an operator needs the callee's consent.
 
@@ -844,7 +848,7 @@ def check_automated(intent: Intent, facts: Facts, now: datetime, settings: Polic
     person who asks to be called has not consented to a machine).
     """
     if not intent.automated:
-        return _NOT_AUTOMATED
+        return RuleResult("automated_calls", "pass", detail={"automated": False})
     detail: dict[str, Any] = {"automated": True}
     consent = valid_consent(intent.client_id, facts.register, facts.consents, now, settings)
     if consent is not None:
@@ -966,16 +970,37 @@ def check_calling_hours(callee: str, now: datetime, settings: PolicySettings) ->
     local = callee_local_time(callee, now)
     if local is None:
         return RuleResult("calling_hours", "deny", (Reason.TIMEZONE_UNKNOWN,), {"zone": None})
-    extra = settings.calling_hours.extra_days(callee)
+    hours = settings.calling_hours
+    extra = hours.extra_days(callee)
     # the verdict depends on the number only through its zone and local days:
     # a batch's intents share one decision time, so it is worked out once
-    key = (local, local.tzinfo, extra)
-    verdict = settings._hours_verdicts.get(key)
-    if verdict is None:
-        if len(settings._hours_verdicts) >= 4096:
-            settings._hours_verdicts.clear()
-        verdict = settings._hours_verdicts[key] = _calling_hours_verdict(local, extra, settings.calling_hours)
-    return verdict
+    key = (id(hours), local, local.tzinfo, extra)
+    cached = _HOURS_VERDICTS.get(key)
+    if cached is None:
+        if len(_HOURS_VERDICTS) >= 4096:
+            _HOURS_VERDICTS.clear()
+        cached = _HOURS_VERDICTS[key] = (hours, _calling_hours_verdict(local, extra, hours))
+    return owned(cached[1])
+
+
+#: Calling-hours verdicts by (the hours' identity, local time, zone, local days).
+#: Keyed by identity, since hashing the hours' holidays for every intent would cost
+#: what the cache saves; each entry holds its hours, so their id is not reused meanwhile.
+_HOURS_VERDICTS: dict[tuple[int, datetime, tzinfo | None, tuple[ExtraDay, ...]], tuple[CallingHours, RuleResult]] = {}
+
+
+def owned(result: RuleResult) -> RuleResult:
+    """A copy of a cached result with its own ``detail`` (nested dicts and lists
+    copied too), so that one decision's audit record cannot change another's."""
+    return RuleResult(result.rule, result.outcome, result.reasons, _json_copy(result.detail), result.not_before)
+
+
+def _json_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _json_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(item) for item in value]
+    return value
 
 
 def _calling_hours_verdict(local: datetime, extra: tuple[ExtraDay, ...], hours: CallingHours) -> RuleResult:
@@ -1001,14 +1026,21 @@ def check_frequency(intent: Intent, calls: tuple[PastCall, ...], now: datetime, 
     calls this guard allowed, per client; an intent redelivered after it was
     allowed finds itself among them and keeps its allow (it is counted once).
     """
+    return frequency_result(intent, calls, now, settings.frequency_limits)
+
+
+def frequency_result(
+    intent: Intent, calls: tuple[PastCall, ...], now: datetime, limits: tuple[CapLimit, ...]
+) -> RuleResult:
+    """:func:`check_frequency` with the caps given (the US pack adds a state's)."""
     if not calls:  # the common case: nobody called this callee for this client lately
-        return _no_calls_yet(settings.frequency_limits)
+        return owned(_no_calls_yet(limits))
     ref = intent_ref(intent.intent_id)
     if any(call.ref == ref for call in calls):
         return RuleResult("frequency_cap", "pass", detail={"already_counted": True})
     counts: list[dict[str, Any]] = []
     over: list[datetime] = []
-    for limit in settings.frequency_limits:
+    for limit in limits:
         since = now - limit.window
         # a call stamped after ``now`` still counts: another worker's clock may run ahead
         inside = sorted(call.at for call in calls if call.at > since)

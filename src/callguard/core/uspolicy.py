@@ -40,14 +40,15 @@ from callguard.core.policy import (
     check_callee,
     check_caller_id,
     check_campaign_silent_rate,
-    check_frequency,
     check_mandate,
     check_operator,
     check_optout,
     chosen_versions,
     consent_in_force,
+    frequency_result,
     has_begun,
     lookback,
+    owned,
     verdict,
 )
 from callguard.core.schema import Intent, Reason, rfc3339
@@ -388,7 +389,7 @@ def check_zone_hours(callee: str, now: datetime, settings: PolicySettings) -> Ru
     if not zones:
         return RuleResult("calling_hours", "deny", (Reason.TIMEZONE_UNKNOWN,), {"zones": []})
     window, states = callee_window(callee, settings)
-    return _zone_verdict(zones, window, states, now)
+    return owned(_zone_verdict(zones, window, states, now))
 
 
 @lru_cache(maxsize=4096)
@@ -428,19 +429,7 @@ def check_state_frequency(
     and client (a client's calls count as one subject: the safe side) by
     :func:`callguard.core.policy.check_frequency`.
     """
-    limits = settings.cap_limits(callee)
-    if limits is not settings.frequency_limits:
-        variant = settings._variants.get(limits)
-        if variant is None:
-            variant = settings._variants[limits] = _with_limits(settings, limits)
-        settings = variant
-    return check_frequency(intent, facts.calls, now, settings)
-
-
-def _with_limits(settings: PolicySettings, limits: Any) -> PolicySettings:
-    from dataclasses import replace
-
-    return replace(settings, frequency_limits=limits)
+    return frequency_result(intent, facts.calls, now, settings.cap_limits(callee))
 
 
 # --- the decision ------------------------------------------------------------------------
