@@ -38,6 +38,7 @@ from callguard.core.facts import (
     proven_after,
     when_to_json,
 )
+from callguard.core.frozen import frozen
 from callguard.core.hours import CallingHours, ExtraDay, callee_local_time, calling_window, next_window_start
 from callguard.core.numbers import calling_code, is_geographic_or_mobile, is_mobile, region_of, regions_of_code
 from callguard.core.schema import ALL_CLIENTS, Intent, Purpose, Reason, rfc3339
@@ -275,8 +276,8 @@ class PolicySettings:
     rule_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: ``active_rules`` per purpose, worked out with the settings (every decision asks).
     _active: Mapping[Purpose, frozenset[str]] = field(init=False, repr=False, compare=False)
-    #: The audit record's ``facts.lookback`` (:func:`lookback`) as (hours, purposes, days), worked out with the settings.
-    _lookback: tuple[float, tuple[str, ...], int | None] = field(init=False, repr=False, compare=False)
+    #: The audit record's ``facts.lookback`` (:func:`lookback`), worked out with the settings.
+    _lookback: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         active = {
@@ -286,9 +287,12 @@ class PolicySettings:
             for purpose in Purpose
         }
         object.__setattr__(self, "_active", MappingProxyType(active))
-        outcome_days = self.silent_rate_window_days if _rate_looked_up(self) else None
-        hours = self.longest_cap_window / timedelta(hours=1)
-        object.__setattr__(self, "_lookback", (hours, tuple(capped_purposes(self)), outcome_days))
+        looked_back = {
+            "calls_hours": self.longest_cap_window / timedelta(hours=1),
+            "calls_purposes": capped_purposes(self),
+            "outcome_days": self.silent_rate_window_days if _rate_looked_up(self) else None,
+        }
+        object.__setattr__(self, "_lookback", frozen(looked_back))
 
     def applies(self, rule: str, purpose: Purpose) -> bool:
         return rule in self._active[purpose]
@@ -489,10 +493,9 @@ def _operator_facts(operator: Operator) -> dict[str, Any]:
 def lookback(settings: PolicySettings) -> dict[str, Any]:
     """How far back the past calls (the longest frequency-cap window; only
     calls of the purposes the caps count are recorded) and the campaign's
-    outcomes (``None``: not looked up) were read for a decision. A new dict
-    each time: it goes into one decision's facts."""
-    hours, purposes, days = settings._lookback
-    return {"calls_hours": hours, "calls_purposes": list(purposes), "outcome_days": days}
+    outcomes (``None``: not looked up) were read for a decision (read-only:
+    every decision's facts share it)."""
+    return settings._lookback
 
 
 def capped_purposes(settings: PolicySettings) -> list[str]:
@@ -835,6 +838,9 @@ def check_directory(
     return RuleResult("directory", "deny", (Reason.CONSENT_REQUIRED,), detail)
 
 
+_NOT_AUTOMATED = RuleResult("automated_calls", "pass", detail=frozen({"automated": False}))
+
+
 def check_automated(intent: Intent, facts: Facts, now: datetime, settings: PolicySettings) -> RuleResult:
     """A call placed by an automated system without an operator needs the callee's consent.
 
@@ -848,7 +854,7 @@ def check_automated(intent: Intent, facts: Facts, now: datetime, settings: Polic
     person who asks to be called has not consented to a machine).
     """
     if not intent.automated:
-        return RuleResult("automated_calls", "pass", detail={"automated": False})
+        return _NOT_AUTOMATED
     detail: dict[str, Any] = {"automated": True}
     consent = valid_consent(intent.client_id, facts.register, facts.consents, now, settings)
     if consent is not None:
@@ -980,30 +986,18 @@ def check_calling_hours(callee: str, now: datetime, settings: PolicySettings) ->
         if len(_HOURS_VERDICTS) >= 4096:
             _HOURS_VERDICTS.clear()
         cached = _HOURS_VERDICTS[key] = (hours, _calling_hours_verdict(local, extra, hours))
-    return owned(cached[1])
+    return cached[1]
 
 
-#: Calling-hours verdicts by (the hours' identity, local time, zone, local days).
-#: Keyed by identity, since hashing the hours' holidays for every intent would cost
-#: what the cache saves; each entry holds its hours, so their id is not reused meanwhile.
+#: Calling-hours verdicts (read-only: decisions share them) by (the hours' identity,
+#: local time, zone, local days). Keyed by identity, since hashing the hours' holidays
+#: for every intent would cost what the cache saves; each entry holds its hours, so
+#: their id is not reused meanwhile.
 _HOURS_VERDICTS: dict[tuple[int, datetime, tzinfo | None, tuple[ExtraDay, ...]], tuple[CallingHours, RuleResult]] = {}
 
 
-def owned(result: RuleResult) -> RuleResult:
-    """A copy of a cached result with its own ``detail`` (nested dicts and lists
-    copied too), so that one decision's audit record cannot change another's."""
-    return RuleResult(result.rule, result.outcome, result.reasons, _json_copy(result.detail), result.not_before)
-
-
-def _json_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _json_copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_copy(item) for item in value]
-    return value
-
-
 def _calling_hours_verdict(local: datetime, extra: tuple[ExtraDay, ...], hours: CallingHours) -> RuleResult:
+    """The verdict at ``local``, its detail read-only (cached, and shared by decisions)."""
     window = calling_window(local.date(), extra, hours)
     detail: dict[str, Any] = {
         "local_time": local.isoformat(timespec="seconds"),
@@ -1011,10 +1005,10 @@ def _calling_hours_verdict(local: datetime, extra: tuple[ExtraDay, ...], hours: 
         "window": _window_text(window),
     }
     if window is not None and window[0] <= local.time().replace(tzinfo=None) < window[1]:
-        return RuleResult("calling_hours", "pass", detail=detail)
+        return RuleResult("calling_hours", "pass", detail=frozen(detail))
     opens = next_window_start(local, extra, hours)
     detail["next_window"] = None if opens is None else rfc3339(opens)
-    return RuleResult("calling_hours", "deny", (Reason.OUTSIDE_CALLING_HOURS,), detail, opens)
+    return RuleResult("calling_hours", "deny", (Reason.OUTSIDE_CALLING_HOURS,), frozen(detail), opens)
 
 
 def check_frequency(intent: Intent, calls: tuple[PastCall, ...], now: datetime, settings: PolicySettings) -> RuleResult:
@@ -1034,7 +1028,7 @@ def frequency_result(
 ) -> RuleResult:
     """:func:`check_frequency` with the caps given (the US pack adds a state's)."""
     if not calls:  # the common case: nobody called this callee for this client lately
-        return owned(_no_calls_yet(limits))
+        return _no_calls_yet(limits)
     ref = intent_ref(intent.intent_id)
     if any(call.ref == ref for call in calls):
         return RuleResult("frequency_cap", "pass", detail={"already_counted": True})
@@ -1060,7 +1054,7 @@ def _no_calls_yet(limits: tuple[CapLimit, ...]) -> RuleResult:
     counts = [
         {"window_hours": limit.window / timedelta(hours=1), "max": limit.max_calls, "calls": 0} for limit in limits
     ]
-    return RuleResult("frequency_cap", "pass", detail={"limits": counts})
+    return RuleResult("frequency_cap", "pass", detail=frozen({"limits": counts}))
 
 
 def check_silent_calls(silent_at: datetime | None, now: datetime, settings: PolicySettings) -> RuleResult:

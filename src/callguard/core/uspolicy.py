@@ -30,6 +30,7 @@ import phonenumbers
 from phonenumbers import timezone as number_timezones
 
 from callguard.core.facts import Consent, Facts, proven_after, when_to_json
+from callguard.core.frozen import frozen
 from callguard.core.policy import (
     Decision,
     PolicySettings,
@@ -48,7 +49,6 @@ from callguard.core.policy import (
     frequency_result,
     has_begun,
     lookback,
-    owned,
     verdict,
 )
 from callguard.core.schema import Intent, Reason, rfc3339
@@ -389,29 +389,30 @@ def check_zone_hours(callee: str, now: datetime, settings: PolicySettings) -> Ru
     if not zones:
         return RuleResult("calling_hours", "deny", (Reason.TIMEZONE_UNKNOWN,), {"zones": []})
     window, states = callee_window(callee, settings)
-    return owned(_zone_verdict(zones, window, states, now))
+    return _zone_verdict(zones, window, states, now)
 
 
 @lru_cache(maxsize=4096)
 def _zone_verdict(
     zones: tuple[str, ...], window: tuple[time, time], states: tuple[str, ...], now: datetime
 ) -> RuleResult:
-    # cached: a batch's intents share one decision time and mostly a few zone sets
+    # cached, and shared by decisions (its detail read-only): a batch's intents share
+    # one decision time and mostly a few zone sets
     local = {zone: now.astimezone(ZoneInfo(zone)).isoformat(timespec="seconds") for zone in zones}
     end = "24:00" if window[1] == time.max else window[1].isoformat("minutes")
     detail: dict[str, Any] = {"zones": local, "window": f"{window[0].isoformat('minutes')}-{end}"}
     if states:
         detail["states"] = list(states)
     if window[0] < window[1] and _inside(now, zones, window):
-        return RuleResult("calling_hours", "pass", detail=detail)
+        return RuleResult("calling_hours", "pass", detail=frozen(detail))
     opens = next_opening(now, zones, window) if window[0] < window[1] else None
     if opens is None:
         # the zones never share the window (a toll-free number lies in every zone of the plan):
         # where the callee is cannot be narrowed enough to call at all
         detail["next_window"] = None
-        return RuleResult("calling_hours", "deny", (Reason.TIMEZONE_UNKNOWN,), detail)
+        return RuleResult("calling_hours", "deny", (Reason.TIMEZONE_UNKNOWN,), frozen(detail))
     detail["next_window"] = rfc3339(opens)
-    return RuleResult("calling_hours", "deny", (Reason.OUTSIDE_CALLING_HOURS,), detail, opens)
+    return RuleResult("calling_hours", "deny", (Reason.OUTSIDE_CALLING_HOURS,), frozen(detail), opens)
 
 
 # --- frequency caps by state ---------------------------------------------------------
