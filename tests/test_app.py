@@ -38,3 +38,18 @@ def test_a_create_topics_answer_is_read_topic_by_topic() -> None:
         _raise_topic_errors([("callguard.audit", 29, None), ("callguard.intents", 0, None)], sasl)
     with pytest.raises(BrokerUnavailable, match=r"^the broker would not create callguard.audit: .*Replication.* 3"):
         _raise_topic_errors([("callguard.audit", 38, "Replication factor: 3 larger than available brokers: 1.")], {})
+
+
+def test_the_worker_registers_its_agents_pages_timers_and_hooks() -> None:
+    """What the app class hands Faust: four agents, four pages, two timers, the
+    shutdown and rebalance hooks, the batching consumer, and the guard."""
+    from callguard.worker.guard import Guard
+
+    app = create_app(load_settings(environ={}), 6)
+    assert sorted(app.agents) == ["callguard.consents", "callguard.decide", "callguard.optouts", "callguard.outcomes"]
+    assert sorted(app.web.views) == ["/health", "/metrics", "/ready", "/v1/check"]
+    assert len(app._app_tasks) == 2  # the sampling and summary timers
+    for signal in (app.on_before_shutdown, app.on_partitions_assigned):  # receivers are kept per app
+        assert len(signal._filter_receivers[signal._create_id(app)]) == 1
+    assert app.transport.Consumer.__name__ == "BatchingConsumer"
+    assert isinstance(app.callguard_guard, Guard)

@@ -158,8 +158,11 @@ def create_app(
 ) -> faust.App:
     """Build the Faust app for ``settings`` (nothing connects until it starts);
     ``policy`` defaults to the file ``CALLGUARD_POLICY`` names."""
-    _shorten_fetch_wait(settings.fetch_max_wait_ms)
-    app = faust.App(
+    return WorkerApp(settings, audit_partitions, policy).app
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    return faust.App(
         settings.app_id,
         broker=settings.broker,
         store="memory://",
@@ -190,123 +193,165 @@ def create_app(
         logging_config=None,
         broker_credentials=faust_credentials(settings),
     )
-    if settings.producer_idempotence != "false":
-        _idempotent_producer(app)
-    metrics = Metrics()
-    stats = metrics.totals
-    stores = open_stores(
-        settings.redis_url,
-        settings.redis_timeout,
-        settings.redis_replica_url or None,
-        cluster_replicas=settings.redis_cluster_reads == "replicas",
-    )
-    if policy is None:
-        policy = policy_for(settings)
 
-    # Faust's own aiokafka producer (acks=all), one record batch per partition and publish
-    producer: Any = app.producer
-    send: Any = BatchPublisher(lambda: producer._ensure_producer())
-    transactions: Transactions | None = None
-    if settings.processing_guarantee == "exactly_once":  # transactions.py: one transaction per partition's batch
-        transactions = Transactions(
-            broker_hosts(settings.broker),
-            settings.app_id,
-            handle=lambda raws: guard.handle_intents(raws),
-            generation=lambda: int(app.consumer_generation_id),
-            forget=lambda: guard.chain.forget(),
-            options={
-                "acks": "all",
-                "linger_ms": 5,
-                "max_batch_size": 256 * 1024,
-                "compression_type": None if settings.compression == "none" else settings.compression,
-                **kafka_security(settings),
-            },
-            audit_partitions=audit_partitions or settings.topic_partitions,
+
+class WorkerApp:
+    """The worker: its Faust app (``app``) and what the app's agents, pages and
+    timers share: the guard, the stores, the metrics, the audit chain's tail
+    reader, the lag probe and the last readiness. Faust registers the agents,
+    pages, timers and signal handlers as functions; each one here hands over
+    to a method."""
+
+    def __init__(
+        self, settings: Settings, audit_partitions: int | None = None, policy: PolicySettings | None = None
+    ) -> None:
+        _shorten_fetch_wait(settings.fetch_max_wait_ms)
+        self.settings = settings
+        self.app = app = _faust_app(settings)
+        if settings.producer_idempotence != "false":
+            _idempotent_producer(app)
+        self.metrics = Metrics()
+        self.stores = open_stores(
+            settings.redis_url,
+            settings.redis_timeout,
+            settings.redis_replica_url or None,
+            cluster_replicas=settings.redis_cluster_reads == "replicas",
         )
-        send = transactions.sender(send)
+        self.policy = policy if policy is not None else policy_for(settings)
+        partitions = audit_partitions or settings.topic_partitions
 
-    tail_reader: list[AIOKafkaConsumer] = []
-
-    tail_lock = asyncio.Lock()  # one reader, one partition at a time (exactly_once decides partitions concurrently)
-
-    async def load_tail(partition: int) -> bytes | None:
-        """The last audit record of a partition, to continue its hash chain."""
-        async with tail_lock:
-            if not tail_reader:
-                consumer = AIOKafkaConsumer(
-                    bootstrap_servers=broker_hosts(settings.broker),
-                    enable_auto_commit=False,
-                    isolation_level="read_committed",  # never chain onto an aborted record (exactly_once)
+        # Faust's own aiokafka producer (acks=all), one record batch per partition and publish
+        producer: Any = app.producer
+        send: Any = BatchPublisher(lambda: producer._ensure_producer())
+        self.transactions: Transactions | None = None
+        if settings.processing_guarantee == "exactly_once":  # transactions.py: one transaction per partition's batch
+            self.transactions = Transactions(
+                broker_hosts(settings.broker),
+                settings.app_id,
+                handle=lambda raws: self.guard.handle_intents(raws),
+                generation=lambda: int(app.consumer_generation_id),
+                forget=lambda: self.guard.chain.forget(),
+                options={
+                    "acks": "all",
+                    "linger_ms": 5,
+                    "max_batch_size": 256 * 1024,
+                    "compression_type": None if settings.compression == "none" else settings.compression,
                     **kafka_security(settings),
-                )
-                await consumer.start()
-                tail_reader.append(consumer)
-            return await last_record(tail_reader[0], TopicPartition(AUDIT_TOPIC, partition))
+                },
+                audit_partitions=partitions,
+            )
+            send = self.transactions.sender(send)
 
-    guard = Guard(
-        stores,
-        send,
-        policy,
-        settings.default_region,
-        metrics,
-        chain=ChainHeads(load_tail),
-        audit_partitions=audit_partitions or settings.topic_partitions,
-    )
-    app.callguard_guard = guard  # type: ignore[attr-defined]
-    app.callguard_metrics = metrics  # type: ignore[attr-defined]
+        self._tail_reader: AIOKafkaConsumer | None = None
+        # one reader, one partition at a time (exactly_once decides partitions concurrently)
+        self._tail_lock = asyncio.Lock()
+        self.guard = Guard(
+            self.stores,
+            send,
+            self.policy,
+            settings.default_region,
+            self.metrics,
+            chain=ChainHeads(self.load_tail),
+            audit_partitions=partitions,
+        )
+        app.callguard_guard = self.guard  # type: ignore[attr-defined]
+        app.callguard_metrics = self.metrics  # type: ignore[attr-defined]
+        self.probe = LagProbe(
+            broker_hosts(settings.broker), settings.app_id, INTENTS_TOPIC, security=kafka_security(settings)
+        )
+        self._known_scopes: set[str] = set()  # register scopes with gauges
+        self._was_ready: bool | None = None  # readiness at the last sample (logged when it changes)
 
-    def topic(name: str) -> faust.TopicT:
-        return app.topic(
+        self.metrics.register_max_age.set(self.policy.register_max_age_days * DAY)
+        self._install_agents()
+        self._install_pages()
+        self._install_timers()
+        # dialer integration: POST /v1/check through the same topics
+        from callguard.worker.checkapi import install_check_endpoint
+
+        install_check_endpoint(
+            app, settings, self.stores, lambda status: self.metrics.check_refusals.labels(str(status)).inc()
+        )
+
+    def _topic(self, name: str) -> faust.TopicT:
+        return self.app.topic(
             name,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
-            partitions=settings.topic_partitions,
-            replicas=settings.topic_replicas,
+            partitions=self.settings.topic_partitions,
+            replicas=self.settings.topic_replicas,
         )
 
-    topics = {name: topic(name) for name in ALL_TOPICS}
+    def _install_agents(self) -> None:
+        app, settings, guard, transactions = self.app, self.settings, self.guard, self.transactions
+        topics = {name: self._topic(name) for name in ALL_TOPICS}
 
-    # Intents skip Faust's per-event path (batching.py): the consumer hands
-    # each fetched partition's records to this source, the agent decides them
-    # in batches and acks each batch once the broker acknowledged its output.
-    intents = BatchSource(app, topics[INTENTS_TOPIC], max_buffered=max(4 * settings.batch_size, 4096))
-    install_batching(app, [intents])
+        # Intents skip Faust's per-event path (batching.py): the consumer hands
+        # each fetched partition's records to this source, the agent decides them
+        # in batches and acks each batch once the broker acknowledged its output.
+        intents = BatchSource(app, topics[INTENTS_TOPIC], max_buffered=max(4 * settings.batch_size, 4096))
+        install_batching(app, [intents])
 
-    @app.agent(topics[INTENTS_TOPIC], name="callguard.decide")
-    async def decide(stream: Any) -> None:  # supervised by Faust; its records come from ``intents``, not the stream
-        async for batch in intents.batches(settings.batch_size):
-            await _or_exit(guard.handle_intents(batch.raws) if transactions is None else transactions.decide(batch))
-            intents.done(batch)
+        @app.agent(topics[INTENTS_TOPIC], name="callguard.decide")
+        async def decide(stream: Any) -> None:  # supervised by Faust; its records come from ``intents``, not the stream
+            async for batch in intents.batches(settings.batch_size):
+                await _or_exit(guard.handle_intents(batch.raws) if transactions is None else transactions.decide(batch))
+                intents.done(batch)
 
-    @app.agent(topics[OPTOUTS_TOPIC], name="callguard.optouts")
-    async def optouts(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
-            await _or_exit(guard.handle_optouts([_raw(event) for event in events]))
+        @app.agent(topics[OPTOUTS_TOPIC], name="callguard.optouts")
+        async def optouts(stream: Any) -> None:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
+                await _or_exit(guard.handle_optouts([_raw(event) for event in events]))
 
-    @app.agent(topics[CONSENTS_TOPIC], name="callguard.consents")
-    async def consents(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
-            await _or_exit(guard.handle_consents([_raw(event) for event in events]))
+        @app.agent(topics[CONSENTS_TOPIC], name="callguard.consents")
+        async def consents(stream: Any) -> None:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
+                await _or_exit(guard.handle_consents([_raw(event) for event in events]))
 
-    @app.agent(topics[OUTCOMES_TOPIC], name="callguard.outcomes")
-    async def outcomes(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
-            await _or_exit(guard.handle_outcomes([_raw(event) for event in events]))
+        @app.agent(topics[OUTCOMES_TOPIC], name="callguard.outcomes")
+        async def outcomes(stream: Any) -> None:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
+                await _or_exit(guard.handle_outcomes([_raw(event) for event in events]))
 
-    @app.page("/health")
-    async def health(web: View, request: Request) -> Response:
-        """200 only when the intents agent is consuming and Redis answers."""
-        redis_ok = await stores.ping()
-        assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == INTENTS_TOPIC)
+    def _install_pages(self) -> None:
+        app = self.app
+
+        @app.page("/health")
+        async def health(web: View, request: Request) -> Response:
+            """200 only when the intents agent is consuming and Redis answers."""
+            body = await self.health()
+            response: Response = web.json(body, status=200 if body["status"] == "ok" else 503)
+            return response
+
+        # operations: readiness and metrics
+
+        @app.page("/ready")
+        async def ready(web: View, request: Request) -> Response:
+            """200 when the worker can decide well; 503 with the reasons otherwise."""
+            ok, body = await self.readiness()
+            response: Response = web.json(body, status=200 if ok else 503)
+            return response
+
+        @app.page("/metrics")
+        async def metrics_page(web: View, request: Request) -> Response:
+            """Prometheus text format."""
+            response: Response = web.bytes(self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+            return response
+
+    async def health(self) -> dict[str, Any]:
+        """The ``/health`` body: ``status`` ``ok`` when the intents agent consumes and Redis answers."""
+        app, stats = self.app, self.metrics.totals
+        redis_ok = await self.stores.ping()
+        assigned = self.assigned_partitions()
         agent_ok = (
             bool(app.agents)
             and not any(agent.crashed for agent in app.agents.values())
             and bool(assigned)
             and not app.rebalancing
         )
-        body = {
+        return {
             "status": "ok" if redis_ok and agent_ok else "unavailable",
             "redis": "ok" if redis_ok else "unreachable",
             "consuming": agent_ok,
@@ -314,21 +359,30 @@ def create_app(
             "decisions": stats.allowed + stats.denied,
             "lookup_errors": stats.lookup_errors,
         }
-        response: Response = web.json(body, status=200 if body["status"] == "ok" else 503)
-        return response
 
-    # --- operations (issue 5): readiness, metrics, lag and register sampling ---
+    def assigned_partitions(self) -> list[int]:
+        return sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == INTENTS_TOPIC)
 
-    metrics.register_max_age.set(policy.register_max_age_days * DAY)
+    async def load_tail(self, partition: int) -> bytes | None:
+        """The last audit record of a partition, to continue its hash chain."""
+        async with self._tail_lock:
+            if self._tail_reader is None:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=broker_hosts(self.settings.broker),
+                    enable_auto_commit=False,
+                    isolation_level="read_committed",  # never chain onto an aborted record (exactly_once)
+                    **kafka_security(self.settings),
+                )
+                await consumer.start()
+                self._tail_reader = consumer
+            return await last_record(self._tail_reader, TopicPartition(AUDIT_TOPIC, partition))
 
-    def assigned_partitions() -> list[int]:
-        return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == INTENTS_TOPIC)
-
-    async def readiness() -> tuple[bool, dict[str, Any]]:
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready = partitions assigned and agents running, Redis answering,
         register not stale, policy (operators) loaded; the body says what is wrong."""
+        app, stores, policy, metrics = self.app, self.stores, self.policy, self.metrics
         now = utcnow()
-        assigned = assigned_partitions()
+        assigned = self.assigned_partitions()
         agents_ok = bool(app.agents) and not any(agent.crashed for agent in app.agents.values())
         redis_ok = await stores.ping()
         data = await safe_read_data(stores) if redis_ok else None
@@ -354,34 +408,19 @@ def create_app(
         metrics.assigned.set(len(assigned))
         return ok, {"status": "ready" if ok else "not_ready", "problems": problems, "checks": checks}
 
-    @app.page("/ready")
-    async def ready(web: View, request: Request) -> Response:
-        """200 when the worker can decide well; 503 with the reasons otherwise."""
-        ok, body = await readiness()
-        response: Response = web.json(body, status=200 if ok else 503)
-        return response
-
-    @app.page("/metrics")
-    async def metrics_page(web: View, request: Request) -> Response:
-        """Prometheus text format."""
-        response: Response = web.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
-        return response
-
-    probe = LagProbe(broker_hosts(settings.broker), settings.app_id, INTENTS_TOPIC, security=kafka_security(settings))
-    known_scopes: set[str] = set()
-    was_ready: list[bool | None] = [None]
-
-    async def sample_once() -> None:
-        assigned = assigned_partitions()
+    async def sample_once(self) -> None:
+        """Lag of this worker's partitions, register ages, audit heads, readiness."""
+        metrics, stores = self.metrics, self.stores
+        assigned = self.assigned_partitions()
         try:
-            lag = await probe.sample(only=assigned, describe=False) if assigned else None
+            lag = await self.probe.sample(only=assigned, describe=False) if assigned else None
             metrics.set_lag(
                 (p.topic, p.partition, p.end, p.committed, p.lag, p.lag_seconds)
                 for p in (lag.partitions if lag else ())
             )
         except Exception as exc:  # the broker may be between leaders; try again next time
             log.debug("lag sample failed: %s", exc)
-            await probe.close()  # reconnect next time
+            await self.probe.close()  # reconnect next time
         data = await safe_read_data(stores)
         if data is not None:
             now = utcnow()
@@ -391,16 +430,15 @@ def create_app(
                 metrics.register_age.labels(scope_state.scope).set(oldest)
                 metrics.register_newest_age.labels(scope_state.scope).set(newest)
                 metrics.register_numbers.labels(scope_state.scope).set(scope_state.numbers)
-            for gone in known_scopes - scopes:
+            for gone in self._known_scopes - scopes:
                 for gauge in (metrics.register_age, metrics.register_newest_age, metrics.register_numbers):
                     with contextlib.suppress(KeyError):
                         gauge.remove(gone)
-            known_scopes.clear()
-            known_scopes.update(scopes)
-        if guard.chain.acknowledged:
-            await stores.save_audit_heads(guard.chain.acknowledged)
-        ok, body = await readiness()
-        if ok != was_ready[0]:
+            self._known_scopes = scopes
+        if self.guard.chain.acknowledged:
+            await stores.save_audit_heads(self.guard.chain.acknowledged)
+        ok, body = await self.readiness()
+        if ok != self._was_ready:
             log.log(
                 logging.INFO if ok else logging.WARNING,
                 "worker %s%s",
@@ -408,32 +446,22 @@ def create_app(
                 "" if ok else "; ".join(body["problems"]),
                 extra={"event": "ready" if ok else "not_ready"},
             )
-            was_ready[0] = ok
+            self._was_ready = ok
 
-    @app.timer(interval=settings.metrics_interval)  # type: ignore[untyped-decorator]
-    async def sample() -> None:
-        """Lag of this worker's partitions, register ages, readiness: cheap
-        requests every few seconds, never on the hot path."""
-        try:
-            await sample_once()
-        except Exception:  # a timer that raises would stop the whole worker: never let it
-            log.exception("sampling lag and register failed", extra={"event": "sample_failed"})
-
-    @app.on_before_shutdown.connect
-    async def close_probe(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await probe.close()
-        for consumer in tail_reader:
-            await consumer.stop()
-        if transactions is not None:
-            await transactions.close()
+    async def close(self) -> None:
+        """Before Faust shuts down: the probe, the tail reader, the transactional
+        producers, and a last checkpoint of the audit chains' heads."""
+        await self.probe.close()
+        if self._tail_reader is not None:
+            await self._tail_reader.stop()
+        if self.transactions is not None:
+            await self.transactions.close()
         with contextlib.suppress(Exception):
-            await stores.save_audit_heads(guard.chain.acknowledged)
+            await self.stores.save_audit_heads(self.guard.chain.acknowledged)
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        assigned = args[0] if args else kwargs.get("assigned", ())
+    def partitions_assigned(self, assigned: Any) -> None:
         partitions = sorted(tp.partition for tp in assigned if tp.topic == INTENTS_TOPIC)
-        guard.chain.forget()  # another worker may have extended these chains meanwhile
+        self.guard.chain.forget()  # another worker may have extended these chains meanwhile
         log.info(
             "partitions of %s assigned: %s",
             INTENTS_TOPIC,
@@ -441,8 +469,8 @@ def create_app(
             extra={"event": "partitions_assigned", "partitions": partitions},
         )
 
-    @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
-    async def report() -> None:
+    def report(self) -> None:
+        stats = self.metrics.totals
         log.info(
             "decided %d (allow %d, deny %d), dead letters %d, opt-outs %d, lookup errors %d",
             stats.allowed + stats.denied,
@@ -454,12 +482,30 @@ def create_app(
             extra={"event": "summary", "decisions": stats.decisions, "deadletters": stats.deadletters},
         )
 
-    # --- dialer integration (issue 7): POST /v1/check through the same topics ---
-    from callguard.worker.checkapi import install_check_endpoint
+    def _install_timers(self) -> None:
+        """Lag and register sampling, the summary line, and the rebalance and shutdown hooks."""
+        app = self.app
 
-    install_check_endpoint(app, settings, stores, lambda status: metrics.check_refusals.labels(str(status)).inc())
+        @app.timer(interval=self.settings.metrics_interval)  # type: ignore[untyped-decorator]
+        async def sample() -> None:
+            """Lag of this worker's partitions, register ages, readiness: cheap
+            requests every few seconds, never on the hot path."""
+            try:
+                await self.sample_once()
+            except Exception:  # a timer that raises would stop the whole worker: never let it
+                log.exception("sampling lag and register failed", extra={"event": "sample_failed"})
 
-    return app
+        @app.on_before_shutdown.connect
+        async def close_probe(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            await self.close()
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            self.partitions_assigned(args[0] if args else kwargs.get("assigned", ()))
+
+        @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
+        async def report() -> None:
+            self.report()
 
 
 def _idempotent_producer(app: faust.App) -> None:
