@@ -96,11 +96,11 @@ _FETCH_MAX_WAIT_MS = [50]
 def _shorten_fetch_wait(max_wait_ms: int) -> None:
     """Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer. Apache
     Kafka answers a waiting fetch as soon as data arrives, but not every
-    Kafka-protocol broker does (Tansu holds its answer for part of the wait:
-    measured 200-400 ms per decision with Faust's wait). A short wait bounds
-    decision latency on any broker for a little idle CPU
-    (``CALLGUARD_FETCH_MAX_WAIT_MS``). Patched at the one place
-    Faust builds the consumer."""
+    Kafka-protocol broker does (Tansu holds its answer for part of the wait,
+    which with Faust's wait showed in every decision: DEVELOPERS.md). A short
+    wait bounds decision latency on any broker for a little idle CPU
+    (``CALLGUARD_FETCH_MAX_WAIT_MS``). Patched at the one place Faust builds
+    the consumer."""
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
     _FETCH_MAX_WAIT_MS[0] = max_wait_ms
@@ -555,10 +555,9 @@ def keep_gc_off_the_hot_path() -> None:
     that reference counting frees; with Python's default thresholds (700, 10,
     10) they still set off a young collection every few intents and a full one,
     over every object the worker holds (Faust, aiokafka, libphonenumber's
-    metadata, caches), every few hundred. Measured with ``./dev bench
-    throughput`` in one run: 127 us of worker CPU per decision without this,
-    74 us with it, and the worker's own p99 latency at 1 k intents/s fell
-    from 72 to 9 ms. ``gc.freeze()`` moves what start-up built out of the
+    metadata, caches), every few hundred: ``./dev bench throughput`` showed it
+    in the worker's CPU per decision and its p99 latency (the figures are in
+    DEVELOPERS.md). ``gc.freeze()`` moves what start-up built out of the
     collector's sight, and a higher first threshold collects cycles every
     50,000 allocations instead of 700: unreachable cycles are still freed, in
     fewer passes.

@@ -2,8 +2,8 @@
 
 Faust turns every fetched record into a message, an event, a task per
 delivery (``Service.wait_first``), a queue entry, a stream step with sensors
-and an ack: about 100-170 µs per record on these machines, more than the
-guard's own work. For the topics given to :func:`install`, the consumer's
+and an ack: more per record than the guard's own work (DEVELOPERS.md has
+the figures). For the topics given to :func:`install`, the consumer's
 ``getmany`` instead hands each fetched partition's records, as they are, to a
 :class:`BatchSource`; an agent takes them in batches (:meth:`BatchSource.take`)
 and acknowledges a whole batch at once (:meth:`BatchSource.done`).

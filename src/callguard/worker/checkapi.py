@@ -117,8 +117,8 @@ def install_check_endpoint(
         security=kafka_security(settings),
     )
 
-    # The client reads every decision of the group (about 2.5 us of CPU each,
-    # measured): it starts at the first check, so that a worker nobody sends
+    # The client reads every decision of the group (a little CPU each, see
+    # DEVELOPERS.md): it starts at the first check, so that a worker nobody sends
     # checks to does not pay for the whole group's decision rate.
     state: dict[str, Any] = {"lock": None, "stopping": False}
     grants = TokenGrants(stores)
