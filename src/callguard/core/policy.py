@@ -1241,6 +1241,52 @@ def chosen_versions(versions: dict[str, str | None], chosen: RuleResult | None) 
     return versions
 
 
+def pack_start(
+    intent: Intent,
+    callee: str | None,
+    facts: Facts | None,
+    now: datetime,
+    settings: PolicySettings,
+    caller: str | None,
+    chosen: RuleResult | None,
+) -> tuple[list[RuleResult], dict[str, str | None], dict[str, Any]]:
+    """What every pack decides first: the callee's number (and the pack a set
+    chose), then ``lookup_unavailable`` when the stores could not answer, or
+    else who calls: the operator's certification and mandate. Returns the
+    rules so far, the versions and the facts for the audit record, which the
+    pack goes on filling."""
+    rules: list[RuleResult] = [check_callee(callee)] if chosen is None else [check_callee(callee), chosen]
+    versions: dict[str, str | None] = {"policy": settings.version}
+    facts_json: dict[str, Any] = {}
+    if facts is None:
+        rules.append(
+            RuleResult(
+                "lookup",
+                "deny",
+                (Reason.LOOKUP_UNAVAILABLE,),
+                {"error": "stores did not answer; nothing could be checked"},
+            )
+        )
+        return rules, versions, facts_json
+    versions.update(facts.versions)
+    operator, on = facts.operator, settings.active_rules(intent.purpose)
+    today = now.astimezone(settings.timezone).date()
+    rules.append(
+        check_operator(intent.operator_id, operator, today)
+        if "operator_certified" in on
+        else settings.skipped("operator_certified", intent.purpose)
+    )
+    rules.append(
+        check_mandate(intent, facts.mandates, today)
+        if "operator_mandated" in on
+        else settings.skipped("operator_mandated", intent.purpose)
+    )
+    facts_json["operator"] = None if operator is None else _operator_facts(operator)
+    facts_json["mandates"] = [m.to_json() for m in facts.mandates]
+    facts_json["caller"] = caller
+    return rules, versions, facts_json
+
+
 def _decide_it(
     intent: Intent,
     callee: str | None,
@@ -1260,39 +1306,15 @@ def _decide_it(
     be checked. A deny lists every deny reason that applies; an allow lists
     the exceptions it relied on.
     """
-    rules: list[RuleResult] = [check_callee(callee)] if chosen is None else [check_callee(callee), chosen]
-    versions: dict[str, str | None] = {"policy": settings.version}
-    facts_json: dict[str, Any] = {}
+    rules, versions, facts_json = pack_start(intent, callee, facts, now, settings, caller, chosen)
     requires_operator = False
-    if facts is None:
-        rules.append(
-            RuleResult(
-                "lookup",
-                "deny",
-                (Reason.LOOKUP_UNAVAILABLE,),
-                {"error": "stores did not answer; nothing could be checked"},
-            )
-        )
-    else:
-        versions.update(facts.versions)
-        purpose, operator = intent.purpose, facts.operator
+    if facts is not None:
+        purpose = intent.purpose
         on = settings.active_rules(purpose)  # each rule below runs only if on, else its skip is recorded
 
         def skip(rule: str) -> RuleResult:
             return settings.skipped(rule, purpose)
 
-        today = now.astimezone(settings.timezone).date()
-        rules.append(
-            check_operator(intent.operator_id, operator, today)
-            if "operator_certified" in on
-            else skip("operator_certified")
-        )
-        rules.append(
-            check_mandate(intent, facts.mandates, today) if "operator_mandated" in on else skip("operator_mandated")
-        )
-        facts_json["operator"] = None if operator is None else _operator_facts(operator)
-        facts_json["mandates"] = [m.to_json() for m in facts.mandates]
-        facts_json["caller"] = caller
         if callee is not None:
             register, consents = facts.register, facts.consents
             request = request_in_force(intent, consents, facts.calls, now, settings)
@@ -1305,7 +1327,9 @@ def _decide_it(
                 check_optout(intent.client_id, facts.optouts, consents, now, settings, request)
                 if "internal_dnc" in on
                 else skip("internal_dnc"),
-                check_caller_id(intent, caller, operator, settings, now) if "caller_id" in on else skip("caller_id"),
+                check_caller_id(intent, caller, facts.operator, settings, now)
+                if "caller_id" in on
+                else skip("caller_id"),
                 check_calling_hours(callee, now, settings) if "calling_hours" in on else skip("calling_hours"),
                 check_frequency(intent, facts.calls, now, settings) if "frequency_cap" in on else skip("frequency_cap"),
                 check_silent_calls(facts.silent_at, now, settings) if "silent_calls" in on else skip("silent_calls"),

@@ -36,19 +36,16 @@ from callguard.core.policy import (
     PolicySettings,
     RegisterRule,
     RuleResult,
-    _operator_facts,
     area_code,
-    check_callee,
     check_caller_id,
     check_campaign_silent_rate,
-    check_mandate,
-    check_operator,
     check_optout,
     chosen_versions,
     consent_in_force,
     frequency_result,
     has_begun,
     lookback,
+    pack_start,
     verdict,
 )
 from callguard.core.schema import Intent, Reason, rfc3339
@@ -446,38 +443,14 @@ def decide_us(
     chosen: RuleResult | None = None,
 ) -> Decision:
     """Decide one intent by the United States pack (see :func:`callguard.core.policy.decide`)."""
-    rules: list[RuleResult] = [check_callee(callee)] if chosen is None else [check_callee(callee), chosen]
-    versions: dict[str, str | None] = {"policy": settings.version}
-    facts_json: dict[str, Any] = {}
-    if facts is None:
-        rules.append(
-            RuleResult(
-                "lookup",
-                "deny",
-                (Reason.LOOKUP_UNAVAILABLE,),
-                {"error": "stores did not answer; nothing could be checked"},
-            )
-        )
-    else:
-        versions.update(facts.versions)
-        purpose, operator = intent.purpose, facts.operator
+    rules, versions, facts_json = pack_start(intent, callee, facts, now, settings, caller, chosen)
+    if facts is not None:
+        purpose = intent.purpose
         on = settings.active_rules(purpose)
 
         def skip(rule: str) -> RuleResult:
             return settings.skipped(rule, purpose)
 
-        today = now.astimezone(settings.timezone).date()
-        rules.append(
-            check_operator(intent.operator_id, operator, today)
-            if "operator_certified" in on
-            else skip("operator_certified")
-        )
-        rules.append(
-            check_mandate(intent, facts.mandates, today) if "operator_mandated" in on else skip("operator_mandated")
-        )
-        facts_json["operator"] = None if operator is None else _operator_facts(operator)
-        facts_json["mandates"] = [m.to_json() for m in facts.mandates]
-        facts_json["caller"] = caller
         if callee is not None:
             if "reassigned_numbers" in on:
                 usable, voided = reassigned_split(intent, facts, settings)
@@ -493,7 +466,9 @@ def decide_us(
                 if "wireless_automated" in on
                 else skip("wireless_automated"),
                 _optout(intent, facts, now, settings, usable, voided) if "internal_dnc" in on else skip("internal_dnc"),
-                check_caller_id(intent, caller, operator, settings, now) if "caller_id" in on else skip("caller_id"),
+                check_caller_id(intent, caller, facts.operator, settings, now)
+                if "caller_id" in on
+                else skip("caller_id"),
                 check_zone_hours(callee, now, settings) if "calling_hours" in on else skip("calling_hours"),
                 check_state_frequency(intent, callee, facts, now, settings)
                 if "frequency_cap" in on
