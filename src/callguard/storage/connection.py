@@ -78,8 +78,7 @@ def connect(url: str, timeout: float, decode_responses: bool = True, replicas: b
     socket operation, so that a slow or dead Redis turns into an error, not a
     stalled stream. ``replicas`` (a cluster only): read commands go to each
     slot's replicas. Nothing connects before the first command."""
-    parts = urlsplit(url)
-    if not parts.scheme.endswith("+cluster"):
+    if not is_cluster_url(url):
         client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -90,6 +89,7 @@ def connect(url: str, timeout: float, decode_responses: bool = True, replicas: b
         pool = client.connection_pool
         pool.connection_class = hiredis_packing(cast(Any, pool.connection_class))
         return client
+    parts = urlsplit(url)
     nodes = []
     for host in parts.netloc.rpartition("@")[2].split(","):
         name, _, port = host.rpartition(":")
