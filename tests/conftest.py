@@ -35,6 +35,7 @@ from callguard.dev.embedded import (
     start_kafka,
     start_postgres,
 )
+from tests.paths import POLICIES
 
 ROME = ZoneInfo("Europe/Rome")
 
@@ -112,7 +113,6 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
 
 
 #: Test policies (see each file's header).
-POLICIES = Path(__file__).parent / "policies"
 CORE_POLICY = str(POLICIES / "core.toml")
 OPEN_HOURS_POLICY = str(POLICIES / "open-hours.toml")
 
@@ -322,7 +322,7 @@ async def decide_intents(broker_url: str, intents: list[dict[str, Any]]) -> dict
     """Publish intents keyed by callee, as a dialer does, and return each one's
     (last) decision, every one validated against the shipped schema."""
     from callguard.core.schema import DECISIONS_TOPIC, INTENTS_TOPIC
-    from tests.contract import validate
+    from tests.contract.validation import validate
 
     values = [orjson.dumps(i) for i in intents]
     await produce(broker_url, INTENTS_TOPIC, values, [i["callee"].encode() for i in intents])

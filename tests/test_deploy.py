@@ -23,8 +23,7 @@ from callguard.dev.embedded import (
     kamailio_defines,
     kamailio_unavailable,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
 
 
 def test_compose_file_runs_kafka_redis_and_two_workers() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import callguard.core
+from tests.paths import ROOT
 
 CORE = (
     *(f"callguard.core.{module.name}" for module in pkgutil.iter_modules(callguard.core.__path__)),
@@ -56,7 +57,7 @@ def test_the_probe_sees_an_io_client() -> None:
 
 def test_the_layer_check_fails_on_a_wrong_import(tmp_path: Path) -> None:
     # a copy of the package where the core imports the worker: lint-imports must refuse it
-    root = Path(__file__).parents[1]
+    root = ROOT
     shutil.copytree(
         root / "src" / "callguard", tmp_path / "src" / "callguard", ignore=shutil.ignore_patterns("__pycache__")
     )

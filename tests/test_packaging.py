@@ -8,12 +8,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 from typing import Any
 
 from callguard.cli import WORKER_PACKAGES
-
-ROOT = Path(__file__).parents[1]
+from tests.paths import ROOT
 
 #: Import name -> distribution, for the worker's packages.
 DISTRIBUTIONS = {

@@ -40,7 +40,7 @@ older than the buckets it reads with it.
 
 The per-key Lua of both is the same text (:mod:`callguard.storage.scripts`):
 the single node's scripts loop over a batch, these run one key a call.
-``tests/test_cluster.py`` runs the same data and calls through both and
+``tests/storage/test_cluster.py`` runs the same data and calls through both and
 compares what they answer and store.
 """
 

@@ -19,10 +19,11 @@ import redis
 from callguard.core.schema import CONSENTS_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC, OPTOUTS_TOPIC
 from callguard.dev.embedded import Server, start_redis
 from tests.conftest import Worker, cli, collect, env_for, produce, start_test_broker, today, write_csv
+from tests.paths import POLICIES, ROOT
 
 pytestmark = pytest.mark.e2e
 
-ACL_FILE = Path(__file__).parent.parent / "deploy" / "redis" / "users.acl"
+ACL_FILE = ROOT / "deploy" / "redis" / "users.acl"
 PASSWORDS = {"callguard-worker": "w-secret-1", "callguard-loader": "l-secret-2", "callguard-reader": "r-secret-3"}
 CLEAR, UNLISTED, OPTED = "+393337100001", "+393337100002", "+393337100003"
 US_LISTED, US_CLEAR = "+16465557101", "+16465557102"
@@ -104,7 +105,7 @@ def worker(acl_redis: Server, broker: str, loaded: dict[str, str], tmp_path_fact
     running.stop()
 
 
-OPEN_HOURS = Path(__file__).parent / "policies" / "open-hours.toml"
+OPEN_HOURS = POLICIES / "open-hours.toml"
 
 
 def intent(intent_id: str, callee: str, **extra: Any) -> bytes:

@@ -35,19 +35,9 @@ import pytest
 from callguard.client.sip import CallResult, UserAgent
 from callguard.core.schema import AUDIT_TOPIC, DECISIONS_TOPIC
 from callguard.dev.embedded import Server, free_udp_port, kamailio_unavailable, start_kamailio, start_redis
-from tests.conftest import (
-    POLICIES,
-    Worker,
-    cli,
-    collect,
-    env_for,
-    load_all,
-    operators_csv,
-    start_test_broker,
-    today,
-    write_csv,
-)
-from tests.contract import validate
+from tests.conftest import Worker, cli, collect, env_for, load_all, operators_csv, start_test_broker, today, write_csv
+from tests.contract.validation import validate
+from tests.paths import POLICIES, ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -411,7 +401,7 @@ async def test_without_a_decision_no_call_is_relayed(lone: Lone) -> None:
 
 
 def test_the_walkthrough_shows_an_allowed_call_relayed_and_a_denied_one_refused_at_the_proxy() -> None:
-    example = Path(__file__).resolve().parents[1] / "examples" / "sip_edge.py"
+    example = ROOT / "examples" / "sip_edge.py"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGUARD_")}
     done = subprocess.run([sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

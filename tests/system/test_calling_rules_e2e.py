@@ -43,8 +43,8 @@ from tests.conftest import (
     today,
     write_csv,
 )
-from tests.contract import validate
-from tests.test_contract import CALLING_RULE_REASONS
+from tests.contract.test_contract import CALLING_RULE_REASONS
+from tests.contract.validation import validate
 
 pytestmark = pytest.mark.e2e
 
@@ -212,7 +212,7 @@ async def test_calling_rules_through_two_workers(broker: Broker, env: dict[str, 
         await guard.report_outcome("ce-never-allowed", "answered")
     wait_for_silent_block(env, SILENT, "ce-acme")
     # 1 silent call in campaign ce-camp is over its silent-call rate: its intents are now
-    # denied campaign_silent_rate (tests/test_italian_law_e2e.py). The block per callee
+    # denied campaign_silent_rate (tests/system/test_italian_law_e2e.py). The block per callee
     # and client is seen in another campaign.
     found = await decide(
         broker,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -38,9 +37,8 @@ from callguard.core.schema import (
 )
 from callguard.kafka.topics import ALL_TOPICS
 from tests.conftest import Worker, bootstrap, cli, collect, operators_csv, produce, today, write_csv
-from tests.contract import errors, validate
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.contract.validation import errors, validate
+from tests.paths import ROOT
 
 N = {name: f"+393477{index:06d}" for index, name in enumerate(
     ["clear", "opposed", "consent", "contract", "stale", "dnc", "unchecked", "client_only", "dnc_consent", "optout_target"]
@@ -204,7 +202,7 @@ def intents(numbers: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {intent_id: {"intent_id": intent_id, **base, **fields} for intent_id, fields in cases.items()}
 
 
-#: Reasons of the Italian calling rules, produced end to end by tests/test_calling_rules_e2e.py.
+#: Reasons of the Italian calling rules, produced end to end by tests/system/test_calling_rules_e2e.py.
 CALLING_RULE_REASONS = {
     "caller_id_missing",
     "caller_id_not_declared",
@@ -215,10 +213,10 @@ CALLING_RULE_REASONS = {
     "recent_silent_call",
 }
 #: Reasons of rules the core policy switches off, produced end to end (and
-#: validated) by tests/test_italian_law_e2e.py and tests/test_supply_chain_e2e.py.
+#: validated) by tests/system/test_italian_law_e2e.py and tests/system/test_supply_chain_e2e.py.
 ITALIAN_LAW_ONLY_REASONS = {"campaign_silent_rate", "operator_not_mandated", "caller_id_foreign_origin", "request"}
 #: Reasons of the US pack and of policy sets (this worker runs one Italian pack), produced end to end
-#: (and validated) by tests/test_us_e2e.py.
+#: (and validated) by tests/system/test_us_e2e.py.
 US_PACK_REASONS = {
     "no_policy_for_country",
     "national_dnc",
@@ -291,11 +289,11 @@ async def test_real_messages_validate_against_the_schemas(loaded: dict[str, str]
         validate(decisions[intent_id][0], "decision")
         validate(audits[intent_id][0], "audit")
         reasons.update(decisions[intent_id][0]["reasons"])
-    # lookup_unavailable: tests/test_http_check.py; the calling rules' reasons (this worker runs
-    # the core policy): tests/test_calling_rules_e2e.py, which validates its decisions too;
-    # campaign_silent_rate (off in the core policy): tests/test_italian_law_e2e.py; mandates,
-    # caller IDs from abroad and call requests: tests/test_supply_chain_e2e.py; the US pack's and
-    # no_policy_for_country: tests/test_us_e2e.py
+    # lookup_unavailable: tests/worker/test_http_check.py; the calling rules' reasons (this worker runs
+    # the core policy): tests/system/test_calling_rules_e2e.py, which validates its decisions too;
+    # campaign_silent_rate (off in the core policy): tests/system/test_italian_law_e2e.py; mandates,
+    # caller IDs from abroad and call requests: tests/system/test_supply_chain_e2e.py; the US pack's and
+    # no_policy_for_country: tests/system/test_us_e2e.py
     expected = (
         {r.value for r in Reason}
         - {"lookup_unavailable"}

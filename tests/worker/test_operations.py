@@ -17,7 +17,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,10 +28,10 @@ from callguard.core.schema import DECISIONS_TOPIC, INTENTS_TOPIC
 from callguard.dev.embedded import Server, start_redis
 from callguard.worker.health import ROME, day_start
 from tests.conftest import Worker, cli, collect, env_for, produce, start_test_broker, today, write_csv
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
 GROUP = "callguard-ops"
 # numbers of this module: +39 349 880 00NN
 CLEAR, OPPOSED, OLD, CONSENT, DNC = (f"+39349880{n:04d}" for n in range(5))

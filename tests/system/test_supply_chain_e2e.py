@@ -43,7 +43,7 @@ from tests.conftest import (
 from tests.conftest import (
     decide_intents as decide,
 )
-from tests.contract import validate
+from tests.contract.validation import validate
 
 pytestmark = pytest.mark.e2e
 

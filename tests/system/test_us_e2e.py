@@ -44,8 +44,8 @@ from tests.conftest import (
     today,
     write_csv,
 )
-from tests.contract import validate
-from tests.test_contract import US_PACK_REASONS
+from tests.contract.test_contract import US_PACK_REASONS
+from tests.contract.validation import validate
 
 pytestmark = pytest.mark.e2e
 
@@ -140,7 +140,7 @@ def worker(env: dict[str, str], workdir: Path) -> Iterator[Worker]:
     running.stop()
 
 
-#: every reason this module's decisions gave (tests/test_contract.py counts on it for the US pack's)
+#: every reason this module's decisions gave (tests/contract/test_contract.py counts on it for the US pack's)
 SEEN: set[str] = set()
 
 

@@ -28,7 +28,7 @@ from callguard.core.replay import (
 )
 from callguard.core.schema import Intent, Purpose
 from tests.conftest import OPEN_HOURS_POLICY
-from tests.contract import validate
+from tests.contract.validation import validate
 
 ROME = ZoneInfo("Europe/Rome")
 START = datetime(2025, 6, 1, tzinfo=UTC)

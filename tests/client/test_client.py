@@ -25,11 +25,11 @@ from callguard.core.schema import AUDIT_TOPIC, OUTCOMES_TOPIC
 from callguard.dev.embedded import Server
 from callguard.kafka.topics import ensure_topics
 from tests.conftest import Worker, collect, load_all, operators_csv, start_test_broker, today, write_csv
-from tests.contract import validate
+from tests.contract.validation import validate
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
 OPERATOR = "cl-op"
 COUNT = 1000
 

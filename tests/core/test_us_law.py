@@ -139,7 +139,7 @@ def test_italian_callees_are_decided_under_the_set_as_by_the_italian_pack_alone(
     """Adding the US pack changed no Italian decision: under the shipped set,
     every Italian case decides as the Italian pack alone does (the same
     rules, details and facts), plus the set's version and which pack decided."""
-    from tests.test_replay import _case
+    from tests.core.test_replay import _case
 
     rng = random.Random(23)
     seen = 0

@@ -1,7 +1,7 @@
 """The regulator's report, rendered from real audit records (decided by the policy,
 chained as the worker chains them): its text, its escaping, the empty answer,
 ``--since`` at the boundary of an Italian day, and the chain's verdict per record.
-Pure: no server, no browser (tests/test_report_e2e.py renders it in Chromium)."""
+Pure: no server, no browser (tests/system/test_report_e2e.py renders it in Chromium)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ import pytest
 from callguard.core.schema import AUDIT_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
 from callguard.dev.embedded import Server, start_redis
 from tests.conftest import Worker, cli, collect, env_for, load_all, operators_csv, start_test_broker, today, write_csv
-from tests.contract import validate
+from tests.contract.validation import validate
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -289,7 +290,7 @@ def test_the_example_dialer_checks_over_http_with_its_token(
     rows = [f"{number(n)},," for n in (15, 16)] + [f"{number(17)},other-op,"]
     path = write_csv(tmp_path / "numbers.csv", "callee,operator_id,client_id", rows)
     result = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve().parents[1] / "examples" / "check_csv.py"), str(path),
+        [sys.executable, str(ROOT / "examples" / "check_csv.py"), str(path),
          "--http", f"http://127.0.0.1:{worker.web_port}/v1/check", "--operator", OPERATOR, "--client", "acme"],
         env={**os.environ, "CALLGUARD_TOKEN": token}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -298,7 +299,7 @@ def test_the_example_dialer_checks_over_http_with_its_token(
     assert "HTTP 403" in result.stdout, result.stdout
     assert not any(number(n) in result.stdout for n in (15, 16, 17))
     no_token = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve().parents[1] / "examples" / "check_csv.py"), str(path),
+        [sys.executable, str(ROOT / "examples" / "check_csv.py"), str(path),
          "--http", f"http://127.0.0.1:{worker.web_port}/v1/check", "--token", "cgk_not-a-token"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -19,8 +19,8 @@ from callguard.core.frozen import FrozenDict, FrozenList, frozen
 from callguard.core.hours import CallingHours
 from callguard.core.policy import PolicySettings, lookback
 from callguard.core.schema import Purpose
-from tests import test_calling_rules as it
-from tests import test_us_law as us
+from tests.core import test_calling_rules as it
+from tests.core import test_us_law as us
 
 
 def changes(value: Any) -> list[Any]:

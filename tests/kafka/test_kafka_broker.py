@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from callguard.core.schema import AUDIT_TOPIC, INTENTS_TOPIC
 from callguard.dev.embedded import Server, kafka_tool, start_kafka, start_redis
 from tests.conftest import Worker, bootstrap, broker_kind, cli, env_for, produce, today, write_csv
-from tests.test_reliability import NUMBERS, DecisionCounter, publish_intents
+from tests.worker.test_reliability import NUMBERS, DecisionCounter, publish_intents
 
 pytestmark = [
     pytest.mark.e2e,

@@ -14,9 +14,9 @@ from callguard.core.hours import LocalHoliday
 from callguard.core.policy import RULES, CapLimit, PolicySettings, RuleScope
 from callguard.core.policyfile import PolicyError, describe, load_policy, parse_policy, policy_for, shipped_policy
 from callguard.core.schema import Purpose
+from tests.paths import POLICIES, ROOT
 
-SAMPLE = Path(__file__).parent.parent / "src" / "callguard" / "sample" / "demo-policy.toml"
-POLICIES = Path(__file__).parent / "policies"
+SAMPLE = ROOT / "src" / "callguard" / "sample" / "demo-policy.toml"
 
 
 def test_the_shipped_policy_is_the_documented_default() -> None:

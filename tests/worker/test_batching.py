@@ -31,8 +31,7 @@ from mode.utils.queues import FlowControlEvent
 from callguard.dev.embedded import Embedded
 from callguard.kafka.publishing import BatchPublisher, Message
 from callguard.worker.batching import Batch, BatchSource
-
-from .conftest import bootstrap
+from tests.conftest import bootstrap
 
 TOPIC = "intents"
 P0, P1 = TP(TOPIC, 0), TP(TOPIC, 1)

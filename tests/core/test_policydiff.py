@@ -7,8 +7,9 @@ from pathlib import Path
 from callguard.core.policydiff import diff_policies
 from callguard.core.policyfile import load_policy, parse_policy, shipped_policy
 from tests.conftest import CORE_POLICY, cli
+from tests.paths import ROOT
 
-SHIPPED = Path(__file__).parent.parent / "src" / "callguard" / "policies" / "it.toml"
+SHIPPED = ROOT / "src" / "callguard" / "policies" / "it.toml"
 STRICT = """
 base = "it"
 version = "acme-it/strict"

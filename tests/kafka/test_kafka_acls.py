@@ -47,13 +47,14 @@ from callguard.dev.embedded import (
 )
 from callguard.storage.keys import callee_key
 from tests.conftest import CORE_POLICY, Worker, broker_kind, cli, env_for, today, write_csv
+from tests.paths import ROOT
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(broker_kind() != "kafka", reason="needs Apache Kafka (Tansu has no SASL, TLS or ACLs)"),
 ]
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
+DEPLOY = ROOT / "deploy" / "kafka"
 ADMIN, DIALER, CONSENTS, WORKER, AUDITOR = (
     "callguard-admin",
     "callguard-dialer",
