@@ -53,3 +53,19 @@ def test_the_worker_registers_its_agents_pages_timers_and_hooks() -> None:
         assert len(signal._filter_receivers[signal._create_id(app)]) == 1
     assert app.transport.Consumer.__name__ == "BatchingConsumer"
     assert isinstance(app.callguard_guard, Guard)
+
+
+def test_each_worker_app_fetches_with_its_own_wait() -> None:
+    """Faust builds its consumer with ``fetch_max_wait_ms=1500``; each app's
+    consumer waits ``CALLGUARD_FETCH_MAX_WAIT_MS`` instead, two apps in one
+    process each their own."""
+
+    def consumer_wait(wait: str) -> int:
+        app = create_app(load_settings(environ={"CALLGUARD_FETCH_MAX_WAIT_MS": wait}), 6)
+        thread = app.consumer._thread  # Faust's consumer thread: builds the aiokafka consumer (nothing connects yet)
+        return int(thread._create_worker_consumer(app.transport)._fetch_max_wait_ms)
+
+    async def both() -> tuple[int, int]:
+        return consumer_wait("120"), consumer_wait("7")
+
+    assert asyncio.run(both()) == (120, 7)

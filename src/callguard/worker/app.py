@@ -29,6 +29,7 @@ import logging.config
 import os
 import tempfile
 import urllib.parse
+import weakref
 from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
@@ -90,20 +91,21 @@ def _raw(event: Any) -> Raw:
     return Raw(message.value, message.topic, message.partition, message.offset, message.timestamp)
 
 
-_FETCH_MAX_WAIT_MS = [50]
+#: Each worker app's fetch wait, read where Faust builds the app's consumer.
+_FETCH_MAX_WAIT_MS: weakref.WeakKeyDictionary[faust.App, int] = weakref.WeakKeyDictionary()
 
 
-def _shorten_fetch_wait(max_wait_ms: int) -> None:
+def _shorten_fetch_wait(app: faust.App, max_wait_ms: int) -> None:
     """Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer. Apache
     Kafka answers a waiting fetch as soon as data arrives, but not every
     Kafka-protocol broker does (Tansu holds its answer for part of the wait,
     which with Faust's wait showed in every decision: DEVELOPERS.md). A short
     wait bounds decision latency on any broker for a little idle CPU
     (``CALLGUARD_FETCH_MAX_WAIT_MS``). Patched at the one place Faust builds
-    the consumer."""
+    the consumer, for the apps registered here."""
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
-    _FETCH_MAX_WAIT_MS[0] = max_wait_ms
+    _FETCH_MAX_WAIT_MS[app] = max_wait_ms
     thread = faust_aiokafka.AIOKafkaConsumerThread
     original = thread._create_worker_consumer
     if getattr(original, "_callguard_patched", False):
@@ -111,7 +113,9 @@ def _shorten_fetch_wait(max_wait_ms: int) -> None:
 
     def create(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = _FETCH_MAX_WAIT_MS[0]
+        wait = _FETCH_MAX_WAIT_MS.get(self.app)
+        if wait is not None:
+            consumer._fetch_max_wait_ms = wait
         return consumer
 
     create._callguard_patched = True  # type: ignore[attr-defined]
@@ -205,9 +209,9 @@ class WorkerApp:
     def __init__(
         self, settings: Settings, audit_partitions: int | None = None, policy: PolicySettings | None = None
     ) -> None:
-        _shorten_fetch_wait(settings.fetch_max_wait_ms)
         self.settings = settings
         self.app = app = _faust_app(settings)
+        _shorten_fetch_wait(app, settings.fetch_max_wait_ms)
         if settings.producer_idempotence != "false":
             _idempotent_producer(app)
         self.metrics = Metrics()
