@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 import pytest
 
-from callguard.auditstore.store import stored_records, to_row
+from callguard.auditstore.store import POSTGRES_OUTAGE, _store, migrate, stored_records, to_row
 from callguard.core.audit import Stored, verify
 from callguard.core.schema import DECISIONS_TOPIC, INTENTS_TOPIC
 from callguard.dev.embedded import Server, free_port
@@ -311,3 +311,72 @@ async def test_search_without_a_broker_answers_from_the_store_and_says_the_lag_i
     gone = cli({**store_env, "CALLGUARD_AUDIT_DSN": f"postgresql://u:secret@127.0.0.1:{free_port()}/x"},
                "audit", "search", "--callee", CONSENT)  # fmt: skip
     assert gone.returncode == 1 and "audit store" in gone.stderr and "secret" not in gone.stderr
+
+
+@pytest.fixture(scope="module")
+def own_database(postgres: Server) -> str:
+    """A database of this module's own in the session's PostgreSQL, so the
+    records written here are not in the store the other tests search."""
+
+    async def create() -> None:
+        admin = await asyncpg.connect(postgres.url, timeout=10)
+        try:
+            await admin.execute("CREATE DATABASE sink_outage")
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(postgres.url.rsplit("/", 1)[0] + "/sink_outage", timeout=10)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return postgres.url.rsplit("/", 1)[0] + "/sink_outage"
+
+
+async def _closed_connection(dsn: str) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=10)
+    await conn.close()
+    return conn
+
+
+async def test_the_sink_reconnects_to_store_a_batch(own_database: str) -> None:
+    """A connection lost between batches is opened again, and the batch stored on it."""
+    stop = asyncio.Event()
+    storing = asyncio.ensure_future(
+        _store(await _closed_connection(own_database), own_database, [Stored(0, 1, b"not json")], stop)
+    )
+    await asyncio.wait({storing}, timeout=10)
+    if not storing.done():
+        stop.set()
+        pytest.fail("the batch was not stored")
+    conn, stored = storing.result()
+    try:
+        assert stored == 0 and not conn.is_closed()  # an unreadable record: kept aside, no decision
+        assert await conn.fetchval("SELECT count(*) FROM callguard_audit_other WHERE audit_offset = 1") == 1
+    finally:
+        await conn.close()
+
+
+async def test_the_sink_waits_for_postgresql_and_stops_when_told(
+    own_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With PostgreSQL unreachable the batch is neither skipped nor lost: the
+    sink tries again (saying so) until told to stop, and then stops at once
+    with the batch not stored, so its offsets are not committed."""
+    nowhere = f"postgresql://callguard@127.0.0.1:{free_port()}/postgres"  # nothing listens there
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.3, stop.set)
+    started = time.monotonic()
+    waiting = asyncio.ensure_future(
+        _store(await _closed_connection(own_database), nowhere, [Stored(0, 2, b"{}")], stop)
+    )
+    await asyncio.wait({waiting}, timeout=10)
+    if not waiting.done():
+        waiting.cancel()
+        pytest.fail("the sink did not stop")
+    _, stored = waiting.result()
+    assert stored is None
+    assert time.monotonic() - started < POSTGRES_OUTAGE.first  # the stop cut the wait short
+    assert "audit store unavailable (ConnectionRefusedError); retrying in 1 s" in caplog.text
+    assert "1 records not stored, read again at the next start" in caplog.text

@@ -42,6 +42,7 @@ from callguard.config import Settings, broker_hosts, kafka_security
 from callguard.core.audit import Stored
 from callguard.core.schema import AUDIT_TOPIC
 from callguard.kafka.access import refuse_hidden_topic
+from callguard.retry import Backoff, retry
 
 log = logging.getLogger("callguard.auditstore")
 #: ``--since`` days are Italian days, like the policy's
@@ -248,6 +249,8 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None) -> Sin
             if not records:
                 continue
             conn, stored = await _store(conn, settings.audit_dsn, records, stop)
+            if stored is None:
+                break
             stats.stored += stored
             # only now, with the transaction committed, may the offsets move on
             try:
@@ -269,26 +272,48 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None) -> Sin
     return stats
 
 
+#: PostgreSQL unreachable: try again after 1 s, doubling up to every 30 s.
+POSTGRES_OUTAGE = Backoff(1.0, 30.0)
+_UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+class _Stopped(Exception):
+    """The sink was told to stop while PostgreSQL was unreachable."""
+
+
 async def _store(
     conn: asyncpg.Connection, dsn: str, records: Sequence[Stored], stop: asyncio.Event
-) -> tuple[asyncpg.Connection, int]:
+) -> tuple[asyncpg.Connection, int | None]:
     """Write a batch, waiting out an unreachable PostgreSQL (reconnecting with
-    backoff) rather than skipping it: the offsets must not move past it."""
-    delay = 1.0
-    while True:
-        try:
-            if conn.is_closed():
-                conn = await asyncpg.connect(dsn, timeout=10)
-            return conn, await write_batch(conn, records)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-            log.warning("audit store unavailable (%s); retrying in %.0f s", type(exc).__name__, delay)
-            with contextlib.suppress(Exception):
-                await conn.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            if stop.is_set():
-                raise
-            delay = min(delay * 2, 30.0)
+    backoff) rather than skipping it: the offsets must not move past it.
+    Returns the connection and how many decisions were stored, or ``None`` if
+    ``stop`` was set first (the batch is not stored, its offsets not committed:
+    the next start reads it again)."""
+    live = conn
+
+    async def attempt() -> tuple[asyncpg.Connection, int | None]:
+        nonlocal live
+        if live.is_closed():
+            live = await asyncpg.connect(dsn, timeout=10)
+        return live, await write_batch(live, records)
+
+    def failed(exc: Exception, delay: float) -> None:
+        log.warning("audit store unavailable (%s); retrying in %.0f s", type(exc).__name__, delay)
+
+    async def pause(delay: float) -> None:
+        with contextlib.suppress(Exception):
+            await live.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            raise _Stopped
+
+    try:
+        return await retry(attempt, failed, POSTGRES_OUTAGE, retry_on=_UNREACHABLE, sleep=pause)
+    except _Stopped:
+        log.warning("audit sink stopped with PostgreSQL unreachable: %d records not stored, read again at the next start",
+                    len(records))  # fmt: skip
+        return live, None
 
 
 # --- search ----------------------------------------------------------------------
