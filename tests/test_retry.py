@@ -1,7 +1,8 @@
-"""The worker's one retry helper (``callguard.retry``), and the three
-places that use it keeping their waits: Redis writes and publishes 0.1 s
+"""The shells' one retry helper (``callguard.retry``), and the places that
+use it keeping their waits: the guard's Redis writes and publishes 0.1 s
 doubling up to 5 s, for ever; topic creation at start every second until its
-deadline."""
+deadline; the audit sink's PostgreSQL 1 s doubling up to 30 s, until stopped
+(its outage is tested in ``tests/auditstore``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 
 import pytest
 
+from callguard.auditstore.store import POSTGRES_OUTAGE
 from callguard.config import Settings
 from callguard.kafka.topics import BrokerUnavailable, ensure_topics
 from callguard.retry import OUTAGE, Backoff, retry
@@ -68,6 +70,8 @@ async def test_only_the_named_errors_are_retried_and_failed_can_give_up() -> Non
 def test_the_backoffs() -> None:
     delays = OUTAGE.delays()
     assert [next(delays) for _ in range(9)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+    postgres = POSTGRES_OUTAGE.delays()
+    assert [next(postgres) for _ in range(7)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     steady = Backoff(1.0, 1.0).delays()
     assert [next(steady) for _ in range(3)] == [1.0, 1.0, 1.0]
 

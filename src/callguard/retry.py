@@ -2,8 +2,9 @@
 
 The guard's Redis writes of the live topics and its publishes retry for ever
 (what arrived on a topic is never dropped: the offsets wait), the topic
-creation at start (``callguard.kafka.topics``) until a deadline; each says what
-a failure means in its ``failed``. No callguard import: every layer above the
+creation at start (``callguard.kafka.topics``) until a deadline, the audit
+sink's writes to PostgreSQL until it is stopped; each says what a failure
+means in its ``failed``. No callguard import: every layer above the
 core may use it.
 """
 
