@@ -334,23 +334,28 @@ def own_database(postgres: Server) -> str:
     return postgres.url.rsplit("/", 1)[0] + "/sink_outage"
 
 
-async def _closed_connection(dsn: str) -> asyncpg.Connection:
-    conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=10)
-    await conn.close()
-    return conn
+async def _store_after_a_lost_connection(
+    own_database: str, dsn: str, record: Stored, stop: asyncio.Event
+) -> tuple[asyncpg.Connection, int | None]:
+    """The sink's ``_store`` of one record, handed a connection that was lost
+    (closed) and ``dsn`` to reconnect to; a failure, not a hang, if it has not
+    returned within 10 s."""
+    lost: asyncpg.Connection = await asyncpg.connect(own_database, timeout=10)
+    await lost.close()
+    storing = asyncio.ensure_future(_store(lost, dsn, [record], stop))
+    await asyncio.wait({storing}, timeout=10)
+    if not storing.done():
+        stop.set()
+        storing.cancel()
+        pytest.fail("the sink's store neither returned nor stopped within 10 s")
+    return storing.result()
 
 
 async def test_the_sink_reconnects_to_store_a_batch(own_database: str) -> None:
     """A connection lost between batches is opened again, and the batch stored on it."""
-    stop = asyncio.Event()
-    storing = asyncio.ensure_future(
-        _store(await _closed_connection(own_database), own_database, [Stored(0, 1, b"not json")], stop)
+    conn, stored = await _store_after_a_lost_connection(
+        own_database, own_database, Stored(0, 1, b"not json"), asyncio.Event()
     )
-    await asyncio.wait({storing}, timeout=10)
-    if not storing.done():
-        stop.set()
-        pytest.fail("the batch was not stored")
-    conn, stored = storing.result()
     try:
         assert stored == 0 and not conn.is_closed()  # an unreadable record: kept aside, no decision
         assert await conn.fetchval("SELECT count(*) FROM callguard_audit_other WHERE audit_offset = 1") == 1
@@ -368,14 +373,7 @@ async def test_the_sink_waits_for_postgresql_and_stops_when_told(
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(0.3, stop.set)
     started = time.monotonic()
-    waiting = asyncio.ensure_future(
-        _store(await _closed_connection(own_database), nowhere, [Stored(0, 2, b"{}")], stop)
-    )
-    await asyncio.wait({waiting}, timeout=10)
-    if not waiting.done():
-        waiting.cancel()
-        pytest.fail("the sink did not stop")
-    _, stored = waiting.result()
+    _, stored = await _store_after_a_lost_connection(own_database, nowhere, Stored(0, 2, b"{}"), stop)
     assert stored is None
     assert time.monotonic() - started < POSTGRES_OUTAGE.first  # the stop cut the wait short
     assert "audit store unavailable (ConnectionRefusedError); retrying in 1 s" in caplog.text
