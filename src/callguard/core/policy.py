@@ -1234,11 +1234,35 @@ def verdict(rules: Sequence[RuleResult]) -> tuple[tuple[Reason, ...], tuple[Reas
     return deny, deny, not_before
 
 
-def chosen_versions(versions: dict[str, str | None], chosen: RuleResult | None) -> dict[str, str | None]:
-    """A decision's versions, with the policy set's last when a set chose the pack."""
+def pack_decision(
+    intent: Intent,
+    callee: str | None,
+    now: datetime,
+    rules: list[RuleResult],
+    versions: dict[str, str | None],
+    facts_json: dict[str, Any],
+    chosen: RuleResult | None,
+    requires_operator: bool = False,
+) -> Decision:
+    """What every pack ends with: its rules added up by :func:`verdict` into
+    the decision, with the policy set's version last when a set chose the
+    pack; an operator is required only on an allow."""
+    deny, reasons, not_before = verdict(rules)
     if chosen is not None:
         versions["policy_set"] = chosen.detail["policy_set"]
-    return versions
+    return Decision(
+        intent_id=intent.intent_id,
+        allow=not deny,
+        reasons=reasons,
+        callee=callee,
+        decided_at=now,
+        retryable=Reason.LOOKUP_UNAVAILABLE in deny,
+        versions=versions,
+        rules=tuple(rules),
+        facts=facts_json,
+        not_before=not_before,
+        requires_operator=requires_operator and not deny,
+    )
 
 
 def pack_start(
@@ -1351,22 +1375,7 @@ def _decide_it(
             # further back would lack facts, and must say so instead of guessing
             facts_json["lookback"] = lookback(settings)
             requires_operator = "silent_calls" in on and operator_required(intent, facts, settings)
-    deny, reasons, not_before = verdict(rules)
-    if deny:
-        requires_operator = False
-    return Decision(
-        intent_id=intent.intent_id,
-        allow=not deny,
-        reasons=reasons,
-        callee=callee,
-        decided_at=now,
-        retryable=Reason.LOOKUP_UNAVAILABLE in deny,
-        versions=chosen_versions(versions, chosen),
-        rules=tuple(rules),
-        facts=facts_json,
-        not_before=not_before,
-        requires_operator=requires_operator,
-    )
+    return pack_decision(intent, callee, now, rules, versions, facts_json, chosen, requires_operator)
 
 
 def malformed(intent_id: str, error: str, now: datetime, settings: PolicySettings) -> Decision:

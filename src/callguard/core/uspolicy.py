@@ -40,13 +40,12 @@ from callguard.core.policy import (
     check_caller_id,
     check_campaign_silent_rate,
     check_optout,
-    chosen_versions,
     consent_in_force,
     frequency_result,
     has_begun,
     lookback,
+    pack_decision,
     pack_start,
-    verdict,
 )
 from callguard.core.schema import Intent, Reason, rfc3339
 
@@ -489,19 +488,7 @@ def decide_us(
             facts_json["calls"] = [{"at": when_to_json(call.at), "ref": call.ref} for call in facts.calls]
             facts_json["campaign_outcomes"] = facts.campaign_outcomes
             facts_json["lookback"] = lookback(settings)
-    deny, reasons, not_before = verdict(rules)
-    return Decision(
-        intent_id=intent.intent_id,
-        allow=not deny,
-        reasons=reasons,
-        callee=callee,
-        decided_at=now,
-        retryable=Reason.LOOKUP_UNAVAILABLE in deny,
-        versions=chosen_versions(versions, chosen),
-        rules=tuple(rules),
-        facts=facts_json,
-        not_before=not_before,
-    )
+    return pack_decision(intent, callee, now, rules, versions, facts_json, chosen)
 
 
 def _optout(
