@@ -27,8 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callguard.core.schema import AUDIT_TOPIC, INTENTS_TOPIC
 from callguard.dev.embedded import Server, kafka_tool, start_kafka, start_redis
-from tests.conftest import Worker, bootstrap, broker_kind, cli, env_for, produce, today, write_csv
-from tests.worker.test_reliability import NUMBERS, DecisionCounter, publish_intents
+from tests.conftest import Worker, bootstrap, broker_kind, cli, env_for, produce
+from tests.traffic import NUMBERS, DecisionCounter, load_stream_data, publish_intents
 
 pytestmark = [
     pytest.mark.e2e,
@@ -44,17 +44,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[Server, Server, dict[str, str]]]:
     broker = start_kafka(tmp_path)
     redis_server = start_redis(tmp_path)
     env = env_for(broker.url, f"redis://127.0.0.1:{redis_server.port}/0", CALLGUARD_APP_ID=GROUP)
-    ops = write_csv(
-        tmp_path / "ops.csv", "operator_id,status,valid_from,valid_until", ["r-op,active,2024-01-01,2030-01-01"]
-    )
-    reg = write_csv(
-        tmp_path / "reg.csv",
-        "number,status",
-        [f"+39349{n:07d},{'opposed' if n % 5 == 0 else 'clear'}" for n in range(NUMBERS)],
-    )
-    for argv in (("operators", "load", str(ops)), ("register", "load", str(reg), "--as-of", today())):
-        result = cli(env, *argv)
-        assert result.returncode == 0, result.stderr
+    load_stream_data(env, tmp_path)
     try:
         yield broker, redis_server, env
     finally:

@@ -16,14 +16,14 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from callguard.core.schema import AUDIT_TOPIC, DECISIONS_TOPIC, INTENTS_TOPIC
+from callguard.core.schema import AUDIT_TOPIC, INTENTS_TOPIC
 from callguard.dev.embedded import Server, start_redis
-from tests.conftest import Worker, bootstrap, cli, env_for, start_test_broker, today, write_csv
+from tests.conftest import Worker, bootstrap, cli, env_for, start_test_broker
+from tests.traffic import NUMBERS, DecisionCounter, load_stream_data, publish_intents
 
 pytestmark = pytest.mark.e2e
 
 TOTAL = 50_000
-NUMBERS = 2_000
 
 
 @pytest.fixture
@@ -32,73 +32,13 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     redis_server: Server = start_redis(tmp_path)
     env = env_for(f"kafka://127.0.0.1:{broker.port}", f"redis://127.0.0.1:{redis_server.port}/0",
                   CALLGUARD_APP_ID="callguard-reliability")  # fmt: skip
-    ops = write_csv(
-        tmp_path / "ops.csv", "operator_id,status,valid_from,valid_until", ["r-op,active,2024-01-01,2030-01-01"]
-    )
-    reg = write_csv(
-        tmp_path / "reg.csv",
-        "number,status",
-        [f"+39349{n:07d},{'opposed' if n % 5 == 0 else 'clear'}" for n in range(NUMBERS)],
-    )
     # the intents are acme's: a clear result loaded for every client ('*') is nobody's check
-    register = ("register", "load", str(reg), "--as-of", today(), "--client", "acme")
-    for argv in (("operators", "load", str(ops)), register):
-        result = cli(env, *argv)
-        assert result.returncode == 0, result.stderr
+    load_stream_data(env, tmp_path, "--client", "acme")
     try:
         yield env
     finally:
         redis_server.stop()
         broker.stop()
-
-
-async def publish_intents(broker_url: str, total: int, prefix: str = "r") -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(broker_url), linger_ms=20, max_batch_size=512 * 1024)
-    await producer.start()
-    try:
-        futures = []
-        for n in range(total):
-            callee = f"+39349{n % (NUMBERS + 100):07d}"  # 100 numbers never checked
-            value = {"intent_id": f"{prefix}-{n}", "callee": callee, "operator_id": "r-op", "client_id": "acme"}
-            futures.append(await producer.send(INTENTS_TOPIC, orjson.dumps(value), key=callee.encode()))
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-class DecisionCounter:
-    """Reads every decision from the start; counts distinct intents and duplicates
-    (of the intents whose id starts with ``prefix``)."""
-
-    def __init__(self, broker_url: str, prefix: str = "", isolation_level: str = "read_uncommitted") -> None:
-        self.consumer = AIOKafkaConsumer(
-            DECISIONS_TOPIC,
-            bootstrap_servers=bootstrap(broker_url),
-            auto_offset_reset="earliest",
-            isolation_level=isolation_level,
-        )
-        self.prefix = prefix
-        self.first: dict[str, tuple[str, tuple[str, ...]]] = {}
-        self.duplicates = 0
-        self.conflicts: list[str] = []
-
-    async def poll(self) -> None:
-        for records in (await self.consumer.getmany(timeout_ms=300, max_records=10_000)).values():
-            for record in records:
-                d = orjson.loads(record.value)
-                if not d["intent_id"].startswith(self.prefix):
-                    continue
-                seen = (d["decision"], tuple(d["reasons"]))
-                previous = self.first.setdefault(d["intent_id"], seen)
-                if previous is not seen:
-                    self.duplicates += 1
-                    if previous != seen:
-                        self.conflicts.append(d["intent_id"])
-
-    async def until(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.first) < count and time.monotonic() < deadline:
-            await self.poll()
 
 
 async def test_kill_9_mid_stream_loses_no_intent(stack: dict[str, str], tmp_path: Path) -> None:
