@@ -7,14 +7,9 @@ Real broker, Redis, worker and PostgreSQL (the session's own, on a free port).
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -25,6 +20,7 @@ from callguard.auditstore.store import POSTGRES_OUTAGE, _store, migrate, stored_
 from callguard.core.audit import Stored, verify
 from callguard.core.schema import DECISIONS_TOPIC, INTENTS_TOPIC
 from callguard.dev.embedded import Server, free_port
+from tests.auditstore.sink import Sink, stored_ids, wait_stored
 from tests.conftest import Worker, cli, collect, operators_csv, produce, replay, today, write_csv
 
 pytestmark = pytest.mark.e2e
@@ -32,41 +28,6 @@ pytestmark = pytest.mark.e2e
 # numbers of this module: +39 351 700 00NN
 OPPOSED, CLEAR, CONSENT, DNC, LATER = (f"+39351700{n:04d}" for n in range(5))
 BULK = [f"+39351701{n:04d}" for n in range(100)]
-
-
-@dataclass
-class Sink:
-    """A ``callguard audit sink`` process."""
-
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    starts: list[float] = field(default_factory=list)
-
-    def start(self) -> Sink:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "callguard", "audit", "sink"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        self.starts.append(time.monotonic())
-        return self
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture(scope="module")
@@ -116,30 +77,6 @@ async def decide(env: dict[str, str], intents: dict[str, bytes]) -> dict[str, An
     found = await collect(env["CALLGUARD_BROKER"], DECISIONS_TOPIC, set(intents), timeout=60)
     assert set(found) == set(intents), f"missing decisions: {set(intents) - set(found)}"
     return {key: messages[0] for key, messages in found.items()}
-
-
-async def stored_ids(dsn: str, prefix: str) -> list[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return [
-            r[0]
-            for r in await conn.fetch("SELECT intent_id FROM callguard_audit WHERE intent_id LIKE $1", prefix + "%")
-        ]
-    except asyncpg.UndefinedTableError:
-        return []
-    finally:
-        await conn.close()
-
-
-async def wait_stored(dsn: str, prefix: str, count: int, sink: Sink, timeout: float = 60) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ids = await stored_ids(dsn, prefix)
-        if len(ids) >= count:
-            return ids
-        assert sink.process is not None and sink.process.poll() is None, sink.log_tail()
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{len(ids)} of {count} {prefix}* stored within {timeout}s\n{sink.log_tail()}")
 
 
 def search(env: dict[str, str], *argv: str) -> dict[str, Any]:

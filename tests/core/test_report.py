@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from callguard.core.report import (
 from callguard.core.schema import Intent, Purpose, Reason
 from callguard.core.sources import SOURCES
 from callguard.dev.embedded import free_port
+from tests.page_text import text_of
 
 POLICY = load_policy("src/callguard/sample/demo-policy.toml")  # every rule on, hours open around the clock
 CALLEE = "+393517009001"
@@ -122,61 +122,6 @@ def entries_and_chain(stored: list[Stored], shown: int | None = None) -> tuple[l
     for s in stored:
         check.add(s)
     return [Entry(orjson.loads(s.value), s.partition, s.offset) for s in about], Chain(check.finish())
-
-
-class Text(HTMLParser):
-    """The page's text as a browser shows it (no style, no markup)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-        self._skip = 0
-
-    BLOCKS = frozenset(
-        [
-            "p",
-            "div",
-            "h1",
-            "h2",
-            "h3",
-            "table",
-            "tr",
-            "td",
-            "th",
-            "li",
-            "ul",
-            "dl",
-            "dt",
-            "dd",
-            "br",
-            "section",
-            "header",
-            "footer",
-            "svg",
-            "text",
-            "title",
-        ]
-    )
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        self._skip += tag == "style"
-        if tag in self.BLOCKS:
-            self.parts.append(" ")
-
-    def handle_endtag(self, tag: str) -> None:
-        self._skip -= tag == "style"
-        if tag in self.BLOCKS:
-            self.parts.append(" ")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
-def text_of(page: str) -> str:
-    parser = Text()
-    parser.feed(page)
-    return re.sub(r"\s+", " ", "".join(parser.parts))
 
 
 def page(records: list[dict[str, Any]] | None = None, **kwargs: Any) -> str:

@@ -43,7 +43,7 @@ from tests.conftest import (
     today,
     write_csv,
 )
-from tests.contract.test_contract import CALLING_RULE_REASONS
+from tests.contract.reasons import CALLING_RULE_REASONS
 from tests.contract.validation import validate
 
 pytestmark = pytest.mark.e2e

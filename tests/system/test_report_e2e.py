@@ -25,9 +25,9 @@ import orjson
 import pytest
 
 from callguard.dev.embedded import Server, free_port
-from tests.auditstore.test_auditstore import Sink, wait_stored
+from tests.auditstore.sink import Sink, wait_stored
 from tests.conftest import Worker, cli, decide_intents, load_all, operators_csv, today, write_csv
-from tests.core.test_report import text_of
+from tests.page_text import text_of
 
 pytestmark = pytest.mark.e2e
 

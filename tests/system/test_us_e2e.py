@@ -44,7 +44,7 @@ from tests.conftest import (
     today,
     write_csv,
 )
-from tests.contract.test_contract import US_PACK_REASONS
+from tests.contract.reasons import US_PACK_REASONS
 from tests.contract.validation import validate
 
 pytestmark = pytest.mark.e2e
