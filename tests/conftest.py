@@ -180,20 +180,47 @@ def load_all(env: dict[str, str], *commands: tuple[str, ...]) -> None:
 
 
 @dataclass
-class Worker:
-    """A ``callguard worker`` process."""
+class CallguardProcess:
+    """A ``python -m callguard COMMAND`` process, its output in ``log_path``."""
 
     env: dict[str, str]
     log_path: Path
-    web_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait: bool = True) -> Worker:
-        env = {**self.env, "CALLGUARD_WEB_PORT": str(self.web_port)}
+    def spawn(self, *argv: str, env: dict[str, str] | None = None) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "callguard", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "callguard", *argv], env=env or self.env, stdout=log, stderr=subprocess.STDOUT
             )
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown of its own."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, as an orchestrator stops it; killed after 30 s."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@dataclass
+class Worker(CallguardProcess):
+    """A ``callguard worker`` process."""
+
+    web_port: int = field(default_factory=free_port)
+
+    def start(self, wait: bool = True) -> Worker:
+        self.spawn("worker", env={**self.env, "CALLGUARD_WEB_PORT": str(self.web_port)})
         if wait:
             self.wait_healthy()
         return self
@@ -216,18 +243,6 @@ class Worker:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"worker not healthy within {timeout}s\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
 
 
 @pytest.fixture(scope="session")

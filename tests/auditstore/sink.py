@@ -4,49 +4,24 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import asyncpg
 
+from tests.conftest import CallguardProcess
+
 
 @dataclass
-class Sink:
+class Sink(CallguardProcess):
     """A ``callguard audit sink`` process."""
 
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
     starts: list[float] = field(default_factory=list)
 
     def start(self) -> Sink:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "callguard", "audit", "sink"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
+        self.spawn("audit", "sink")
         self.starts.append(time.monotonic())
         return self
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 async def stored_ids(dsn: str, prefix: str) -> list[str]:

@@ -301,8 +301,7 @@ async def kill_and_take_over(env: dict[str, str], tmp_path: Path, name: str, sta
         load = asyncio.create_task(steady(broker_url, name, 300, stop))
         await asyncio.sleep(3)
 
-        assert first.process is not None
-        first.process.send_signal(signal.SIGKILL)
+        first.kill()
         killed_at = time.time()
         figures["takeover"] = await audit.wait_after(victim, killed_at, timeout=60)
         assert figures["takeover"] is not None, f"nobody decided for partitions {sorted(victim)} after the kill"
@@ -315,9 +314,7 @@ async def kill_and_take_over(env: dict[str, str], tmp_path: Path, name: str, sta
         first = Worker(envs[0], tmp_path / f"{name}-1.log").start(wait=False)
         victim, _ = await until_shared([first, second])
         await asyncio.sleep(2)
-        assert first.process is not None
-        first.process.send_signal(signal.SIGKILL)
-        first.process.wait(10)
+        first.kill()
         killed_at = time.time()
         first = Worker(envs[0], tmp_path / f"{name}-1.log").start(wait=False)
         figures["restart"] = await audit.wait_after(victim, killed_at, timeout=60)
