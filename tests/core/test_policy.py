@@ -191,6 +191,33 @@ def test_on_the_same_day_an_opposed_result_wins():
     assert most_recent_result(results) == results[1]
 
 
+@pytest.mark.parametrize("order", [1, -1])
+def test_of_two_opposed_results_of_one_day_the_later_registration_decides(order):
+    # the client's own consultation saw a registration of 2024, the one for every client a renewal
+    # of 2025 (a renewal revokes the consents given before it): a consent between the two must not
+    # lift the register, whichever result the store lists first
+    own = opposed(TODAY, registered_at=date(2024, 1, 10), client=CLIENT)
+    renewed = opposed(TODAY, registered_at=date(2025, 6, 1))
+    between = Consent(CLIENT, "consent", date(2025, 1, 1))
+    results = (own, renewed)[::order]
+    assert most_recent_result(results) == renewed
+    assert run(facts(results, consents=(between,))).reasons == (Reason.OPPOSITION_REGISTER,)
+    # the other way round, as the store lists them ('*' first): the client's own result saw the renewal
+    older_for_all = opposed(TODAY, registered_at=date(2024, 1, 10))
+    own_renewed = opposed(TODAY, registered_at=date(2025, 6, 1), client=CLIENT)
+    results = (older_for_all, own_renewed)[::order]
+    assert most_recent_result(results) == own_renewed
+    assert run(facts(results, consents=(between,))).reasons == (Reason.OPPOSITION_REGISTER,)
+    # a result without its registration day is proven by its own day, the latest it can be
+    unknown = opposed(TODAY, registered_at=None, client=CLIENT)
+    assert most_recent_result((renewed, unknown)[::order]) == unknown
+    # the same day and registration: the client's own consultation is the one shown, and a
+    # registration day stated over one inferred from the result's day
+    assert most_recent_result((own, replace(own, client_id="*"))[::order]) == own
+    stated = opposed(TODAY, registered_at=TODAY, client=CLIENT)
+    assert most_recent_result((stated, unknown)[::order]) == stated
+
+
 # --- opposition and its exceptions ------------------------------------------------------
 
 

@@ -613,17 +613,21 @@ def most_recent_result(results: tuple[RegisterResult, ...]) -> RegisterResult | 
     companies only. So a result loaded for every client (``*``) may only
     deny: an ``opposed`` ``*`` result counts for every client, a ``clear``
     ``*`` result is nobody's check. Among the client's own results and the
-    ``*`` opposed ones the most recent consultation decides; on the same day
-    an ``opposed`` result wins (the texts do not order two results of one
-    day: the safe side).
+    ``*`` opposed ones the most recent consultation decides. The texts do not
+    order two results of one day, so the safe side does: an ``opposed`` result
+    wins, and of two opposed ones the later registration (a renewal revokes the
+    consents given before it, L5_2018_ART1_C5), then the client's own. The
+    choice never depends on the order the store lists them in.
     """
-    best: RegisterResult | None = None
-    for result in results:
-        if result.client_id == ALL_CLIENTS and not result.opposed:
-            continue
-        if best is None or (result.as_of, result.opposed) > (best.as_of, best.opposed):
-            best = result
-    return best
+    counting = (result for result in results if result.opposed or result.client_id != ALL_CLIENTS)
+    return max(counting, key=_recency, default=None)
+
+
+def _recency(result: RegisterResult) -> tuple[date, bool, date, bool, bool]:
+    """:func:`most_recent_result`'s order; the last key (a stated registration day over
+    one inferred from the result's day) only keeps the choice independent of the listing order."""
+    own = result.client_id != ALL_CLIENTS
+    return result.as_of, result.opposed, _registered_on(result), own, result.registered_at is not None
 
 
 def has_begun(when: When, now: datetime, tz: tzinfo) -> bool:
