@@ -8,10 +8,12 @@ import pytest
 
 from callguard.core.hours import (
     ROME,
+    CallingHours,
     callee_local_time,
     calling_window,
     easter_sunday,
     italian_holidays,
+    next_window_start,
     within_calling_hours,
 )
 
@@ -61,6 +63,17 @@ def rome(*args: int) -> datetime:
 )
 def test_calling_hours(moment, allowed) -> None:
     assert within_calling_hours(moment) == allowed
+
+
+def test_windows_that_only_touch_leave_a_day_without_calls() -> None:
+    # a Saturday 10-15 before a holiday whose eve is 15-19: the intersection is empty, not 15:00-15:00,
+    # so the next window is the Monday's, not a Saturday window that never opens
+    hours = CallingHours(saturday=(time(10), time(15)), pre_holiday=(time(15), time(19)))
+    assert calling_window(date(2026, 4, 4), hours=hours) is None  # the Saturday before Easter Monday
+    assert next_window_start(rome(2026, 4, 4, 9, 0), hours=hours) == rome(2026, 4, 7, 9, 0)
+    # a minute of overlap is a window
+    hours = CallingHours(saturday=(time(10), time(15, 1)), pre_holiday=(time(15), time(19)))
+    assert calling_window(date(2026, 4, 4), hours=hours) == (time(15), time(15, 1))
 
 
 def test_a_province_can_add_its_patron_saint() -> None:

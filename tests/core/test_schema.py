@@ -9,8 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callguard.core.numbers import mask, normalise
-from callguard.core.schema import SILENT_OUTCOMES, CallOutcome, MalformedIntent, Purpose, parse_intent, parse_outcome
+from callguard.core.numbers import MAX_INPUT_LENGTH, mask, normalise, normalise_caller_id
+from callguard.core.schema import (
+    MAX_ID_LENGTH,
+    MAX_MESSAGE_BYTES,
+    SILENT_OUTCOMES,
+    CallOutcome,
+    MalformedIntent,
+    Purpose,
+    parse_intent,
+    parse_outcome,
+)
 
 BASE = {"intent_id": "i-1", "callee": "+39 347 555 5555", "operator_id": "op", "client_id": "acme"}
 
@@ -31,6 +40,30 @@ def test_optional_fields() -> None:
     intent = parse_intent(orjson.dumps(raw))
     assert intent.purpose is Purpose.SURVEY
     assert intent.requested_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("field", ["intent_id", "operator_id", "client_id"])
+def test_ids_of_1_and_of_128_characters_are_valid(field) -> None:
+    for length in (1, MAX_ID_LENGTH):
+        assert getattr(parse_intent(orjson.dumps({**BASE, field: "x" * length})), field) == "x" * length
+
+
+def test_an_optional_field_has_at_most_128_characters() -> None:
+    assert parse_intent(orjson.dumps({**BASE, "campaign_id": "c" * MAX_ID_LENGTH})).campaign_id == "c" * MAX_ID_LENGTH
+    with pytest.raises(MalformedIntent, match="'campaign_id' must be a string of at most 128 characters"):
+        parse_intent(orjson.dumps({**BASE, "campaign_id": "c" * (MAX_ID_LENGTH + 1)}))
+
+
+@pytest.mark.parametrize(("length", "kept"), [(0, False), (1, True), (MAX_ID_LENGTH, True), (MAX_ID_LENGTH + 1, False)])
+def test_a_malformed_intent_keeps_an_id_of_1_to_128_characters(length, kept) -> None:
+    intent_id = "i" * length
+    for value in (
+        orjson.dumps({**BASE, "intent_id": intent_id, "callee": 5}),  # a bad field
+        orjson.dumps({**BASE, "intent_id": intent_id, "pad": "x" * 70_000}),  # too large
+    ):
+        with pytest.raises(MalformedIntent) as info:
+            parse_intent(value)
+        assert info.value.intent_id == (intent_id if kept else None)
 
 
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
@@ -73,6 +106,14 @@ def test_contract_violations(change, error, readable_id) -> None:
 def test_not_an_object(value, error) -> None:
     with pytest.raises(MalformedIntent, match=error):
         parse_intent(value)
+
+
+def test_a_message_of_65536_bytes_is_read_one_byte_more_is_refused() -> None:
+    empty = len(orjson.dumps({**BASE, "pad": ""}))
+    exact = orjson.dumps({**BASE, "pad": "x" * (MAX_MESSAGE_BYTES - empty)})
+    assert len(exact) == MAX_MESSAGE_BYTES and parse_intent(exact).intent_id == "i-1"
+    with pytest.raises(MalformedIntent, match="larger than 65536 bytes"):
+        parse_intent(orjson.dumps({**BASE, "pad": "x" * (MAX_MESSAGE_BYTES - empty + 1)}))
 
 
 def test_oversized_message_keeps_its_id_so_the_dialer_gets_an_answer() -> None:
@@ -129,6 +170,14 @@ def test_mask_keeps_no_more_than_the_prefix_and_two_digits() -> None:
     assert mask("+393475555555") == "+39347*****55"
     assert mask(None) == "<none>"
     assert mask("12345") == "*****"
+    assert mask("+3934712") == "********"  # 8 characters: replaced whole
+    assert mask("+39347123") == "+39347*23"
+
+
+def test_input_of_64_characters_is_read_longer_is_refused() -> None:
+    padded = "+39 347 555 5555".ljust(MAX_INPUT_LENGTH)
+    assert normalise(padded, "IT") == normalise_caller_id(padded, "IT") == "+393475555555"
+    assert normalise(padded + " ", "IT") is None and normalise_caller_id(padded + " ", "IT") is None
 
 
 @pytest.mark.parametrize(

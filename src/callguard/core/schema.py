@@ -171,7 +171,11 @@ def _readable_id(value: bytes) -> str | None:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
-    raw_id = obj.get("intent_id") if isinstance(obj, dict) else None
+    return _valid_id(obj.get("intent_id")) if isinstance(obj, dict) else None
+
+
+def _valid_id(raw_id: object) -> str | None:
+    """``raw_id`` when it is a valid intent id: the id a deny can still answer to."""
     return raw_id if isinstance(raw_id, str) and 1 <= len(raw_id) <= MAX_ID_LENGTH else None
 
 
@@ -191,8 +195,7 @@ def parse_intent(value: bytes | None) -> Intent:
         raise MalformedIntent(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise MalformedIntent("not a JSON object")
-    raw_id = obj.get("intent_id")
-    readable_id = raw_id if isinstance(raw_id, str) and 1 <= len(raw_id) <= MAX_ID_LENGTH else None
+    readable_id = _valid_id(obj.get("intent_id"))
     intent_id = _required_id(obj, "intent_id", None)
     callee = obj.get("callee")
     if not isinstance(callee, str):
