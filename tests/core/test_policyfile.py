@@ -113,6 +113,38 @@ def test_errors_name_the_key_and_what_is_wrong(text: str, error: str) -> None:
     assert any(error in message for message in raised.value.errors), raised.value.errors
 
 
+@pytest.mark.parametrize(
+    ("base", "rule", "key", "low", "high", "read"),
+    [
+        ("it", "opposition_register", "max_age_days", 1, 366, lambda s: s.register_max_age_days),
+        ("it", "opposition_register", "contract_grace_days", 0, 366, lambda s: s.contract_grace_days),
+        ("us", "campaign_silent_rate", "window_days", 1, 40, lambda s: s.silent_rate_window_days),
+    ],
+)
+def test_a_whole_number_takes_both_ends_of_its_range_and_nothing_beyond(base, rule, key, low, high, read) -> None:
+    def policy(value: int) -> str:
+        return f'base = "{base}"\nversion = "x"\n[rules.{rule}]\n{key} = {value}'
+
+    for value in (low, high):
+        assert read(parse_policy(policy(value))) == value
+    for value in (low - 1, high + 1):
+        with pytest.raises(PolicyError) as raised:
+            parse_policy(policy(value))
+        assert raised.value.errors == [f"rules.{rule}.{key}: expected a whole number {low}-{high}, got {value}"]
+
+
+@pytest.mark.parametrize(("base", "rule"), [("it", "silent_calls"), ("us", "campaign_silent_rate")])
+def test_an_abandoned_rate_is_a_fraction_0_to_1_both_included(base, rule) -> None:
+    def policy(value: float) -> str:
+        return f'base = "{base}"\nversion = "x"\n[rules.{rule}]\nabandoned_rate_limit = {value}'
+
+    for value in (0, 1):
+        assert parse_policy(policy(value)).abandoned_rate_limit == value
+    for value in (-0.001, 1.001):
+        with pytest.raises(PolicyError, match="expected a fraction 0-1"):
+            parse_policy(policy(value))
+
+
 def test_every_error_is_reported_at_once() -> None:
     with pytest.raises(PolicyError) as raised:
         parse_policy('[rules.calling_hours]\nweekday = "x"\nsaturday = "y"\n[rules.nope]', "p.toml")

@@ -405,14 +405,10 @@ def _us_parameters(
             state_limits = tuple(found)
         return replace(settings, frequency_limits=limits, us=replace(us, state_limits=state_limits))
     if name == "campaign_silent_rate":
-        rate = table.get("abandoned_rate_limit", settings.abandoned_rate_limit)
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
-            errors.append(f"{where}.abandoned_rate_limit: expected a fraction 0-1 (0.03 is 3 per 100), got {rate!r}")
-            rate = settings.abandoned_rate_limit
         return replace(
             settings,
             silent_rate_window_days=_int(table, "window_days", settings.silent_rate_window_days, 1, 40, where, errors),
-            abandoned_rate_limit=float(rate),
+            abandoned_rate_limit=_abandoned_rate(table, settings, where, errors),
         )
     if name == "caller_id":
         return _parameters(name, table, settings, where, errors)
@@ -515,6 +511,14 @@ def _purposes(raw: Any, where: str, errors: list[str]) -> frozenset[Purpose]:
     return frozenset(chosen)
 
 
+def _abandoned_rate(table: dict[str, Any], settings: PolicySettings, where: str, errors: list[str]) -> float:
+    rate = table.get("abandoned_rate_limit", settings.abandoned_rate_limit)
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+        errors.append(f"{where}.abandoned_rate_limit: expected a fraction 0-1 (0.03 is 3 per 100), got {rate!r}")
+        return settings.abandoned_rate_limit
+    return float(rate)
+
+
 def _int(table: dict[str, Any], key: str, default: int, low: int, high: int, where: str, errors: list[str]) -> int:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -568,11 +572,8 @@ def _parameters(
         return replace(settings, frequency_limits=_limits(table, settings.frequency_limits, where, errors))
     if name == "silent_calls":
         block = _int(table, "block_days", settings.silent_call_block.days, 0, 366, where, errors)
-        rate = table.get("abandoned_rate_limit", settings.abandoned_rate_limit)
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
-            errors.append(f"{where}.abandoned_rate_limit: expected a fraction 0-1 (0.03 is 3 per 100), got {rate!r}")
-            rate = settings.abandoned_rate_limit
-        return replace(settings, silent_call_block=timedelta(days=block), abandoned_rate_limit=float(rate))
+        rate = _abandoned_rate(table, settings, where, errors)
+        return replace(settings, silent_call_block=timedelta(days=block), abandoned_rate_limit=rate)
     return settings
 
 
