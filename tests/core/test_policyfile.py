@@ -145,6 +145,47 @@ def test_an_abandoned_rate_is_a_fraction_0_to_1_both_included(base, rule) -> Non
             parse_policy(policy(value))
 
 
+@pytest.mark.parametrize(
+    ("window", "parsed"),
+    [
+        ("00:00-23:59", (time(0), time(23, 59))),
+        ("23:59-24:00", (time(23, 59), time.max)),
+        ("10:00-10:01", (time(10), time(10, 1))),
+        ("10:00-10:00", "ends before it starts"),  # empty: "never" says that
+        ("10:00-09:59", "ends before it starts"),
+        ("24:00-24:00", "is not a time of day"),
+        ("10:60-11:00", "is not a time of day"),
+        ("10:00-24:01", "is not a time of day"),
+        ("10:00-11:60", "is not a time of day"),
+    ],
+)
+def test_a_window_is_two_times_of_day_the_second_later(window, parsed) -> None:
+    policy = f'version = "x"\n[rules.calling_hours]\nweekday = "{window}"'
+    if isinstance(parsed, tuple):
+        assert parse_policy(policy).calling_hours.weekday == parsed
+    else:
+        with pytest.raises(PolicyError) as raised:
+            parse_policy(policy)
+        assert len(raised.value.errors) == 1 and parsed in raised.value.errors[0], raised.value.errors
+
+
+@pytest.mark.parametrize(
+    ("day", "ok"),
+    [("01-01", True), ("12-31", True), ("02-29", True), ("00-10", False), ("13-01", False), ("01-00", False),
+     ("01-32", False), ("04-31", False), ("02-30", False)],
+)  # fmt: skip
+def test_a_local_holiday_is_a_day_of_the_calendar(day, ok) -> None:
+    policy = (
+        f'version = "x"\n[rules.calling_hours]\nlocal_holidays = [{{prefix = "+3906", date = "{day}", name = "x"}}]'
+    )
+    if ok:
+        (holiday,) = parse_policy(policy).calling_hours.local_holidays
+        assert (holiday.month, holiday.day) == tuple(int(n) for n in day.split("-"))
+    else:
+        with pytest.raises(PolicyError, match='expected "MM-DD"'):
+            parse_policy(policy)
+
+
 def test_every_error_is_reported_at_once() -> None:
     with pytest.raises(PolicyError) as raised:
         parse_policy('[rules.calling_hours]\nweekday = "x"\nsaturday = "y"\n[rules.nope]', "p.toml")
