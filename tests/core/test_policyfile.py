@@ -186,6 +186,27 @@ def test_a_local_holiday_is_a_day_of_the_calendar(day, ok) -> None:
             parse_policy(policy)
 
 
+@pytest.mark.parametrize(
+    ("window", "maximum", "error"),
+    [
+        ("1m", 1, None),
+        ("366d", 1000, None),
+        ("0m", 1, "window: expected 1 minute to 366 days"),
+        ("367d", 1, "window: expected 1 minute to 366 days"),
+        ("24h", 0, "max: expected a whole number 1-1000"),
+        ("24h", 1001, "max: expected a whole number 1-1000"),
+    ],
+)
+def test_a_call_limit_counts_1_to_1000_calls_over_1_minute_to_366_days(window, maximum, error) -> None:
+    policy = f'version = "x"\n[rules.frequency_cap]\nlimits = [{{window = "{window}", max = {maximum}}}]'
+    if error is None:
+        (limit,) = parse_policy(policy).frequency_limits
+        assert limit.max_calls == maximum and limit.window in (timedelta(minutes=1), timedelta(days=366))
+    else:
+        with pytest.raises(PolicyError, match=error):
+            parse_policy(policy)
+
+
 def test_every_error_is_reported_at_once() -> None:
     with pytest.raises(PolicyError) as raised:
         parse_policy('[rules.calling_hours]\nweekday = "x"\nsaturday = "y"\n[rules.nope]', "p.toml")
