@@ -265,5 +265,7 @@ def test_a_stricter_policy_shows_the_changes_by_kind_reason_client_and_campaign(
     example = summary["examples"]["allow->deny"][0]
     assert example["recorded"]["decision"] == "allow" and example["replayed"]["decision"] == "deny"
     assert all("*" in e["callee"] for e in summary["examples"]["allow->deny"])  # numbers masked
+    assert replay.changes["other"] > replay.examples_per_kind == len(summary["examples"]["other"])  # at most 3
     text = "\n".join(replay.lines())
+    assert "and 0 more" not in text  # a list cut short says how many it left out, and only then
     assert text.endswith(replay.summary()) and "allow -> deny" in text
