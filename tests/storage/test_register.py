@@ -185,6 +185,23 @@ def test_the_lua_lookup_agrees_with_python(
     raw.delete(key)
 
 
+def test_the_lua_lookup_reads_an_unknown_registration_day_in_a_packed_segment(raw: redis.Redis) -> None:
+    """A packed segment stores registration days from its earliest one (base); an
+    unknown day (code 0) must stay unknown, never become the day before the base,
+    which would let a consent given after it lift the register."""
+    suffixes = list(range(0, 3000, 3))
+    values = [OPPOSED | (19_000 + n % 500) if n % 2 else OPPOSED for n in range(len(suffixes))]  # every other undated
+    segment = encode_segment(b"*", 20_000, suffixes, values)
+    assert len(segment) < 7 + 1 + 4 * len(suffixes)  # packed: smaller than the plain format
+    key = bucket_key(39352997)
+    raw.set(key, reg.version(4_000_000_001, [segment]))
+    lookup = raw.register_script(LUA_TWIN)
+    for n in (0, 1, 2, 3):
+        everyone, *_ = lookup(keys=[key, HIDDEN_KEY], args=[suffixes[n], "acme"])
+        assert everyone == 20_000 << 16 | values[n]
+    raw.delete(key)
+
+
 def test_the_lua_lookup_of_a_missing_bucket_answers_nothing_in_every_field(raw: redis.Redis) -> None:
     """A number whose bucket holds nothing (no result, no directory entry, no
     named register) answers the same four fields as any other: the batch
