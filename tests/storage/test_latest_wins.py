@@ -9,43 +9,33 @@ The session's Redis; numbers of this module: +39 358 … and +1 212 555 098x.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
 
 from callguard.core.facts import OptOut
-from callguard.storage.factory import open_stores
-from callguard.storage.stores import Query
+from callguard.storage.stores import Query, Stores
 
 OLDER, NEWER = date(2025, 1, 1), date(2025, 5, 5)
 
 
-async def test_an_older_opt_out_never_replaces_a_newer_one(embedded: Any) -> None:
-    stores = open_stores(embedded.redis_url)
-    try:
-        for n, loads in enumerate([(OLDER, NEWER), (NEWER, OLDER)]):
-            callee = f"+39358000{n:04d}"
-            for day in loads:
-                await stores.add_optouts([(callee, OptOut("acme", day))])
-            (facts,) = await stores.lookup([Query(callee, "acme", "lw-op")])
-            assert facts.optouts == (OptOut("acme", NEWER),)
-        # an instant of the newer day is later than the day alone
-        callee = "+393580000009"
-        noon = datetime(2025, 5, 5, 12, tzinfo=UTC)
-        await stores.add_optouts([(callee, OptOut("acme", noon))])
-        await stores.add_optouts([(callee, OptOut("acme", OLDER))])
+async def test_an_older_opt_out_never_replaces_a_newer_one(stores: Stores) -> None:
+    for n, loads in enumerate([(OLDER, NEWER), (NEWER, OLDER)]):
+        callee = f"+39358000{n:04d}"
+        for day in loads:
+            await stores.add_optouts([(callee, OptOut("acme", day))])
         (facts,) = await stores.lookup([Query(callee, "acme", "lw-op")])
-        assert facts.optouts == (OptOut("acme", noon),)
-    finally:
-        await stores.close()
+        assert facts.optouts == (OptOut("acme", NEWER),)
+    # an instant of the newer day is later than the day alone
+    callee = "+393580000009"
+    noon = datetime(2025, 5, 5, 12, tzinfo=UTC)
+    await stores.add_optouts([(callee, OptOut("acme", noon))])
+    await stores.add_optouts([(callee, OptOut("acme", OLDER))])
+    (facts,) = await stores.lookup([Query(callee, "acme", "lw-op")])
+    assert facts.optouts == (OptOut("acme", noon),)
 
 
-async def test_an_older_disconnection_never_replaces_a_newer_one(embedded: Any) -> None:
-    stores = open_stores(embedded.redis_url)
-    try:
-        for n, loads in enumerate([(OLDER, NEWER), (NEWER, OLDER)]):
-            callee = f"+121255509{80 + n}"
-            for day in loads:
-                await stores.add_disconnections([(callee, day)])
-            (facts,) = await stores.lookup([Query(callee, "acme", "lw-op")])
-            assert facts.disconnected_at == NEWER
-    finally:
-        await stores.close()
+async def test_an_older_disconnection_never_replaces_a_newer_one(stores: Stores) -> None:
+    for n, loads in enumerate([(OLDER, NEWER), (NEWER, OLDER)]):
+        callee = f"+121255509{80 + n}"
+        for day in loads:
+            await stores.add_disconnections([(callee, day)])
+        (facts,) = await stores.lookup([Query(callee, "acme", "lw-op")])
+        assert facts.disconnected_at == NEWER

@@ -29,7 +29,6 @@ from hypothesis import strategies as st
 from callguard.core.facts import RegisterResult
 from callguard.core.numbers import canonical_e164, libphonenumber_e164, normalise
 from callguard.storage import register as reg
-from callguard.storage.factory import open_stores
 from callguard.storage.keys import CENSUS_KEY, HIDDEN_KEY, LOCK_KEY, NEXT_ID_KEY, bucket_key, register_key
 from callguard.storage.loaders import (
     REGISTER_COLUMNS,
@@ -212,13 +211,6 @@ def test_the_lua_lookup_of_a_missing_bucket_answers_nothing_in_every_field(raw: 
 
 
 # --- loads through the stores --------------------------------------------------------
-
-
-@pytest.fixture
-async def stores(embedded) -> Stores:
-    client = open_stores(embedded.redis_url, timeout=30)
-    yield client
-    await client.close()
 
 
 def census(embedded, scope: str) -> dict[date, int]:
